@@ -1,0 +1,130 @@
+"""Leave the model as you found it: the observer guard every explanation runs inside.
+
+Pure torch. Saves and restores every submodule's ``training`` flag, each parameter's ``requires_grad`` and
+``.grad`` (object and values), every module-level and parameter-level hook dict, and the global RNG states of
+torch (CPU and initialised CUDA devices), numpy and ``random``. Also leaves ``torch.inference_mode`` and
+autocast, and enables grad, so that explanations can differentiate inside Lightning's evaluation loops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["observer_guard", "explanation_mode"]
+
+_MODULE_HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+    "_state_dict_hooks",
+    "_state_dict_pre_hooks",
+    "_load_state_dict_pre_hooks",
+    "_load_state_dict_post_hooks",
+)
+
+
+def _save_rng() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "random": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["random"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextlib.contextmanager
+def observer_guard(model: nn.Module) -> Iterator[nn.Module]:
+    """Run a block that may touch ``model`` and restore everything it could have changed, even on error.
+
+    Restored: ``training`` of every submodule, ``requires_grad`` and ``.grad`` of every parameter, every hook
+    dict of every submodule and parameter, and the global RNG states (torch, CUDA, numpy, random).
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout()).train()
+        >>> with observer_guard(net):
+        ...     _ = net.eval()
+        ...     _ = net[0].register_forward_hook(lambda *a: None)
+        ...     _ = torch.rand(1)
+        >>> net.training, len(net[0]._forward_hooks)
+        (True, 0)
+    """
+    modules = list(model.modules())
+    training = [m.training for m in modules]
+    hooks = [
+        {name: dict(getattr(m, name)) for name in _MODULE_HOOK_DICTS if isinstance(getattr(m, name, None), dict)}
+        for m in modules
+    ]
+    params = list(model.parameters())
+    requires_grad = [p.requires_grad for p in params]
+    grads = [p.grad for p in params]
+    grad_values = [None if g is None else g.detach().clone() for g in grads]
+    param_hooks = [None if p._backward_hooks is None else dict(p._backward_hooks) for p in params]
+    rng = _save_rng()
+    try:
+        yield model
+    finally:
+        for m, flag, saved in zip(modules, training, hooks):
+            m.training = flag
+            for name, value in saved.items():
+                current = getattr(m, name)
+                current.clear()
+                current.update(value)
+        with torch.no_grad():
+            for p, flag, grad, value, ph in zip(params, requires_grad, grads, grad_values, param_hooks):
+                p.requires_grad_(flag)
+                if grad is not None and value is not None and not torch.equal(grad, value):
+                    grad.copy_(value)
+                p.grad = grad
+                if ph is None:
+                    p._backward_hooks = None
+                elif p._backward_hooks is not None:
+                    p._backward_hooks.clear()
+                    p._backward_hooks.update(ph)
+        _restore_rng(rng)
+
+
+@contextlib.contextmanager
+def explanation_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Guard ``model`` and set it up for explanation: eval mode, grad enabled, no inference mode, no autocast.
+
+    Inputs must be created (or cloned) inside the block so that they are ordinary tensors, not inference tensors.
+
+    Example:
+        >>> net = nn.Linear(3, 1).train()
+        >>> with torch.inference_mode(), explanation_mode(net):
+        ...     x = torch.ones(1, 3, requires_grad=True)
+        ...     g, = torch.autograd.grad(net(x).sum(), x)
+        >>> net.training, g.shape
+        (True, torch.Size([1, 3]))
+    """
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(observer_guard(model))
+        stack.enter_context(torch.inference_mode(False))
+        stack.enter_context(torch.enable_grad())
+        for device_type in ("cpu", "cuda"):
+            if device_type == "cuda" and not torch.cuda.is_available():
+                continue
+            stack.enter_context(torch.autocast(device_type=device_type, enabled=False))
+        model.eval()
+        yield model
