@@ -1,0 +1,24 @@
+"""lightning_xai: PyTorch Lightning callbacks that explain models while they train and on saved checkpoints.
+
+Example:
+    >>> from lightning_xai import GradCAMCallback
+    >>> GradCAMCallback(num_samples=4).num_samples
+    4
+"""
+
+from lightning_xai.adapters import ModelInputs, default_batch_to_inputs, default_forward_fn, logits_from_output
+from lightning_xai.callbacks.base import XAICallback
+from lightning_xai.callbacks.gradcam import GradCAMCallback
+from lightning_xai.probe import Probe
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GradCAMCallback",
+    "ModelInputs",
+    "Probe",
+    "XAICallback",
+    "default_batch_to_inputs",
+    "default_forward_fn",
+    "logits_from_output",
+]

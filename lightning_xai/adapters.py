@@ -1,0 +1,307 @@
+"""Batch and model adapters: how a batch becomes model inputs, labels and masks, and how an output becomes scores.
+
+Defaults cover ``(x, y)`` / ``(x, y, mask)`` tuples, dict batches (``pixel_values``, ``input_ids``,
+``attention_mask``, ``labels``, ``mask``) and Hugging Face ``ModelOutput`` / dict / tuple outputs. Anything else is
+handled by passing importable callables (``batch_to_inputs=``, ``forward_fn=``, ``target=``), by object or by
+dotted path (``"my_pkg.my_module.my_function"``), so LightningCLI YAML can name them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import torch
+from torch import Tensor, nn
+
+from lightning_xai._checks import expected
+
+__all__ = [
+    "ModelInputs",
+    "TargetSpec",
+    "default_batch_to_inputs",
+    "default_forward_fn",
+    "logits_from_output",
+    "resolve_callable",
+    "resolve_targets",
+    "slice_batch",
+    "batch_size_of",
+    "move_to",
+    "concat_batches",
+]
+
+LABEL_KEYS = ("labels", "label", "targets", "target", "y")
+MASK_KEYS = ("mask", "masks", "segmentation", "gt_mask")
+TargetSpec = Union[str, int, Callable[..., Tensor]]
+
+
+@dataclass
+class ModelInputs:
+    """What the model is called with, plus what the batch says about the truth.
+
+    Args:
+        args: positional tensors passed to the model, batch first.
+        kwargs: keyword tensors passed to the model (e.g. ``pixel_values``, ``attention_mask``).
+        labels: class labels ``(B,)`` when the batch carries them.
+        mask: ground-truth localisation masks ``(B, H, W)`` (or ``(B, T, H, W)``) when the batch carries them.
+
+    Example:
+        >>> mi = ModelInputs(args=(torch.zeros(2, 3, 4, 4),), labels=torch.tensor([0, 1]))
+        >>> mi.batch_size, mi.image_key
+        (2, 0)
+    """
+
+    args: tuple[Tensor, ...] = ()
+    kwargs: dict[str, Tensor] = field(default_factory=dict)
+    labels: Tensor | None = None
+    mask: Tensor | None = None
+
+    @property
+    def batch_size(self) -> int:
+        """Number of samples (first dimension of the first tensor input)."""
+        for t in (*self.args, *self.kwargs.values()):
+            if isinstance(t, Tensor) and t.dim() > 0:
+                return int(t.shape[0])
+        raise ValueError("ModelInputs holds no tensor with a batch dimension.")
+
+    @property
+    def image_key(self) -> int | str | None:
+        """Position or key of the first floating input with 4 or 5 dims (an image or a clip), else None."""
+        for i, t in enumerate(self.args):
+            if isinstance(t, Tensor) and t.is_floating_point() and t.dim() in (4, 5):
+                return i
+        for k, t in self.kwargs.items():
+            if isinstance(t, Tensor) and t.is_floating_point() and t.dim() in (4, 5):
+                return k
+        return None
+
+    def get(self, key: int | str) -> Tensor:
+        """Return the input at position ``key`` (int) or keyword ``key`` (str)."""
+        return self.args[key] if isinstance(key, int) else self.kwargs[key]
+
+    def replace(self, key: int | str, value: Tensor) -> ModelInputs:
+        """Return a copy with the input at ``key`` replaced by ``value``."""
+        args, kwargs = list(self.args), dict(self.kwargs)
+        if isinstance(key, int):
+            args[key] = value
+        else:
+            kwargs[key] = value
+        return ModelInputs(tuple(args), kwargs, self.labels, self.mask)
+
+    def to(self, device: torch.device | str) -> ModelInputs:
+        """Return a copy with every tensor moved to ``device``."""
+        return ModelInputs(
+            tuple(move_to(a, device) for a in self.args),
+            {k: move_to(v, device) for k, v in self.kwargs.items()},
+            move_to(self.labels, device),
+            move_to(self.mask, device),
+        )
+
+
+def _first_key(batch: Mapping[str, Any], keys: Sequence[str]) -> str | None:
+    return next((k for k in keys if k in batch), None)
+
+
+def default_batch_to_inputs(batch: Any) -> ModelInputs:
+    """Split a batch into model inputs, labels and masks.
+
+    Tuples/lists: ``(x,)``, ``(x, y)``, ``(x, y, mask)``. Dicts: label keys (``labels``, ``label``, ``target(s)``,
+    ``y``) and mask keys (``mask``, ``masks``, ``segmentation``) are taken out, every other tensor is passed to the
+    model by keyword. A bare tensor is the single input.
+
+    Example:
+        >>> mi = default_batch_to_inputs({"input_ids": torch.ones(2, 5, dtype=torch.long), "labels": torch.tensor([0, 1])})
+        >>> list(mi.kwargs), mi.labels.tolist()
+        (['input_ids'], [0, 1])
+    """
+    if isinstance(batch, Tensor):
+        return ModelInputs(args=(batch,))
+    if isinstance(batch, Mapping):
+        lk, mk = _first_key(batch, LABEL_KEYS), _first_key(batch, MASK_KEYS)
+        kwargs = {k: v for k, v in batch.items() if k not in (lk, mk) and isinstance(v, Tensor)}
+        return ModelInputs(kwargs=kwargs, labels=batch.get(lk) if lk else None, mask=batch.get(mk) if mk else None)
+    if isinstance(batch, (tuple, list)) and len(batch) > 0 and isinstance(batch[0], Tensor):
+        labels = batch[1] if len(batch) > 1 and isinstance(batch[1], Tensor) else None
+        mask = batch[2] if len(batch) > 2 and isinstance(batch[2], Tensor) else None
+        return ModelInputs(args=(batch[0],), labels=labels, mask=mask)
+    raise TypeError(
+        expected(
+            "batch_to_inputs",
+            "set for this batch type: the default understands a tensor, an (x, y[, mask]) tuple or a dict of tensors",
+            type(batch).__name__,
+        )
+    )
+
+
+def default_forward_fn(model: nn.Module, inputs: ModelInputs) -> Any:
+    """Call ``model(*inputs.args, **inputs.kwargs)``.
+
+    Example:
+        >>> default_forward_fn(nn.Identity(), ModelInputs(args=(torch.ones(1, 2),))).shape
+        torch.Size([1, 2])
+    """
+    return model(*inputs.args, **inputs.kwargs)
+
+
+def logits_from_output(output: Any, key: str | int | None = None) -> Tensor:
+    """Pick the logits-like tensor out of a model output.
+
+    A tensor is returned as is; a ``ModelOutput``/dict gives ``output[key]`` or ``logits``; a tuple/list gives
+    ``output[key]`` or its first tensor.
+
+    Example:
+        >>> logits_from_output({"loss": torch.tensor(0.), "logits": torch.ones(2, 3)}).shape
+        torch.Size([2, 3])
+    """
+    if isinstance(output, Tensor) and key is None:
+        return output
+    if isinstance(output, Mapping) or hasattr(output, "keys"):
+        keys = list(output.keys())
+        if key is not None:
+            if key not in keys:
+                raise ValueError(expected("output", f"one of the model's output keys {keys}", key))
+            return output[key]
+        for k in ("logits", "logit", "scores", "output"):
+            if k in keys and isinstance(output[k], Tensor):
+                return output[k]
+        tensors = [k for k in keys if isinstance(output[k], Tensor) and output[k].dim() >= 1]
+        if len(tensors) == 1:
+            return output[tensors[0]]
+        raise ValueError(
+            "The model output is a mapping without a `logits` entry (keys: "
+            f"{keys}). Set `output=` to the key to explain, or pass `forward_fn=` returning a (batch, classes) tensor."
+        )
+    if isinstance(output, (tuple, list)):
+        if isinstance(key, int):
+            return output[key]
+        for item in output:
+            if isinstance(item, Tensor):
+                return item
+    raise ValueError(
+        f"Could not find a logits-like tensor in the model output of type {type(output).__name__}. "
+        "Set `output=` (a key or index) or pass `forward_fn=` returning a (batch, classes) tensor."
+    )
+
+
+def resolve_callable(name: str, value: Any) -> Callable[..., Any] | None:
+    """Turn ``None``, a callable or a dotted import path (``"pkg.module.function"``) into a callable.
+
+    Example:
+        >>> resolve_callable("forward_fn", "lightning_xai.adapters.default_forward_fn").__name__
+        'default_forward_fn'
+    """
+    if value is None or callable(value):
+        return value
+    if isinstance(value, str) and "." in value:
+        module_name, _, attr = value.rpartition(".")
+        try:
+            obj = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(expected(name, "a callable or an importable dotted path", value) + f" ({err})") from err
+        if callable(obj):
+            return obj
+    raise ValueError(expected(name, "a callable or an importable dotted path like 'pkg.module.function'", value))
+
+
+def resolve_targets(logits: Tensor, target: TargetSpec, labels: Tensor | None = None) -> Tensor:
+    """Class indices to explain, one per sample: ``"pred"`` (argmax), ``"label"`` (from the batch) or a fixed int.
+
+    Example:
+        >>> resolve_targets(torch.tensor([[0.1, 2.0], [3.0, 0.0]]), "pred").tolist()
+        [1, 0]
+    """
+    n = logits.shape[0]
+    if target == "pred":
+        if logits.dim() < 2:
+            raise ValueError(expected("target", "'pred' only for (batch, classes) outputs; use a callable", "pred"))
+        return logits.detach().reshape(n, -1).argmax(dim=1)
+    if target == "label":
+        if labels is None:
+            raise ValueError(
+                expected("target", "'label' only when the batch carries labels (see `batch_to_inputs`)", "label")
+            )
+        return labels.detach().reshape(n).long().to(logits.device)
+    if isinstance(target, int) and not isinstance(target, bool):
+        classes = logits.shape[-1] if logits.dim() >= 2 else 1
+        if not 0 <= target < classes:
+            raise ValueError(expected("target", f"a class index in [0, {classes - 1}]", target))
+        return torch.full((n,), target, dtype=torch.long, device=logits.device)
+    raise ValueError(expected("target", "'pred', 'label', an int class index or a callable", target))
+
+
+def batch_size_of(batch: Any) -> int:
+    """Number of samples in a (possibly nested) batch.
+
+    Example:
+        >>> batch_size_of((torch.zeros(3, 2), torch.zeros(3)))
+        3
+    """
+    if isinstance(batch, Tensor):
+        return int(batch.shape[0])
+    if isinstance(batch, Mapping):
+        return batch_size_of(next(iter(batch.values())))
+    if isinstance(batch, (tuple, list)):
+        return batch_size_of(batch[0]) if batch and not isinstance(batch[0], str) else len(batch)
+    raise TypeError(f"Cannot find the batch size of a {type(batch).__name__}.")
+
+
+def slice_batch(batch: Any, index: Tensor | Sequence[int]) -> Any:
+    """Select samples ``index`` from every tensor (and list) in a nested batch.
+
+    Example:
+        >>> slice_batch({"x": torch.arange(4), "names": ["a", "b", "c", "d"]}, [3, 0])
+        {'x': tensor([3, 0]), 'names': ['d', 'a']}
+    """
+    idx = torch.as_tensor(index, dtype=torch.long)
+    if isinstance(batch, Tensor):
+        return batch[idx.to(batch.device)] if batch.dim() > 0 else batch
+    if isinstance(batch, Mapping):
+        return {k: slice_batch(v, idx) for k, v in batch.items()}
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
+        return type(batch)(*(slice_batch(v, idx) for v in batch))
+    if isinstance(batch, (tuple, list)):
+        if batch and all(isinstance(v, (str, int, float)) for v in batch):
+            return [batch[i] for i in idx.tolist()]
+        return type(batch)(slice_batch(v, idx) for v in batch)
+    return batch
+
+
+def concat_batches(batches: Sequence[Any]) -> Any:
+    """Concatenate nested batches of the same structure along the batch dimension.
+
+    Example:
+        >>> concat_batches([(torch.zeros(1, 2), [1]), (torch.ones(2, 2), [2, 3])])[1]
+        [1, 2, 3]
+    """
+    first = batches[0]
+    if isinstance(first, Tensor):
+        return torch.cat([b if b.dim() > 0 else b[None] for b in batches])
+    if isinstance(first, Mapping):
+        return {k: concat_batches([b[k] for b in batches]) for k in first}
+    if isinstance(first, tuple) and hasattr(first, "_fields"):
+        return type(first)(*(concat_batches([b[i] for b in batches]) for i in range(len(first))))
+    if isinstance(first, (tuple, list)):
+        if all(isinstance(v, (str, int, float)) for v in first):
+            return [v for b in batches for v in b]
+        return type(first)(concat_batches([b[i] for b in batches]) for i in range(len(first)))
+    return first
+
+
+def move_to(obj: Any, device: torch.device | str) -> Any:
+    """Move every tensor in a nested structure to ``device``.
+
+    Example:
+        >>> move_to({"x": torch.ones(1)}, "cpu")["x"].device.type
+        'cpu'
+    """
+    if isinstance(obj, Tensor):
+        return obj.to(device)
+    if isinstance(obj, Mapping):
+        return {k: move_to(v, device) for k, v in obj.items()}
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        return type(obj)(*(move_to(v, device) for v in obj))
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(move_to(v, device) for v in obj)
+    return obj

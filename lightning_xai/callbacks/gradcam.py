@@ -1,0 +1,224 @@
+"""GradCAMCallback: class activation maps of the probe images every validation epoch and on checkpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor, nn
+from typing_extensions import override
+
+from lightning_xai._checks import check_choices, check_probability, expected
+from lightning_xai.adapters import ModelInputs, TargetSpec, resolve_callable
+from lightning_xai.callbacks.base import Stage, XAICallback
+from lightning_xai.functional.cam import CAM_METHODS, cam
+from lightning_xai.functional._layers import find_target_layer, resolve_layer
+from lightning_xai.functional.localization import energy_in_mask, pointing_game
+from lightning_xai.probe import Probe
+from lightning_xai.sinks import ArtifactSink
+
+__all__ = ["GradCAMCallback"]
+
+_PRETTY = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "xgradcam": "XGrad-CAM", "layercam": "Layer-CAM",
+           "hirescam": "HiResCAM", "scorecam": "Score-CAM", "eigencam": "Eigen-CAM", "ablationcam": "Ablation-CAM"}
+
+
+class GradCAMCallback(XAICallback):
+    """Grad-CAM family heatmaps over the probe images (or one per frame for video), every validation epoch.
+
+    TensorBoard shows, per method, a grid of the probe images with the heatmap overlaid (tag
+    ``xai/gradcam/<method>``), each tile titled with true label, predicted label and confidence; when the batch
+    carries ground-truth masks, the localisation scores ``xai/gradcam/<method>/pointing_game`` and
+    ``.../energy_in_mask``. Arrays ``gradcam_<method>.npy`` of shape ``(num_samples, H, W)`` (or
+    ``(num_samples, T, H, W)``) are written in the probe's order and listed in ``<log_dir>/xai/manifest.jsonl``.
+
+    The gradient family (``gradcam``, ``gradcam++``, ``xgradcam``, ``layercam``, ``hirescam``,
+    ``gradcamelementwise``) runs on a pure-torch path; every other pytorch_grad_cam method runs through
+    pytorch_grad_cam inside the observer guard.
+
+    Args:
+        num_samples: probe images to explain.
+        methods: one or several of :data:`~lightning_xai.functional.cam.CAM_METHODS`.
+        target_layer: dotted name of the layer to explain (``"layer4.1"``); ``None`` finds the last convolutional
+            feature map, or the right block and token reshape of ViT/DeiT/Swin backbones.
+        reshape_transform: callable (or dotted path) mapping the layer's activation to ``(B, C, h, w)``.
+        input_key: which model input is the image (position or keyword); default: the first float 4-D/5-D input.
+        video_layout: ``"BTCHW"``, ``"BCTHW"`` or ``"auto"`` for 5-D inputs.
+        mean: per-channel normalisation mean to undo in overlays (default: ImageNet's when the pixel range says so).
+        std: per-channel normalisation std to undo in overlays.
+        alpha: heatmap opacity in overlays.
+        **base: ``probe``, ``batch_to_inputs``, ``forward_fn``, ``target``, ``output``, ``class_names``,
+            ``every_n_epochs``, ``stages``, ``on_error``, ``log_dir`` as in :class:`XAICallback`.
+
+    Example:
+        >>> cb = GradCAMCallback(num_samples=8, methods=("gradcam", "gradcam++"))
+        >>> cb.methods
+        ('gradcam', 'gradcam++')
+    """
+
+    name = "gradcam"
+
+    def __init__(
+        self,
+        num_samples: int = 8,
+        methods: Sequence[str] | str = ("gradcam",),
+        target_layer: str | None = None,
+        reshape_transform: Callable[[Tensor], Tensor] | str | None = None,
+        input_key: int | str | None = None,
+        video_layout: Literal["auto", "BTCHW", "BCTHW"] = "auto",
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        alpha: float = 0.5,
+        probe: Any = None,
+        batch_to_inputs: Callable[..., ModelInputs] | str | None = None,
+        forward_fn: Callable[..., Any] | str | None = None,
+        target: TargetSpec = "pred",
+        output: str | int | None = None,
+        class_names: Sequence[str] | None = None,
+        every_n_epochs: int = 1,
+        stages: Sequence[Stage] = ("fit", "validate", "test"),
+        on_error: Literal["warn", "raise"] = "warn",
+        log_dir: str | None = None,
+    ) -> None:
+        super().__init__(num_samples, probe, batch_to_inputs, forward_fn, target, output, class_names,
+                         every_n_epochs, stages, on_error, log_dir)
+        self.methods = check_choices("methods", methods, CAM_METHODS)
+        if target_layer is not None and (not isinstance(target_layer, str) or not target_layer):
+            raise ValueError(expected("target_layer", "None or a dotted module name such as 'layer4.1'", target_layer))
+        self.target_layer = target_layer
+        self.reshape_transform = resolve_callable("reshape_transform", reshape_transform)
+        if video_layout not in ("auto", "BTCHW", "BCTHW"):
+            raise ValueError(expected("video_layout", "one of ['auto', 'BTCHW', 'BCTHW']", video_layout))
+        self.video_layout = video_layout
+        self.input_key = input_key
+        for arg, value in (("mean", mean), ("std", std)):
+            if value is not None and (isinstance(value, str) or len(value) not in (1, 3)):
+                raise ValueError(expected(arg, "None or a sequence of 1 or 3 floats", value))
+        self.mean, self.std = mean, std
+        self.alpha = check_probability("alpha", alpha)
+        self._layer: tuple[str, Callable[[Tensor], Tensor] | None] | None = None
+        self._id.update(methods=list(self.methods), target_layer=target_layer)
+
+    @override
+    def _check_model(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.target_layer is not None:
+            resolve_layer(pl_module, self.target_layer)
+
+    def _image_key(self, inputs: ModelInputs) -> int | str:
+        key = self.input_key if self.input_key is not None else inputs.image_key
+        if key is None or (isinstance(key, int) and key >= len(inputs.args)) or (
+            isinstance(key, str) and key not in inputs.kwargs
+        ):
+            found = {**{str(i): a for i, a in enumerate(inputs.args)}, **inputs.kwargs}
+            desc = ", ".join(f"{k}: {tuple(v.shape)} {v.dtype}" for k, v in found.items())
+            raise ValueError(
+                f"GradCAMCallback explains images or video clips (a floating tensor of 4 or 5 dims), but the model "
+                f"inputs are [{desc}]. Set `input_key=` to the image input, or use an attribution callback made for "
+                "this kind of input (SHAP for tokens and tabular data)."
+            )
+        return key
+
+    def _video_to_model_layout(self, x: Tensor) -> str | None:
+        if x.dim() != 5:
+            return None
+        if self.video_layout != "auto":
+            return self.video_layout
+        return "BCTHW" if x.shape[1] in (1, 3) and x.shape[2] not in (1, 3) else "BTCHW"
+
+    @override
+    def _explain(self, model: nn.Module, inputs: ModelInputs) -> dict[str, Any]:
+        key = self._image_key(inputs)
+        x = inputs.get(key)
+        score_mode = callable(self.target)
+
+        def fwd(m: nn.Module, image: Tensor) -> Tensor:
+            out = self._model_output(m, inputs.replace(key, image))
+            return out if score_mode else self._logits(out)
+
+        with torch.no_grad():
+            logits = self._logits(self._model_output(model, inputs))
+        target: Tensor | Callable[[Any], Tensor] = self.target if score_mode else self._targets(logits, inputs)  # type: ignore[assignment]
+        if self._layer is None:
+            if self.target_layer is not None:
+                self._layer = (self.target_layer, self.reshape_transform)
+            else:
+                name, reshape = find_target_layer(model, (x,), forward_fn=fwd)
+                self._layer = (name, self.reshape_transform or reshape)
+        name, reshape = self._layer
+        layer = resolve_layer(model, name)
+        maps = {
+            m: cam(model, (x,), target, layer, method=m, forward_fn=fwd, reshape_transform=reshape).float().cpu()
+            for m in self.methods
+        }
+        probs = logits.float().softmax(-1) if logits.dim() == 2 else None
+        return {
+            "maps": maps,
+            "layer": name,
+            "image": x.detach().float().cpu(),
+            "layout": self._video_to_model_layout(x),
+            "pred": logits.argmax(-1).cpu() if logits.dim() == 2 else None,
+            "confidence": probs.max(-1).values.cpu() if probs is not None else None,
+            "target": None if score_mode else target.cpu(),  # type: ignore[union-attr]
+        }
+
+    @override
+    def _emit(self, result: dict[str, Any], inputs: ModelInputs, probe: Probe, sink: ArtifactSink) -> None:
+        from lightning_xai.render.overlay import frame_strip, overlay_grid
+
+        image = result["image"]
+        if result["layout"] == "BCTHW":
+            image = image.permute(0, 2, 1, 3, 4)
+        titles = self._titles(result, inputs, probe)
+        ev = sink.event
+        for method, maps in result["maps"].items():
+            finite = torch.isfinite(maps)
+            bad = int((~finite).sum())
+            if bad:
+                rows = sorted({int(i) for i in (~finite).flatten(1).any(1).nonzero().flatten()})
+                rank_zero_warn(
+                    f"lightning_xai: {_PRETTY.get(method, method)} gave {bad} non-finite values for probes {rows} at "
+                    f"epoch {ev.epoch}; logged as xai/gradcam/{method}/nonfinite and left blank in the plot.",
+                    category=RuntimeWarning,
+                )
+            sink.scalar(f"{method}/nonfinite", bad)
+            suptitle = f"{_PRETTY.get(method, method)} · layer {result['layer']} · {ev.stage} · epoch {ev.epoch} · step {ev.global_step}"
+            if image.dim() == 5:
+                fig = frame_strip(image, maps, titles=titles, suptitle=suptitle, mean=self.mean, std=self.std,
+                                  alpha=self.alpha)
+            else:
+                fig = overlay_grid(image, maps, titles=titles, suptitle=suptitle, mean=self.mean, std=self.std,
+                                   alpha=self.alpha)
+            sink.figure(method, fig)
+            sink.array(f"gradcam_{method}", maps.numpy())
+            sink.histogram(f"{method}/values", maps[finite].numpy())
+            summary = self._localisation(method, maps, inputs, sink)
+            sink.json(f"summary_{method}", {"layer": result["layer"], "dataset_index": probe.indices,
+                                            "titles": titles, **summary})
+            sink.commit(method=method, layer=result["layer"])
+
+    def _localisation(self, method: str, maps: Tensor, inputs: ModelInputs, sink: ArtifactSink) -> dict[str, Any]:
+        if inputs.mask is None:
+            return {}
+        mask = inputs.mask.float()
+        if mask.dim() == maps.dim() + 1 and mask.shape[1] == 1:
+            mask = mask[:, 0]
+        clean = torch.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0)
+        hits = pointing_game(clean, mask).float()
+        energy = energy_in_mask(clean, mask)
+        sink.scalar(f"{method}/pointing_game", float(hits.mean()))
+        sink.scalar(f"{method}/energy_in_mask", float(energy.mean()))
+        return {"pointing_game": hits.tolist(), "energy_in_mask": energy.tolist()}
+
+    def _titles(self, result: dict[str, Any], inputs: ModelInputs, probe: Probe) -> list[str]:
+        titles = []
+        for i in range(result["image"].shape[0]):
+            parts = [f"#{probe.indices[i]}" if probe.indices[i] >= 0 else f"probe {i}"]
+            if inputs.labels is not None and inputs.labels.dim() == 1:
+                parts.append(f"true: {self._class_name(int(inputs.labels[i]))}")
+            if result["pred"] is not None:
+                parts.append(f"pred: {self._class_name(int(result['pred'][i]))} ({float(result['confidence'][i]):.2f})")
+            titles.append(" | ".join(parts))
+        return titles

@@ -1,0 +1,342 @@
+"""Target-layer resolution for CAM methods: names to modules, automatic choice, token reshapes.
+
+Pure torch. ``resolve_layer`` turns the dotted name a user writes in YAML into the submodule (and lists the
+names that exist when it is wrong); ``find_target_layer`` picks a sensible default layer, with the
+``reshape_transform`` that turns its output into a ``(B, C, h, w)`` map: the last block of a known vision
+transformer, otherwise the last convolutional feature map seen in one forward pass.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import math
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lightning_xai._checks import expected
+from lightning_xai.functional._guard import observer_guard
+
+__all__ = ["find_target_layer", "resolve_layer", "swin_reshape_transform", "vit_reshape_transform"]
+
+_MAX_PREFIX_TOKENS = 8
+_MAX_LISTED = 12
+_TOKEN = re.compile(r"([^.\[\]]+)|\[(-?\d+)\]")
+_PATH = re.compile(r"(?:[^.\[\]]+|\[-?\d+\])(?:\.[^.\[\]]+|\[-?\d+\])*")
+
+
+# --------------------------------------------------------------------------------------------- reshapes
+def vit_reshape_transform(tensor: Tensor, num_prefix_tokens: int | None = None) -> Tensor:
+    """Turn ViT tokens ``(B, N, D)`` into a channels-first map ``(B, D, s, s)``, dropping the prefix tokens.
+
+    Args:
+        tensor: Token sequence ``(B, N, D)``: ``num_prefix_tokens`` class/distillation/register tokens
+            followed by ``s * s`` patch tokens in row-major order (square patch grid).
+        num_prefix_tokens: Number of leading non-patch tokens. ``None`` infers it as ``N - s**2`` for the
+            largest square ``s**2 <= N``, provided that leaves at most 8 prefix tokens.
+
+    Returns:
+        The patch tokens as a ``(B, D, s, s)`` map.
+
+    Raises:
+        ValueError: If ``tensor`` is not 3-D, or the patch tokens do not form a square grid.
+
+    Example:
+        >>> vit_reshape_transform(torch.zeros(2, 1 + 16, 8)).shape
+        torch.Size([2, 8, 4, 4])
+    """
+    if not isinstance(tensor, Tensor) or tensor.ndim != 3:
+        got = tuple(tensor.shape) if isinstance(tensor, Tensor) else type(tensor).__name__
+        raise ValueError(expected("tensor", "a (batch, tokens, dim) tensor of ViT tokens", got))
+    num_tokens = tensor.shape[1]
+    if num_prefix_tokens is None:
+        side = math.isqrt(num_tokens)
+        num_prefix_tokens = num_tokens - side * side
+        if num_prefix_tokens > _MAX_PREFIX_TOKENS:
+            raise ValueError(
+                expected(
+                    "num_prefix_tokens",
+                    f"given explicitly: {num_tokens} tokens are not a square grid plus at most "
+                    f"{_MAX_PREFIX_TOKENS} prefix tokens",
+                    None,
+                )
+            )
+    elif isinstance(num_prefix_tokens, bool) or not isinstance(num_prefix_tokens, int) or num_prefix_tokens < 0:
+        raise ValueError(expected("num_prefix_tokens", "an integer of at least 0 or None", num_prefix_tokens))
+    side = math.isqrt(max(num_tokens - num_prefix_tokens, 0))
+    if side == 0 or side * side != num_tokens - num_prefix_tokens:
+        raise ValueError(
+            expected(
+                "num_prefix_tokens",
+                f"a count that leaves a square number of patch tokens out of {num_tokens}",
+                num_prefix_tokens,
+            )
+        )
+    patches = tensor[:, num_prefix_tokens:, :]
+    return patches.reshape(tensor.shape[0], side, side, tensor.shape[2]).permute(0, 3, 1, 2)
+
+
+def swin_reshape_transform(tensor: Tensor) -> Tensor:
+    """Turn Swin features into a channels-first map ``(B, C, H, W)``.
+
+    Args:
+        tensor: Either a channels-last map ``(B, H, W, C)`` (torchvision Swin) or tokens ``(B, H*W, C)`` of a
+            square grid (Hugging Face Swin).
+
+    Returns:
+        The ``(B, C, H, W)`` map.
+
+    Raises:
+        ValueError: If ``tensor`` is neither 4-D nor 3-D with a square number of tokens.
+
+    Example:
+        >>> swin_reshape_transform(torch.zeros(2, 4, 4, 8)).shape
+        torch.Size([2, 8, 4, 4])
+        >>> swin_reshape_transform(torch.zeros(2, 16, 8)).shape
+        torch.Size([2, 8, 4, 4])
+    """
+    if isinstance(tensor, Tensor) and tensor.ndim == 4:
+        return tensor.permute(0, 3, 1, 2)
+    if isinstance(tensor, Tensor) and tensor.ndim == 3:
+        side = math.isqrt(tensor.shape[1])
+        if side * side == tensor.shape[1]:
+            return tensor.reshape(tensor.shape[0], side, side, tensor.shape[2]).permute(0, 3, 1, 2)
+    got = tuple(tensor.shape) if isinstance(tensor, Tensor) else type(tensor).__name__
+    raise ValueError(
+        expected("tensor", "a channels-last (B, H, W, C) map or (B, H*W, C) tokens of a square grid", got)
+    )
+
+
+# ----------------------------------------------------------------------------------------- resolve_layer
+def _candidates(model: nn.Module) -> list[str]:
+    """Names worth suggesting as CAM layers: convolutions and the blocks of sequential stages."""
+    names = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+        parent = name.rpartition(".")[0]
+        is_block = (
+            isinstance(model.get_submodule(parent) if parent else model, (nn.Sequential, nn.ModuleList))
+            and len(module._modules) > 0
+        )
+        if isinstance(module, nn.modules.conv._ConvNd) or is_block:
+            names.append(name)
+    return names
+
+
+def _shorten(names: Sequence[str]) -> list[str]:
+    """Keep the last entries (the deep layers CAMs are usually taken from) and say how many were dropped."""
+    if len(names) <= _MAX_LISTED:
+        return list(names)
+    return [f"... {len(names) - _MAX_LISTED} more", *names[-_MAX_LISTED:]]
+
+
+def _walk(model: nn.Module, name: str) -> nn.Module | None:
+    """Follow ``a.b[-1].c`` through attributes and ``Sequential``/``ModuleList`` indices; ``None`` if lost."""
+    if _PATH.fullmatch(name) is None:
+        return None
+    module: Any = model
+    for match in _TOKEN.finditer(name):
+        key, index = match.group(1), match.group(2)
+        if key is not None:
+            module = module._modules.get(key) if isinstance(module, nn.Module) else None
+        elif isinstance(module, (nn.Sequential, nn.ModuleList)) and -len(module) <= int(index) < len(module):
+            module = module[int(index)]
+        else:
+            return None
+        if module is None:
+            return None
+    return module if isinstance(module, nn.Module) else None
+
+
+def resolve_layer(model: nn.Module, name: str) -> nn.Module:
+    """Return the submodule of ``model`` called ``name``.
+
+    Args:
+        model: The model.
+        name: A dotted name as listed by ``model.named_modules()`` (``"layer4.1"``), or the same with
+            Python-style indices into ``Sequential``/``ModuleList`` containers (``"layer4[-1]"``).
+
+    Returns:
+        The submodule.
+
+    Raises:
+        TypeError: If ``name`` is not a string.
+        ValueError: If no submodule has that name; the message lists the closest names and candidate layers.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+        >>> resolve_layer(net, "0")
+        Conv2d(3, 4, kernel_size=(3, 3), stride=(1, 1))
+        >>> resolve_layer(net, "[-1]")
+        ReLU()
+    """
+    if not isinstance(name, str):
+        raise TypeError(expected("target_layer", "the name of a submodule (a string)", name))
+    modules = dict(model.named_modules())
+    if name in modules and name:
+        return modules[name]
+    found = _walk(model, name)
+    if found is not None:
+        return found
+    names = [n for n in modules if n]
+    closest = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+    raise ValueError(
+        expected("target_layer", f"the name of a submodule of {type(model).__name__}", name)
+        + f" Closest names: {closest}. Candidates (conv layers and blocks): {_shorten(_candidates(model))}."
+    )
+
+
+# ------------------------------------------------------------------------------------- find_target_layer
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _known_transformer(model: nn.Module) -> tuple[str, Callable[[Tensor], Tensor]] | None:
+    """The last block's first norm of the outermost known vision transformer inside ``model``, if any."""
+    for prefix, module in model.named_modules():
+        kind = type(module).__name__
+        origin = type(module).__module__
+        if origin.startswith("torchvision.") and kind == "VisionTransformer":
+            last = list(module.encoder.layers.named_children())[-1][0]
+            return _join(prefix, f"encoder.layers.{last}.ln_1"), functools.partial(
+                vit_reshape_transform, num_prefix_tokens=1
+            )
+        if origin.startswith("torchvision.") and kind == "SwinTransformer":
+            blocks = [n for n, m in module.features.named_modules() if hasattr(m, "norm1") and hasattr(m, "attn")]
+            if blocks:
+                return _join(prefix, f"features.{blocks[-1]}.norm1"), swin_reshape_transform
+        if origin.startswith("transformers."):
+            layers = getattr(getattr(module, "encoder", None), "layer", None)
+            embeddings = getattr(module, "embeddings", None)
+            if isinstance(layers, nn.ModuleList) and hasattr(layers[-1], "layernorm_before") and embeddings is not None:
+                num_prefix = int(getattr(embeddings, "cls_token", None) is not None) + int(
+                    getattr(embeddings, "distillation_token", None) is not None
+                )
+                return _join(prefix, f"encoder.layer.{len(layers) - 1}.layernorm_before"), functools.partial(
+                    vit_reshape_transform, num_prefix_tokens=num_prefix
+                )
+            if "swin" in origin and isinstance(getattr(module, "encoder", None), nn.Module):
+                blocks = [n for n, m in module.encoder.named_modules() if hasattr(m, "layernorm_before")]
+                if blocks:
+                    return _join(prefix, f"encoder.{blocks[-1]}.layernorm_before"), swin_reshape_transform
+    return None
+
+
+def _first_sample(inputs: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Slice every tensor that shares the first input's batch size to one sample: the search needs only one."""
+    batch = inputs[0].shape[0] if isinstance(inputs[0], Tensor) and inputs[0].ndim > 0 else None
+    return tuple(
+        x[:1] if isinstance(x, Tensor) and x.ndim > 0 and batch is not None and x.shape[0] == batch else x
+        for x in inputs
+    )
+
+
+def _is_feature_map(output: Any) -> bool:
+    if not isinstance(output, Tensor):
+        return False
+    return (output.ndim == 4 and output.shape[-1] * output.shape[-2] > 1) or output.ndim == 5
+
+
+def _last_feature_map(
+    model: nn.Module, inputs: tuple[Any, ...], forward_fn: Callable[..., Any] | None
+) -> str | None:
+    """Run one forward and return the name of the module that produced the last convolutional feature map."""
+    calls: dict[str, int] = {}
+    seen: list[tuple[str, Tensor, int]] = []  # (name, output, output version when the module returned)
+
+    def make_hook(name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            calls[name] = calls.get(name, 0) + 1
+            if _is_feature_map(output):
+                seen.append((name, output, output._version))
+
+        return hook
+
+    handles = []
+    with observer_guard(model):
+        try:
+            for name, module in model.named_modules():
+                if name:
+                    handles.append(module.register_forward_hook(make_hook(name)))
+            model.eval()
+            with torch.inference_mode(False), torch.no_grad():
+                sample = _first_sample(inputs)
+                if forward_fn is None:
+                    model(*sample)
+                else:
+                    forward_fn(model, *sample)
+        finally:
+            for handle in handles:
+                handle.remove()
+    once = [(name, out, version) for name, out, version in seen if calls[name] == 1]
+    if not once:
+        return None
+    last = once[-1][1]
+    # Modules returning the very same tensor (a block and its container, an in-place ReLU and its conv):
+    # keep those that saw its final value (not later changed in place), then the deepest of them.
+    ties = [(name, version) for name, out, version in once if out is last]
+    final = max(version for _, version in ties)
+    return max((name for name, version in ties if version == final), key=lambda n: n.count("."))
+
+
+def find_target_layer(
+    model: nn.Module,
+    inputs: Tensor | tuple[Any, ...],
+    forward_fn: Callable[..., Any] | None = None,
+) -> tuple[str, Callable[[Tensor], Tensor] | None]:
+    """Pick a default CAM target layer of ``model`` and the ``reshape_transform`` its output needs.
+
+    Rules, first match wins:
+
+    * torchvision ``VisionTransformer`` -> ``encoder.layers.<last>.ln_1`` with :func:`vit_reshape_transform`
+      (one class token);
+    * Hugging Face ViT / DeiT (``.encoder.layer[i].layernorm_before``) -> the last layer's
+      ``layernorm_before`` with :func:`vit_reshape_transform` (1 prefix token, 2 for DeiT);
+    * torchvision ``SwinTransformer`` -> the last block's ``norm1`` with :func:`swin_reshape_transform`;
+      Hugging Face Swin -> the last block's ``layernorm_before`` with :func:`swin_reshape_transform`;
+    * otherwise one forward (no grad, eval mode, model restored afterwards) and the module called exactly once
+      whose 4-D output (with more than one pixel) or 5-D output was produced last; among modules returning the
+      very same tensor, the deepest one that saw its final value (ResNet-18 -> ``layer4.1``).
+
+    Known transformers are found anywhere inside ``model`` (e.g. a LightningModule holding the backbone) and
+    their names are prefixed accordingly. The token reshapes assume a square patch grid.
+
+    Args:
+        model: The model.
+        inputs: A tensor or tuple of tensors (batch first), as the model takes them; only the first sample is
+            run.
+        forward_fn: ``forward_fn(model, *inputs)`` runs the model; default ``model(*inputs)``.
+
+    Returns:
+        ``(name, reshape_transform)``: the dotted module name and ``None`` for CNNs.
+
+    Raises:
+        ValueError: If the model has neither a convolutional feature map nor a known transformer block.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        >>> find_target_layer(net, torch.zeros(1, 3, 8, 8))
+        ('1', None)
+    """
+    known = _known_transformer(model)
+    if known is not None:
+        return known
+    inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+    name = _last_feature_map(model, inputs, forward_fn)
+    if name is None:
+        raise ValueError(
+            expected(
+                "target_layer",
+                f"given explicitly: {type(model).__name__} has no convolutional feature map (a 4-D output with "
+                "more than one pixel, or a 5-D output) nor a known transformer block",
+                None,
+            )
+            + f" Pass `target_layer=` with the name of a layer, e.g. one of {_shorten(_candidates(model))}"
+            f" or of {[n for n, _ in model.named_modules() if n][-5:]}."
+        )
+    return name, None

@@ -1,0 +1,100 @@
+"""Atomic file writes and the artifact manifest (``<log_dir>/xai/manifest.jsonl``)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["atomic_write_bytes", "save_npy", "save_json", "append_manifest", "read_manifest"]
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and a rename: readers see all of it or none of it.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = atomic_write_bytes(pathlib.Path(tempfile.mkdtemp()) / "a.txt", b"hi")
+        >>> p.read_bytes()
+        b'hi'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> Path:
+    """Save an array as ``.npy`` atomically (never pickled).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = save_npy(pathlib.Path(tempfile.mkdtemp()) / "a.npy", np.zeros((2, 3), dtype=np.float32))
+        >>> np.load(p).shape
+        (2, 3)
+    """
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def save_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Save ``obj`` as indented JSON atomically.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> json.loads(save_json(pathlib.Path(tempfile.mkdtemp()) / "a.json", {"a": 1}).read_text())
+        {'a': 1}
+    """
+    return atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+
+def append_manifest(manifest: str | os.PathLike[str], record: dict[str, Any]) -> Path:
+    """Append one JSON line to the manifest; the file is rewritten atomically, so a crash never leaves half a line.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> m = pathlib.Path(tempfile.mkdtemp()) / "manifest.jsonl"
+        >>> _ = append_manifest(m, {"a": 1}); _ = append_manifest(m, {"a": 2})
+        >>> [r["a"] for r in read_manifest(m)]
+        [1, 2]
+    """
+    manifest = Path(manifest)
+    old = manifest.read_bytes() if manifest.exists() else b""
+    if old and not old.endswith(b"\n"):
+        old += b"\n"
+    line = json.dumps(record, sort_keys=True, default=str).encode() + b"\n"
+    return atomic_write_bytes(manifest, old + line)
+
+
+def read_manifest(manifest: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Yield the records of a manifest, skipping lines that do not parse.
+
+    Example:
+        >>> list(read_manifest("/nonexistent/manifest.jsonl"))
+        []
+    """
+    manifest = Path(manifest)
+    if not manifest.exists():
+        return
+    for line in manifest.read_text().splitlines():
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError:
+            continue
