@@ -32,7 +32,7 @@ _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 _MIN_IMAGE_SIZE = 16
 # Half-extent of the decisive object, as a fraction of the image side.
-_OBJECT_SIZE = (0.17, 0.27)
+_OBJECT_SIZE = (0.2, 0.3)
 # Length of the distractor bar, as a fraction of the image side, and its width in pixels per 32 pixels.
 _BAR_LENGTH = (0.35, 0.55)
 _BAR_WIDTH = 1.6 / 32
@@ -152,12 +152,12 @@ class _ShapeRenderer:
         end = self.centre(u, r) if num_frames > 1 else start
         steps = [i / max(num_frames - 1, 1) for i in range(num_frames)]
         centres = [(start[0] + s * (end[0] - start[0]), start[1] + s * (end[1] - start[1])) for s in steps]
-        background = _colour(u, value=(0.05, 0.35), saturation=(0.0, 0.6))
-        obj_colour = _colour(u, value=(0.7, 1.0), saturation=(0.3, 1.0))
+        background = _colour(u, value=(0.0, 0.3), saturation=(0.0, 0.6))
+        obj_colour = _colour(u, value=(0.75, 1.0), saturation=(0.2, 0.9))
         bar_mask = None
         if self.distractors:
             seg = self.bar(u, centres, r)
-            bar_colour = _colour(u, value=(0.7, 1.0), saturation=(0.3, 1.0))
+            bar_colour = _colour(u, value=(0.75, 1.0), saturation=(0.2, 0.9))
             bar_mask = _segment_distance(self.yy, self.xx, seg) <= 0.5 * _BAR_WIDTH * self.size + 0.5
         noise = torch.randn(num_frames, 3, self.size, self.size, generator=generator)
         images, masks = [], []
@@ -457,7 +457,9 @@ class SyntheticShapesDataModule(LightningDataModule):
         if dataset is None:
             dataset = self._dataset(split)
             setattr(self, f"{split}_set", dataset)
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        # A private generator even without shuffling: iterating a DataLoader draws its base seed from it,
+        # and from the global RNG when there is none.
+        generator = torch.Generator().manual_seed(_split_seed(self.seed, 3))
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

@@ -4,5 +4,36 @@ No Lightning, no matplotlib.
 """
 
 from lightning_xai.functional._guard import explanation_mode, observer_guard
+from lightning_xai.functional._layers import (
+    find_target_layer,
+    resolve_layer,
+    swin_reshape_transform,
+    vit_reshape_transform,
+)
+from lightning_xai.functional.cam import (
+    CAM_METHODS,
+    GRADIENT_CAM_METHODS,
+    REFERENCE_CAM_METHODS,
+    cam,
+    grad_cam,
+    reference_cam,
+)
 
-__all__ = ["explanation_mode", "observer_guard"]
+__all__ = [
+    "CAM_METHODS",
+    "GRADIENT_CAM_METHODS",
+    "REFERENCE_CAM_METHODS",
+    "cam",
+    "explanation_mode",
+    "find_target_layer",
+    "grad_cam",
+    "observer_guard",
+    "reference_cam",
+    "resolve_layer",
+    "swin_reshape_transform",
+    "vit_reshape_transform",
+]
+
+from lightning_xai.functional.localization import energy_in_mask, pointing_game  # noqa: E402
+
+__all__ += ["energy_in_mask", "pointing_game"]

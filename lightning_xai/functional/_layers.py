@@ -210,20 +210,21 @@ def _known_transformer(model: nn.Module) -> tuple[str, Callable[[Tensor], Tensor
             blocks = [n for n, m in module.features.named_modules() if hasattr(m, "norm1") and hasattr(m, "attn")]
             if blocks:
                 return _join(prefix, f"features.{blocks[-1]}.norm1"), swin_reshape_transform
-        if origin.startswith("transformers."):
-            layers = getattr(getattr(module, "encoder", None), "layer", None)
-            embeddings = getattr(module, "embeddings", None)
-            if isinstance(layers, nn.ModuleList) and hasattr(layers[-1], "layernorm_before") and embeddings is not None:
-                num_prefix = int(getattr(embeddings, "cls_token", None) is not None) + int(
-                    getattr(embeddings, "distillation_token", None) is not None
-                )
-                return _join(prefix, f"encoder.layer.{len(layers) - 1}.layernorm_before"), functools.partial(
-                    vit_reshape_transform, num_prefix_tokens=num_prefix
-                )
-            if "swin" in origin and isinstance(getattr(module, "encoder", None), nn.Module):
-                blocks = [n for n, m in module.encoder.named_modules() if hasattr(m, "layernorm_before")]
-                if blocks:
-                    return _join(prefix, f"encoder.{blocks[-1]}.layernorm_before"), swin_reshape_transform
+        if origin.startswith("transformers.") and isinstance(getattr(module, "embeddings", None), nn.Module):
+            # A Hugging Face backbone (ViTModel, DeiTModel, SwinModel, ...): the encoder's layout changed
+            # between releases (`encoder.layer`, `layers`, `encoder.layers[i].blocks`), so take the last
+            # block that has a `layernorm_before`, wherever it sits.
+            blocks = [n for n, m in module.named_modules() if n and hasattr(m, "layernorm_before")]
+            if not blocks:
+                continue
+            name = _join(prefix, f"{blocks[-1]}.layernorm_before")
+            if "swin" in origin:
+                return name, swin_reshape_transform
+            embeddings = module.embeddings
+            num_prefix = sum(
+                int(getattr(embeddings, token, None) is not None) for token in ("cls_token", "distillation_token")
+            )
+            return name, functools.partial(vit_reshape_transform, num_prefix_tokens=num_prefix)
     return None
 
 
@@ -295,8 +296,8 @@ def find_target_layer(
 
     * torchvision ``VisionTransformer`` -> ``encoder.layers.<last>.ln_1`` with :func:`vit_reshape_transform`
       (one class token);
-    * Hugging Face ViT / DeiT (``.encoder.layer[i].layernorm_before``) -> the last layer's
-      ``layernorm_before`` with :func:`vit_reshape_transform` (1 prefix token, 2 for DeiT);
+    * Hugging Face ViT / DeiT (a backbone with ``embeddings`` and blocks with ``layernorm_before``) -> the
+      last block's ``layernorm_before`` with :func:`vit_reshape_transform` (1 prefix token, 2 for DeiT);
     * torchvision ``SwinTransformer`` -> the last block's ``norm1`` with :func:`swin_reshape_transform`;
       Hugging Face Swin -> the last block's ``layernorm_before`` with :func:`swin_reshape_transform`;
     * otherwise one forward (no grad, eval mode, model restored afterwards) and the module called exactly once

@@ -1,0 +1,18 @@
+"""Tensors -> pictures. The only place matplotlib lives.
+
+Every renderer takes tensors and returns a :class:`matplotlib.figure.Figure` on an Agg canvas (no pyplot, no
+global state); :func:`figure_to_array` and :func:`figure_to_png_bytes` turn it into pixels or PNG bytes for
+the sinks.
+"""
+
+from lightning_xai.render._utils import figure_to_array, figure_to_png_bytes
+from lightning_xai.render.overlay import denormalize, frame_strip, infer_normalization, overlay_grid
+
+__all__ = [
+    "denormalize",
+    "figure_to_array",
+    "figure_to_png_bytes",
+    "frame_strip",
+    "infer_normalization",
+    "overlay_grid",
+]

@@ -141,13 +141,15 @@ class ArtifactSink:
             self.scalar(k, v)
 
     def histogram(self, name: str, values: np.ndarray) -> None:
-        """Log a histogram of ``values`` (TensorBoard only; finite values)."""
+        """Log a histogram of the finite ``values`` and write its 30 bins as ``<name>.hist.json``."""
         if not self.write:
             return
         values = np.asarray(values, dtype=np.float64).ravel()
         values = values[np.isfinite(values)]
         if values.size == 0:
             return
+        counts, edges = np.histogram(values, bins=30)
+        save_json(self._file(name, ".hist.json"), {"edges": edges.tolist(), "counts": counts.tolist()})
         for exp in self._tb():
             exp.add_histogram(self.tag(name), values, self.event.global_step)
         for lg in self._others():

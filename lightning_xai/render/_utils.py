@@ -1,0 +1,133 @@
+"""Figure plumbing shared by the renderers: Agg-backed figures, text wrapping, figure -> pixels / PNG bytes.
+
+Figures are built with :class:`matplotlib.figure.Figure` and an explicit Agg canvas, never through
+``pyplot``: nothing global (backend, current figure, figure manager registry) is touched, and a figure is
+freed as soon as the last reference to it goes.
+"""
+
+from __future__ import annotations
+
+import io
+import textwrap
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from lightning_xai._checks import check_positive_int, expected
+
+__all__ = ["figure_to_array", "figure_to_png_bytes"]
+
+#: Font sizes (points) used by every renderer; none is below 8.
+TITLE_FONTSIZE = 9.0
+LABEL_FONTSIZE = 9.0
+TICK_FONTSIZE = 8.0
+SUPTITLE_FONTSIZE = 11.0
+# Average glyph width of DejaVu Sans as a fraction of the font size, to turn inches into characters.
+_CHAR_WIDTH = 0.58
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """An Agg-backed figure with constrained layout (so titles, labels and colour bar never overlap)."""
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def wrap_titles(titles: Sequence[str], width_in: float, fontsize: float = TITLE_FONTSIZE) -> list[str]:
+    """Wrap a set of titles alike: if any needs wrapping, every one is broken at its ``" | "`` separators."""
+    wrapped = [wrap_text(t, width_in, fontsize) for t in titles]
+    if all("\n" not in t for t in wrapped):
+        return wrapped
+    return [wrap_text(t.replace(" | ", "\n"), width_in, fontsize) for t in titles]
+
+
+def wrap_text(text: str, width_in: float, fontsize: float = TITLE_FONTSIZE) -> str:
+    """Wrap ``text`` to fit ``width_in`` inches, breaking at ``" | "`` separators first, then at spaces."""
+    max_chars = max(int(width_in * 72.0 / (fontsize * _CHAR_WIDTH)), 8)
+    lines: list[str] = []
+    for paragraph in str(text).split("\n"):
+        current = ""
+        for part in paragraph.split(" | "):
+            candidate = f"{current} | {part}" if current else part
+            if len(candidate) <= max_chars:
+                current = candidate
+                continue
+            if current:
+                lines.append(current)
+            pieces = textwrap.wrap(part, max_chars, break_long_words=True) or [""]
+            lines.extend(pieces[:-1])
+            current = pieces[-1]
+        lines.append(current)
+    return "\n".join(lines)
+
+
+def check_titles(name: str, titles: Any, count: int) -> list[str] | None:
+    """``titles`` as a list of ``count`` strings, or None."""
+    if titles is None:
+        return None
+    if isinstance(titles, str) or not isinstance(titles, Sequence):
+        raise TypeError(expected(name, f"a sequence of {count} strings or None", titles))
+    if len(titles) != count:
+        raise ValueError(expected(name, f"a sequence of {count} strings (one per sample)", list(titles)))
+    return [str(t) for t in titles]
+
+
+def _check_figure(fig: Any) -> Figure:
+    if not isinstance(fig, Figure):
+        raise TypeError(expected("fig", "a matplotlib.figure.Figure", type(fig).__name__))
+    return fig
+
+
+def figure_to_array(fig: Figure) -> np.ndarray:
+    """Render ``fig`` with the Agg canvas and return its pixels.
+
+    Args:
+        fig: A matplotlib figure (from the renderers here or any other source).
+
+    Returns:
+        ``uint8`` array ``(H, W, 3)``, RGB, at the figure's own dpi.
+
+    Raises:
+        TypeError: If ``fig`` is not a :class:`matplotlib.figure.Figure`.
+
+    Example:
+        >>> fig = new_figure(1.0, 0.5)
+        >>> array = figure_to_array(fig)
+        >>> array.shape, array.dtype
+        ((50, 100, 3), dtype('uint8'))
+    """
+    fig = _check_figure(fig)
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def figure_to_png_bytes(fig: Figure, dpi: int = 100) -> bytes:
+    """Encode ``fig`` as PNG in memory, so that a sink can write the bytes atomically.
+
+    The PNG carries no software/version metadata, so the same figure always gives the same bytes.
+
+    Args:
+        fig: A matplotlib figure.
+        dpi: Resolution in dots per inch.
+
+    Returns:
+        The PNG file's bytes.
+
+    Raises:
+        TypeError: If ``fig`` is not a :class:`matplotlib.figure.Figure`.
+        ValueError: If ``dpi`` is not a positive integer.
+
+    Example:
+        >>> png = figure_to_png_bytes(new_figure(1.0, 1.0), dpi=50)
+        >>> png[:8]
+        b'\\x89PNG\\r\\n\\x1a\\n'
+    """
+    fig = _check_figure(fig)
+    check_positive_int("dpi", dpi)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
+    return buffer.getvalue()

@@ -1,0 +1,29 @@
+"""Run by tests/test_ddp.py in a subprocess: GradCAMCallback under strategy="ddp" with 2 CPU processes."""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from lightning_xai import GradCAMCallback
+from lightning_xai.datasets import SyntheticShapesDataModule
+from lightning_xai.demo import ShapesCNN
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    out, devices, strategy = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    seed_everything(3)
+    model = ShapesCNN()
+    torch.save(model.state_dict(), f"{out}/init_{devices}.pt")
+    dm = SyntheticShapesDataModule(batch_size=8, num_train=32, num_val=16, image_size=32)
+    common = dict(accelerator="cpu", devices=devices, strategy=strategy, enable_progress_bar=False,
+                  enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0)
+    cb = GradCAMCallback(num_samples=4, methods=("gradcam", "scorecam"), on_error="raise")
+    # validate first: the same weights on 1 and 2 processes must give the same maps
+    Trainer(logger=TensorBoardLogger(out, name="validate"), callbacks=[cb], **common).validate(model, dm)
+    fit_cb = GradCAMCallback(num_samples=4, on_error="raise")
+    Trainer(logger=TensorBoardLogger(out, name="fit"), callbacks=[fit_cb], max_epochs=2, limit_train_batches=2,
+            limit_val_batches=1, **common).fit(model, dm)

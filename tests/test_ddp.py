@@ -1,0 +1,41 @@
+"""Under strategy="ddp" with 2 CPU processes: no hang, artifacts written once, same maps as one process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import read_events
+from lightning_xai.sinks import read_manifest
+
+SCRIPT = Path(__file__).with_name("ddp_gradcam_script.py")
+
+
+def _run(out: Path, devices: int, strategy: str) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(out), str(devices), strategy], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_ddp_two_processes_write_once_and_match_one_process(tmp_path):
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    single.mkdir(), ddp.mkdir()
+    _run(single, 1, "auto")
+    _run(ddp, 2, "ddp")
+    for phase, n in (("validate", 2), ("fit", 2)):
+        records = [r for m in (ddp / phase).rglob("manifest.jsonl") for r in read_manifest(m)]
+        assert len(records) == n, records  # once per method/epoch, not once per rank
+    images = read_events(ddp / "validate")["images"]
+    assert images["xai/gradcam/gradcam"] == [0] and images["xai/gradcam/scorecam"] == [0]
+    for method in ("gradcam", "scorecam"):
+        a = np.load(next((single / "validate").rglob(f"gradcam_{method}.npy")))
+        b = np.load(next((ddp / "validate").rglob(f"gradcam_{method}.npy")))
+        np.testing.assert_allclose(a, b, atol=1e-5)

@@ -1,0 +1,42 @@
+"""The YAML presets in callbacks/ configure the callbacks through LightningCLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from lightning.pytorch.cli import LightningCLI
+
+from lightning_xai import GradCAMCallback
+from lightning_xai.datasets import SyntheticShapesDataModule
+from lightning_xai.demo import ShapesCNN
+
+PRESETS = sorted((Path(__file__).parents[1] / "callbacks").glob("*.yaml"))
+
+
+def test_presets_exist_and_callbacks_folder_is_configuration_only():
+    folder = Path(__file__).parents[1] / "callbacks"
+    assert PRESETS, "callbacks/ holds the LightningCLI presets"
+    assert not list(folder.glob("*.py"))
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
+def test_preset_instantiates_through_lightning_cli(preset, tmp_path):
+    cli = LightningCLI(
+        ShapesCNN, SyntheticShapesDataModule, run=False, save_config_callback=None,
+        args=["--config", str(preset), "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false"],
+    )
+    ours = [cb for cb in cli.trainer.callbacks if isinstance(cb, GradCAMCallback)]
+    assert ours and ours[0].methods == ("gradcam", "gradcam++") and ours[0].num_samples == 8
+
+
+def test_cli_arguments_override_preset(tmp_path):
+    cli = LightningCLI(
+        ShapesCNN, SyntheticShapesDataModule, run=False, save_config_callback=None,
+        args=["--config", str(PRESETS[0]), "--trainer.logger", "false",
+              "--trainer.callbacks.init_args.methods", "[layercam]",
+              "--trainer.callbacks.init_args.target", "lightning_xai.adapters.default_forward_fn"],
+    )
+    cb = next(cb for cb in cli.trainer.callbacks if isinstance(cb, GradCAMCallback))
+    assert cb.methods == ("layercam",)
+    assert callable(cb.target)
