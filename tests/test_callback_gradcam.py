@@ -62,7 +62,7 @@ def test_validate_from_checkpoint_logs_at_checkpoint_step_with_same_probe(tmp_pa
     assert ev["images"]["xai/gradcam/gradcam"] == [6]  # the checkpoint's own step, not 0
     rec = _manifest(tmp_path / "audit")[0]
     assert (rec["stage"], rec["epoch"], rec["global_step"]) == ("validate", 1, 6)
-    assert rec["ckpt_path"] == str(ckpt_path)
+    assert rec["ckpt_path"] == str(ckpt_path.resolve())
     assert val_cb._probe is not None and val_cb._probe.indices == fit_cb._probe.indices
     assert torch.equal(val_cb._probe.batch[0], fit_cb._probe.batch[0])
     fit_rec = _manifest(tmp_path / "fit")[-1]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import time
 
+import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
@@ -227,13 +228,12 @@ class _SmallCNN(nn.Module):
 @pytest.mark.slow
 def test_learnable_to_95_percent() -> None:
     """A 3-conv CNN reaches >= 95% validation accuracy in 5 epochs, distractors included."""
-    lightning = pytest.importorskip("lightning.pytorch")
+    num_classes = 3
 
-    class Module(lightning.LightningModule):
+    class Module(pl.LightningModule):
         def __init__(self) -> None:
             super().__init__()
             self.net = _SmallCNN(num_classes)
-            self.hits: list[torch.Tensor] = []
 
         def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
             images, labels, _ = batch
@@ -241,18 +241,18 @@ def test_learnable_to_95_percent() -> None:
 
         def validation_step(self, batch: tuple, batch_idx: int) -> None:
             images, labels, _ = batch
-            self.hits.append(self.net(images).argmax(dim=1) == labels)
+            accuracy = (self.net(images).argmax(dim=1) == labels).float().mean()
+            self.log("val_acc", accuracy, on_epoch=True, batch_size=labels.numel())
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
             return torch.optim.Adam(self.parameters(), lr=3e-3)
 
-    num_classes = 3
     dm = SyntheticShapesDataModule(num_classes=num_classes, num_train=1024, num_val=256, distractors=True)
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         module = Module()
-        trainer = lightning.Trainer(
+        trainer = pl.Trainer(
             max_epochs=5,
             accelerator="cpu",
             logger=False,
@@ -260,14 +260,11 @@ def test_learnable_to_95_percent() -> None:
             enable_progress_bar=False,
             enable_model_summary=False,
             num_sanity_val_steps=0,
-            limit_val_batches=0,
+            check_val_every_n_epoch=5,  # validate once, at the end
         )
         trainer.fit(module, dm)
-        module.eval()
-        with torch.no_grad():
-            hits = torch.cat([module.net(x).argmax(1) == y for x, y, _ in dm.val_dataloader()])
-    accuracy = hits.float().mean().item()
+    accuracy = trainer.callback_metrics["val_acc"].item()
     elapsed = time.perf_counter() - start
     print(f"validation accuracy {accuracy:.3f} after 5 epochs in {elapsed:.1f} s")
+    # No wall-clock assertion: ~3-4 s on 2 idle cores, but shared CI machines vary too much to gate on it.
     assert accuracy >= 0.95, f"validation accuracy {accuracy:.3f} after 5 epochs"
-    assert elapsed < 30

@@ -7,6 +7,7 @@ sink, rank zero only).
 
 from __future__ import annotations
 
+import os
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -179,7 +180,7 @@ class XAICallback(Callback, ABC):
             return
         epoch, step = self._when(trainer)
         ckpt = trainer.ckpt_path if trainer.state.fn != TrainerFn.FITTING else None
-        event = Event(self.name, stage, epoch, step, model_fingerprint(pl_module), str(ckpt) if ckpt else None)
+        event = Event(self.name, stage, epoch, step, model_fingerprint(pl_module), os.path.abspath(ckpt) if ckpt else None)
         sink = ArtifactSink(trainer.loggers, self._root or trainer.default_root_dir, event)
         self._emit(result, inputs.to("cpu"), probe, sink)
 
