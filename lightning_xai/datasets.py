@@ -1,11 +1,11 @@
 """Small synthetic datasets with known ground truth, to sanity-check explainers.
 
-Every sample holds one *decisive* object whose shape is the class (square, circle, triangle, cross), drawn at a
-random size, position and colour on a noisy background, and, by default, one *distractor*: a thin bar at a
-random angle, of the same colour distribution, that never decides the class. A model that classifies well
-has to look at the decisive object, and the returned mask says where that object is, so localisation
-metrics (:func:`lightning_xai.functional.pointing_game`, :func:`lightning_xai.functional.energy_in_mask`)
-have an answer to compare against.
+Every sample holds one *decisive* object whose shape is the class (square, circle, triangle, cross),
+drawn at a random size, position and colour on a noisy background, and, by default, one *distractor*: a
+thin bar at a random angle, of the same colour distribution, that never decides the class. A model that
+classifies well has to look at the decisive object, and the returned mask says where that object is, so
+localisation metrics (:func:`~lightning_xai.functional.pointing_game`,
+:func:`~lightning_xai.functional.energy_in_mask`) have an answer to compare against.
 
 Samples are generated lazily and deterministically from ``(seed, index)`` with a private
 :class:`torch.Generator`; the global random state is never read or written.
@@ -36,7 +36,7 @@ _OBJECT_SIZE = (0.2, 0.3)
 # Length of the distractor bar, as a fraction of the image side, and its width in pixels per 32 pixels.
 _BAR_LENGTH = (0.35, 0.55)
 _BAR_WIDTH = 1.6 / 32
-_PLACEMENT_TRIES = 16
+_PLACEMENT_TRIES = 24
 
 
 def _check_common(
@@ -65,7 +65,7 @@ def _generator(seed: int, index: int) -> torch.Generator:
 class _Uniforms:
     """Hand out uniform numbers drawn in one call from a private generator."""
 
-    def __init__(self, generator: torch.Generator, n: int = 96) -> None:
+    def __init__(self, generator: torch.Generator, n: int = 128) -> None:
         self._values = torch.rand(n, generator=generator, dtype=torch.float64).tolist()
         self._i = 0
 
@@ -109,7 +109,9 @@ def _segment_distance(py: Tensor | float, px: Tensor | float, seg: tuple[float, 
 class _ShapeRenderer:
     """Shared drawing code of the image and the video dataset."""
 
-    def __init__(self, image_size: int, num_classes: int, noise: float, normalize: bool, distractors: bool):
+    def __init__(
+        self, image_size: int, num_classes: int, noise: float, normalize: bool, distractors: bool
+    ) -> None:
         self.size = image_size
         self.num_classes = num_classes
         self.noise = float(noise)
@@ -125,11 +127,11 @@ class _ShapeRenderer:
         return u(margin, self.size - 1 - margin), u(margin, self.size - 1 - margin)
 
     def bar(self, u: _Uniforms, centres: list[tuple[float, float]], r: float) -> tuple[float, ...]:
-        """Place a bar that keeps clear of the object at every centre (best of a few tries)."""
+        """Place a bar that keeps clear of the object at every centre (best of a few tries, shorter and shorter)."""
         best: tuple[float, ...] = ()
         best_clearance = -math.inf
-        for _ in range(_PLACEMENT_TRIES):
-            half = 0.5 * self.size * u(*_BAR_LENGTH)
+        for attempt in range(_PLACEMENT_TRIES):
+            half = 0.5 * self.size * u(*_BAR_LENGTH) * (1.0 - 0.6 * attempt / _PLACEMENT_TRIES)
             angle = u(0.0, math.pi)
             dy, dx = half * math.sin(angle), half * math.cos(angle)
             lo_y, lo_x = abs(dy) + 1.0, abs(dx) + 1.0
@@ -251,7 +253,7 @@ class SyntheticShapes(Dataset):
 
 
 class SyntheticShapesVideo(Dataset):
-    """Clips in which the decisive shape moves in a straight line; a static distractor bar stays out of its way.
+    """Clips in which the decisive shape moves in a straight line, past a static distractor bar.
 
     Same scenes as :class:`SyntheticShapes` (same arguments, same ``class_names``, ``mean`` and ``std``), with
     fresh pixel noise in every frame.
@@ -348,7 +350,9 @@ def _check_index(index: Any, length: int) -> int:
     return index
 
 
-def _pack(x: Tensor, label: Tensor, mask: Tensor, as_dict: bool) -> tuple[Tensor, Tensor, Tensor] | dict[str, Tensor]:
+def _pack(
+    x: Tensor, label: Tensor, mask: Tensor, as_dict: bool
+) -> tuple[Tensor, Tensor, Tensor] | dict[str, Tensor]:
     if as_dict:
         return {"pixel_values": x, "labels": label, "mask": mask}
     return x, label, mask

@@ -18,7 +18,7 @@ __all__ = ["ShapesCNN"]
 
 
 class ShapesCNN(pl.LightningModule):
-    """A small CNN classifier (three conv blocks, global average pooling, linear head) for image batches.
+    """A small CNN classifier (three conv blocks, global max pooling, linear head) for image batches.
 
     Accepts ``(x, y)`` / ``(x, y, mask)`` tuples and ``{"pixel_values", "labels"}`` dicts.
 
@@ -45,7 +45,7 @@ class ShapesCNN(pl.LightningModule):
             nn.Conv2d(w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w), nn.ReLU(),
             nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w), nn.ReLU(),
         )
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = nn.AdaptiveMaxPool2d(1)
         self.head = nn.Linear(2 * w, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -95,7 +95,9 @@ def test_normalize_uses_the_exposed_imagenet_statistics() -> None:
 
 @pytest.mark.parametrize("channels_first_time", [False, True])
 def test_video_layout_and_motion(channels_first_time: bool) -> None:
-    ds = SyntheticShapesVideo(num_samples=3, num_frames=5, image_size=24, channels_first_time=channels_first_time)
+    ds = SyntheticShapesVideo(
+        num_samples=3, num_frames=5, image_size=24, channels_first_time=channels_first_time
+    )
     clip, label, mask = ds[2]
     assert clip.shape == ((3, 5, 24, 24) if channels_first_time else (5, 3, 24, 24))
     assert label.item() == 2 and mask.shape == (5, 24, 24)
@@ -111,7 +113,9 @@ def test_video_layout_and_motion(channels_first_time: bool) -> None:
 
 @pytest.mark.parametrize("num_classes", [2, 3, 4])
 def test_mask_is_exactly_the_object_without_noise(num_classes: int) -> None:
-    ds = SyntheticShapes(num_samples=8, num_classes=num_classes, noise=0.0, normalize=False, distractors=False)
+    ds = SyntheticShapes(
+        num_samples=8, num_classes=num_classes, noise=0.0, normalize=False, distractors=False
+    )
     for i in range(8):
         image, _, mask = ds[i]
         background = image[:, 0, 0].view(3, 1, 1)  # corners are never on the object (1 pixel margin)
@@ -218,7 +222,9 @@ class _SmallCNN(nn.Module):
         def block(c_in: int, c_out: int) -> list[nn.Module]:
             return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
 
-        self.features = nn.Sequential(*block(3, 16), nn.MaxPool2d(2), *block(16, 32), nn.MaxPool2d(2), *block(32, 64))
+        self.features = nn.Sequential(
+            *block(3, 16), nn.MaxPool2d(2), *block(16, 32), nn.MaxPool2d(2), *block(32, 64)
+        )
         self.head = nn.Linear(64, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -156,12 +156,12 @@ def test_energy_matches_a_reference_and_handles_video_and_resizing() -> None:
 @pytest.mark.parametrize(
     ("cams", "masks", "error", "match"),
     [
-        (torch.zeros(8, 8), torch.zeros(8, 8), ValueError, "Expected argument `cams` to be a tensor of shape"),
+        (torch.zeros(8, 8), torch.zeros(8, 8), ValueError, "Expected argument `cams` to be a tensor of"),
         (torch.zeros(1, 1, 1, 8, 8), torch.zeros(1, 1, 1, 8, 8), ValueError, "`cams`"),
-        (torch.zeros(2, 8, 8), torch.zeros(3, 8, 8), ValueError, "Expected argument `masks`.*but got \\(3, 8, 8\\)"),
+        (torch.zeros(2, 8, 8), torch.zeros(3, 8, 8), ValueError, "argument `masks`.*but got \\(3, 8, 8\\)"),
         (torch.zeros(2, 8, 8), torch.zeros(2, 1, 8, 8), ValueError, "`masks`"),
         (torch.zeros(2, 3, 8, 8), torch.zeros(2, 2, 8, 8), ValueError, "`masks`"),
-        (np.zeros((2, 8, 8)), torch.zeros(2, 8, 8), TypeError, "`cams` to be a torch.Tensor, but got 'ndarray'"),
+        (np.zeros((2, 8, 8)), torch.zeros(2, 8, 8), TypeError, "`cams` to be a torch.Tensor, but got 'nd"),
         (torch.zeros(2, 8, 8), [[0]], TypeError, "`masks` to be a torch.Tensor"),
     ],
 )

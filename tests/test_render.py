@@ -167,7 +167,7 @@ def test_grey_and_four_channel_images() -> None:
 
 
 def test_titles_do_not_overlap() -> None:
-    titles = [f"true: triangle | pred: circle ({p:.2f}) with a rather long note" for p in np.linspace(0, 1, 6)]
+    titles = [f"true: triangle | pred: circle ({p:.2f}) with a long note" for p in np.linspace(0, 1, 6)]
     fig = overlay_grid(_images(6), _heatmaps(6), titles=titles, suptitle="LayerCAM · epoch 12 · step 4800")
     renderer = fig.canvas.get_renderer()
     fig.canvas.draw()

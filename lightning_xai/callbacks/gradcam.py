@@ -11,12 +11,12 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
-from lightning_xai._checks import check_choices, check_probability, expected
+from lightning_xai._checks import check_choices, check_non_negative_int, check_probability, expected
 from lightning_xai.adapters import ModelInputs, TargetSpec, resolve_callable
 from lightning_xai.callbacks.base import Stage, XAICallback
 from lightning_xai.functional.cam import CAM_METHODS, cam
 from lightning_xai.functional._layers import find_target_layer, resolve_layer
-from lightning_xai.functional.localization import energy_in_mask, pointing_game
+from lightning_xai.functional.localization import energy_in_mask, pointing_game, zhang_tolerance
 from lightning_xai.probe import Probe
 from lightning_xai.sinks import ArtifactSink
 
@@ -50,6 +50,8 @@ class GradCAMCallback(XAICallback):
         mean: per-channel normalisation mean to undo in overlays (default: ImageNet's when the pixel range says so).
         std: per-channel normalisation std to undo in overlays.
         alpha: heatmap opacity in overlays.
+        pointing_tolerance: pixels by which masks are dilated in the pointing game; ``None`` uses Zhang et al.'s
+            15 pixels at 224², scaled to the image size (2 pixels at 32²).
         **base: ``probe``, ``batch_to_inputs``, ``forward_fn``, ``target``, ``output``, ``class_names``,
             ``every_n_epochs``, ``stages``, ``on_error``, ``log_dir`` as in :class:`XAICallback`.
 
@@ -72,6 +74,7 @@ class GradCAMCallback(XAICallback):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         alpha: float = 0.5,
+        pointing_tolerance: int | None = None,
         probe: Any = None,
         batch_to_inputs: Callable[..., ModelInputs] | str | None = None,
         forward_fn: Callable[..., Any] | str | None = None,
@@ -99,6 +102,9 @@ class GradCAMCallback(XAICallback):
                 raise ValueError(expected(arg, "None or a sequence of 1 or 3 floats", value))
         self.mean, self.std = mean, std
         self.alpha = check_probability("alpha", alpha)
+        if pointing_tolerance is not None:
+            check_non_negative_int("pointing_tolerance", pointing_tolerance)
+        self.pointing_tolerance = pointing_tolerance
         self._layer: tuple[str, Callable[[Tensor], Tensor] | None] | None = None
         self._id.update(methods=list(self.methods), target_layer=target_layer)
 
@@ -206,11 +212,13 @@ class GradCAMCallback(XAICallback):
         if mask.dim() == maps.dim() + 1 and mask.shape[1] == 1:
             mask = mask[:, 0]
         clean = torch.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0)
-        hits = pointing_game(clean, mask).float()
+        tol = self.pointing_tolerance
+        tol = zhang_tolerance(*maps.shape[-2:]) if tol is None else tol
+        hits = pointing_game(clean, mask, tolerance=tol).float()
         energy = energy_in_mask(clean, mask)
         sink.scalar(f"{method}/pointing_game", float(hits.mean()))
         sink.scalar(f"{method}/energy_in_mask", float(energy.mean()))
-        return {"pointing_game": hits.tolist(), "energy_in_mask": energy.tolist()}
+        return {"pointing_game": hits.tolist(), "pointing_tolerance": tol, "energy_in_mask": energy.tolist()}
 
     def _titles(self, result: dict[str, Any], inputs: ModelInputs, probe: Probe) -> list[str]:
         titles = []

@@ -34,6 +34,6 @@ __all__ = [
     "vit_reshape_transform",
 ]
 
-from lightning_xai.functional.localization import energy_in_mask, pointing_game  # noqa: E402
+from lightning_xai.functional.localization import energy_in_mask, pointing_game, zhang_tolerance  # noqa: E402
 
-__all__ += ["energy_in_mask", "pointing_game"]
+__all__ += ["energy_in_mask", "pointing_game", "zhang_tolerance"]

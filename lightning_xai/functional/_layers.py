@@ -65,7 +65,7 @@ def vit_reshape_transform(tensor: Tensor, num_prefix_tokens: int | None = None) 
                     None,
                 )
             )
-    elif isinstance(num_prefix_tokens, bool) or not isinstance(num_prefix_tokens, int) or num_prefix_tokens < 0:
+    elif type(num_prefix_tokens) is not int or num_prefix_tokens < 0:
         raise ValueError(expected("num_prefix_tokens", "an integer of at least 0 or None", num_prefix_tokens))
     side = math.isqrt(max(num_tokens - num_prefix_tokens, 0))
     if side == 0 or side * side != num_tokens - num_prefix_tokens:
@@ -207,7 +207,8 @@ def _known_transformer(model: nn.Module) -> tuple[str, Callable[[Tensor], Tensor
                 vit_reshape_transform, num_prefix_tokens=1
             )
         if origin.startswith("torchvision.") and kind == "SwinTransformer":
-            blocks = [n for n, m in module.features.named_modules() if hasattr(m, "norm1") and hasattr(m, "attn")]
+            features = module.features.named_modules()
+            blocks = [n for n, m in features if hasattr(m, "norm1") and hasattr(m, "attn")]
             if blocks:
                 return _join(prefix, f"features.{blocks[-1]}.norm1"), swin_reshape_transform
         if origin.startswith("transformers.") and isinstance(getattr(module, "embeddings", None), nn.Module):
@@ -221,15 +222,14 @@ def _known_transformer(model: nn.Module) -> tuple[str, Callable[[Tensor], Tensor
             if "swin" in origin:
                 return name, swin_reshape_transform
             embeddings = module.embeddings
-            num_prefix = sum(
-                int(getattr(embeddings, token, None) is not None) for token in ("cls_token", "distillation_token")
-            )
+            tokens = ("cls_token", "distillation_token")
+            num_prefix = sum(int(getattr(embeddings, token, None) is not None) for token in tokens)
             return name, functools.partial(vit_reshape_transform, num_prefix_tokens=num_prefix)
     return None
 
 
 def _first_sample(inputs: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Slice every tensor that shares the first input's batch size to one sample: the search needs only one."""
+    """Slice the tensors that share the first input's batch size to one sample: the search needs one."""
     batch = inputs[0].shape[0] if isinstance(inputs[0], Tensor) and inputs[0].ndim > 0 else None
     return tuple(
         x[:1] if isinstance(x, Tensor) and x.ndim > 0 and batch is not None and x.shape[0] == batch else x
@@ -333,8 +333,8 @@ def find_target_layer(
         raise ValueError(
             expected(
                 "target_layer",
-                f"given explicitly: {type(model).__name__} has no convolutional feature map (a 4-D output with "
-                "more than one pixel, or a 5-D output) nor a known transformer block",
+                f"given explicitly: {type(model).__name__} has no convolutional feature map (a 4-D output "
+                "with more than one pixel, or a 5-D output) nor a known transformer block",
                 None,
             )
             + f" Pass `target_layer=` with the name of a layer, e.g. one of {_shorten(_candidates(model))}"

@@ -1,12 +1,13 @@
 """Class activation maps: the gradient family in pure torch, every other method through pytorch_grad_cam.
 
 The gradient family (:data:`GRADIENT_CAM_METHODS`) shares one template, :func:`grad_cam`: a forward hook
-captures the target layer's output, ``torch.autograd.grad`` takes the target scores' gradient with respect to
-that output only (never ``.backward()``, parameter ``.grad`` is never written, frozen parameters are fine), one
-small function per method turns activations and gradients into a map, and the map is resized to the input and
-normalised exactly as pytorch_grad_cam 1.5.7 does. :func:`reference_cam` runs pytorch_grad_cam itself (the
-reference for the tests, and the engine for the perturbation/eigen methods in :data:`REFERENCE_CAM_METHODS`)
-inside a guard that restores the model. :func:`cam` dispatches between the two.
+captures the target layer's output (autograd records only from there on), ``torch.autograd.grad`` takes the
+target scores' gradient with respect to that output only (never ``.backward()``, parameter ``.grad`` is never
+written, frozen parameters are fine), one small function per method turns activations and gradients into a
+map, and the map is resized to the input and normalised exactly as pytorch_grad_cam 1.5.7 does.
+:func:`reference_cam` runs pytorch_grad_cam itself (the reference for the tests, and the engine for the
+perturbation/eigen methods in :data:`REFERENCE_CAM_METHODS`) inside a guard that restores the model.
+:func:`cam` dispatches between the two.
 
 pytorch_grad_cam (with OpenCV, scikit-learn and matplotlib behind it) is imported only when
 :func:`reference_cam` runs.
@@ -16,14 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_xai._checks import expected
+from lightning_xai._checks import check_choice, expected
 from lightning_xai.functional._guard import explanation_mode
 
 __all__ = [
@@ -46,8 +47,8 @@ GRADIENT_CAM_METHODS: tuple[str, ...] = (
 
 # Every other pytorch_grad_cam 1.5.7 method that explains a classifier from one target layer.
 # Left out on purpose:
-#   FinerCAM   - its point is a target built from the predicted class and its nearest classes; with an explicit
-#                class target it is exactly its base GradCAM (so "gradcam" already covers it).
+#   FinerCAM   - its point is a target built from the predicted class and its nearest classes; with an
+#                explicit class target it is exactly its base GradCAM (so "gradcam" already covers it).
 #   RefineCAM  - a product over several target layers; with one layer it is GradCAM++ (and it is not a
 #                context manager, so its hooks could not be released reliably).
 #   DeepFeatureFactorization, GuidedBackpropReLUModel - not class activation maps of a target.
@@ -90,7 +91,7 @@ _NOISY_METHODS = ("scorecam", "ablationcam")
 
 _EPS = 1e-7  # pytorch_grad_cam's `scale_cam_image` epsilon
 
-Target = Tensor | int | Callable[[Any], Tensor]
+_Target = Tensor | int | Callable[[Any], Tensor]
 
 
 # ------------------------------------------------------------------------- one small function per method
@@ -159,9 +160,8 @@ def _check_inputs(inputs: Any, input_index: Any) -> tuple[tuple[Any, ...], Tenso
     inputs = inputs if isinstance(inputs, tuple) else (inputs,)
     if not inputs or not any(isinstance(x, Tensor) for x in inputs):
         raise TypeError(expected("inputs", "a tensor or a tuple of tensors (batch first)", inputs))
-    if isinstance(input_index, bool) or not isinstance(input_index, int) or not -len(inputs) <= input_index < len(
-        inputs
-    ):
+    valid_index = isinstance(input_index, int) and not isinstance(input_index, bool)
+    if not valid_index or not -len(inputs) <= input_index < len(inputs):
         raise ValueError(expected("input_index", f"an index into the {len(inputs)} inputs", input_index))
     image = inputs[input_index]
     if not isinstance(image, Tensor) or image.ndim not in (4, 5):
@@ -177,8 +177,9 @@ def _check_inputs(inputs: Any, input_index: Any) -> tuple[tuple[Any, ...], Tenso
 
 
 def _check_target(target: Any, batch: int) -> Tensor | Callable[[Any], Tensor]:
+    allowed = "class indices (a LongTensor of shape (B,)) or a callable"
     if isinstance(target, bool):
-        raise TypeError(expected("target", "class indices (a LongTensor of shape (B,)) or a callable", target))
+        raise TypeError(expected("target", allowed, target))
     if isinstance(target, int):
         return torch.full((batch,), target, dtype=torch.long)
     if isinstance(target, Tensor):
@@ -191,20 +192,13 @@ def _check_target(target: Any, batch: int) -> Tensor | Callable[[Any], Tensor]:
         return target
     if callable(target):
         return target
-    raise TypeError(expected("target", "class indices (a LongTensor of shape (B,)) or a callable", target))
-
-
-def _check_method(method: Any, allowed: Sequence[str]) -> str:
-    if method not in allowed:
-        raise ValueError(expected("method", f"one of {list(allowed)}", method))
-    return method
+    raise TypeError(expected("target", allowed, target))
 
 
 def _check_layer(target_layer: Any) -> nn.Module:
     if not isinstance(target_layer, nn.Module):
-        raise TypeError(
-            expected("target_layer", "an nn.Module (resolve names with `resolve_layer`)", type(target_layer).__name__)
-        )
+        allowed = "an nn.Module (resolve names with `resolve_layer`)"
+        raise TypeError(expected("target_layer", allowed, type(target_layer).__name__))
     return target_layer
 
 
@@ -219,9 +213,8 @@ def _scores(output: Any, target: Tensor | Callable[[Any], Tensor], batch: int) -
     if isinstance(target, Tensor):
         if not isinstance(output, Tensor) or output.ndim != 2:
             got = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
-            raise TypeError(
-                expected("forward_fn", "a function returning (batch, classes) logits for class-index targets", got)
-            )
+            allowed = "a function returning (batch, classes) logits for class-index targets"
+            raise TypeError(expected("forward_fn", allowed, got))
         return output.gather(1, target.to(output.device).reshape(-1, 1)).squeeze(1)
     scores = target(output)
     if not isinstance(scores, Tensor) or tuple(scores.shape) != (batch,):
@@ -253,7 +246,8 @@ def _activations_and_grads(
         if captured:  # a layer called several times: keep the first call, like pytorch_grad_cam
             return None
         if not isinstance(output, Tensor):
-            raise TypeError(expected("target_layer", "a module whose output is a Tensor", type(output).__name__))
+            got = type(output).__name__
+            raise TypeError(expected("target_layer", "a module whose output is a Tensor", got))
         torch.set_grad_enabled(True)  # record from here on; the enclosing no_grad() restores the mode on exit
         activation = output.detach().requires_grad_(True)
         captured.append(activation)
@@ -271,16 +265,14 @@ def _activations_and_grads(
             output = model(*inputs) if forward_fn is None else forward_fn(model, *inputs)
     finally:
         handle.remove()
+    layer_name = type(target_layer).__name__
     if not captured:
-        raise ValueError(
-            expected("target_layer", "a module that runs during the forward pass", type(target_layer).__name__)
-        )
+        raise ValueError(expected("target_layer", "a module that runs during the forward pass", layer_name))
     scores = _scores(output, target, batch)
     (grads,) = torch.autograd.grad(scores.sum(), captured[0], allow_unused=True)
     if grads is None:
-        raise ValueError(
-            expected("target_layer", "a module whose output the target scores depend on", type(target_layer).__name__)
-        )
+        allowed = "a module whose output the target scores depend on"
+        raise ValueError(expected("target_layer", allowed, layer_name))
     return captured[0].detach(), grads
 
 
@@ -335,7 +327,7 @@ def _normalise(maps: Tensor, size: tuple[int, ...]) -> Tensor:
 def grad_cam(
     model: nn.Module,
     inputs: Tensor | tuple[Any, ...],
-    target: Target,
+    target: _Target,
     target_layer: nn.Module,
     *,
     method: str = "gradcam",
@@ -346,16 +338,17 @@ def grad_cam(
     """Class activation maps of the gradient family, in pure torch.
 
     One forward pass with ``target_layer`` hooked (autograd records only from that layer's output on) and one
-    ``torch.autograd.grad`` of the summed target scores to that output (never into the parameters), inside :func:`explanation_mode` (eval mode, grad on,
-    out of inference mode; the model's flags, ``requires_grad``, ``.grad``, hooks and RNG are restored). The
-    maps equal pytorch_grad_cam 1.5.7's: ReLU, per-sample min-max (``+1e-7``), bilinear resize to the input
-    (``align_corners=False``, as ``cv2.resize``), min-max again.
+    ``torch.autograd.grad`` of the summed target scores to that output (never into the parameters), inside
+    :func:`explanation_mode` (eval mode, grad on, out of inference mode; the model's flags, ``requires_grad``,
+    ``.grad``, hooks and RNG are restored). The maps equal pytorch_grad_cam 1.5.7's: ReLU, per-sample
+    min-max (``+1e-7``), bilinear resize to the input (``align_corners=False``, as ``cv2.resize``), min-max
+    again.
 
     For 5-D feature maps ``(B, C, t, h, w)`` of a video model the map is ``(B, T, H, W)``, resized
     trilinearly (corners aligned) to the input's ``(T, H, W)``; pytorch_grad_cam zooms with a cubic spline
-    there, so the two agree only approximately (correlation about 0.97 on small random models). A 2-D backbone applied per frame of a ``(B, T, C, H, W)``
-    input (its feature map has batch ``B*T``) is handled the same way: the frames are folded back into
-    ``(B, C, T, h, w)`` and each video is normalised as a whole.
+    there, so the two agree only approximately (correlation about 0.97 on small random models). A 2-D
+    backbone applied per frame of a ``(B, T, C, H, W)`` input (its feature map has batch ``B*T``) is handled
+    the same way: the frames are folded back into ``(B, C, T, h, w)`` and each video is normalised as a whole.
 
     Args:
         model: The model.
@@ -387,7 +380,7 @@ def grad_cam(
         >>> maps.shape, maps.dtype
         (torch.Size([2, 8, 8]), torch.float32)
     """
-    method = _check_method(method, GRADIENT_CAM_METHODS)
+    method = check_choice("method", method, GRADIENT_CAM_METHODS)
     target_layer = _check_layer(target_layer)
     inputs, image = _check_inputs(inputs, input_index)
     target = _check_target(target, image.shape[0])
@@ -412,7 +405,11 @@ class _OneInputModel(nn.Module):
     """
 
     def __init__(
-        self, model: nn.Module, inputs: tuple[Any, ...], input_index: int, forward_fn: Callable[..., Any] | None
+        self,
+        model: nn.Module,
+        inputs: tuple[Any, ...],
+        input_index: int,
+        forward_fn: Callable[..., Any] | None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -421,13 +418,14 @@ class _OneInputModel(nn.Module):
         self.forward_fn = forward_fn
         self.output_ndim: int | None = None
 
+    @staticmethod
+    def _expand(value: Any, batch: int) -> Any:
+        if isinstance(value, Tensor) and value.ndim and value.shape[0] == 1:
+            return value.expand(batch, *value.shape[1:])
+        return value
+
     def forward(self, x: Tensor) -> Tensor:
-        args = [
-            x
-            if i == self.input_index
-            else (a.expand(x.shape[0], *a.shape[1:]) if isinstance(a, Tensor) and a.ndim and a.shape[0] == 1 else a)
-            for i, a in enumerate(self.fixed)
-        ]
+        args = [x if i == self.input_index else self._expand(a, x.shape[0]) for i, a in enumerate(self.fixed)]
         output = self.model(*args) if self.forward_fn is None else self.forward_fn(self.model, *args)
         self.output_ndim = output.ndim if isinstance(output, Tensor) else None
         return output
@@ -470,7 +468,8 @@ def _run_reference(
     kwargs: dict[str, Any] = {}
     layers = [target_layer]
     if method == "ablationcam":  # a fresh ablation layer: the default instance is shared between calls
-        kwargs["ablation_layer"] = library.AblationLayerVit() if reshape_transform is not None else library.AblationLayer()
+        vit = reshape_transform is not None
+        kwargs["ablation_layer"] = library.AblationLayerVit() if vit else library.AblationLayer()
     if method == "fullgrad":
         layers = []  # it uses every bias layer and prints a warning when given target layers
     if isinstance(target, Tensor):
@@ -479,7 +478,9 @@ def _run_reference(
         targets: list[Any] = [ClassifierOutputTarget(int(t)) for t in target.tolist()]
     else:
         targets = [_CallableTarget(target, wrapper)] * image.shape[0]
-    quiet = contextlib.redirect_stderr(io.StringIO()) if method in _NOISY_METHODS else contextlib.nullcontext()
+    quiet: Any = contextlib.nullcontext()
+    if method in _NOISY_METHODS:
+        quiet = contextlib.redirect_stderr(io.StringIO())
     result = None
     try:
         with cls(wrapper, layers, reshape_transform=reshape_transform, **kwargs) as engine, quiet:
@@ -498,7 +499,7 @@ def _run_reference(
 def reference_cam(
     model: nn.Module,
     inputs: Tensor | tuple[Any, ...],
-    target: Target,
+    target: _Target,
     target_layer: nn.Module,
     *,
     method: str,
@@ -541,14 +542,13 @@ def reference_cam(
         >>> reference_cam(net, torch.randn(2, 3, 8, 8), torch.tensor([0, 1]), net[1], method="eigencam").shape
         torch.Size([2, 8, 8])
     """
-    method = _check_method(method, CAM_METHODS)
+    method = check_choice("method", method, CAM_METHODS)
     target_layer = _check_layer(target_layer)
     inputs, image = _check_inputs(inputs, input_index)
     target = _check_target(target, image.shape[0])
     if reshape_transform is not None and method in _NO_RESHAPE_METHODS:
-        raise ValueError(
-            expected("reshape_transform", f"None for method {method!r} (it supports CNN feature maps only)", reshape_transform)
-        )
+        allowed = f"None for method {method!r} (it supports CNN feature maps only)"
+        raise ValueError(expected("reshape_transform", allowed, reshape_transform))
     library = _import_grad_cam()
     with explanation_mode(model):
         inputs = _no_inference_tensors(inputs)
@@ -559,9 +559,8 @@ def reference_cam(
                 one = tuple(x[i : i + 1] if isinstance(x, Tensor) and x.ndim else x for x in inputs)
                 wrapper = _OneInputModel(model, one, input_index, forward_fn)
                 one_target = target[i : i + 1] if isinstance(target, Tensor) else target
-                maps.append(
-                    _run_reference(library, method, wrapper, one[input_index], one_target, target_layer, reshape_transform)
-                )
+                args = (library, method, wrapper, one[input_index], one_target, target_layer)
+                maps.append(_run_reference(*args, reshape_transform))
             result = torch.cat(maps)
         else:
             wrapper = _OneInputModel(model, inputs, input_index, forward_fn)
@@ -573,7 +572,7 @@ def reference_cam(
 def cam(
     model: nn.Module,
     inputs: Tensor | tuple[Any, ...],
-    target: Target,
+    target: _Target,
     target_layer: nn.Module,
     *,
     method: str = "gradcam",
@@ -610,7 +609,7 @@ def cam(
         >>> cam(net, torch.randn(1, 3, 8, 8), torch.tensor([1]), net[1], method="layercam").shape
         torch.Size([1, 8, 8])
     """
-    method = _check_method(method, CAM_METHODS)
+    method = check_choice("method", method, CAM_METHODS)
     engine = grad_cam if method in GRADIENT_CAM_METHODS else reference_cam
     return engine(
         model,

@@ -19,7 +19,8 @@ from torch import Tensor
 
 from lightning_xai._checks import expected
 
-__all__ = ["pointing_game", "energy_in_mask"]
+__all__ = [
+    "zhang_tolerance","pointing_game", "energy_in_mask"]
 
 
 def _check_maps_and_masks(cams: Any, masks: Any) -> None:
@@ -62,6 +63,16 @@ def _finite_maps(cams: Tensor) -> Tensor:
     """Floating point copy of the maps in which NaN and +/-inf count as no evidence (``-inf``)."""
     cams = cams.float() if not cams.is_floating_point() else cams
     return torch.where(torch.isfinite(cams), cams, torch.full_like(cams, -torch.inf))
+
+
+def zhang_tolerance(height: int, width: int) -> int:
+    """The pointing-game tolerance of Zhang et al. (2018), 15 pixels at 224², scaled to a ``height × width`` map.
+
+    Example:
+        >>> zhang_tolerance(224, 224), zhang_tolerance(32, 32)
+        (15, 2)
+    """
+    return int(round(15 * min(height, width) / 224))
 
 
 def pointing_game(cams: Tensor, masks: Tensor, tolerance: int = 0) -> Tensor:
@@ -147,7 +158,9 @@ def energy_in_mask(cams: Tensor, masks: Tensor) -> Tensor:
         ValueError: If the shapes do not match the layouts above.
 
     Example:
-        >>> cams = torch.tensor([[[1.0, 1.0], [0.0, 0.0]], [[1.0, 1.0], [1.0, 1.0]], [[0.0, 0.0], [0.0, 0.0]]])
+        >>> cams = torch.tensor([[[1.0, 1.0], [0.0, 0.0]],  # all inside
+        ...                      [[1.0, 1.0], [1.0, 1.0]],  # half inside
+        ...                      [[0.0, 0.0], [0.0, 0.0]]])  # no mass
         >>> masks = torch.tensor([[1.0, 1.0], [0.0, 0.0]]).expand(3, 2, 2)
         >>> energy_in_mask(cams, masks)
         tensor([1.0000, 0.5000, 0.0000])

@@ -82,7 +82,8 @@ def _stats(name: str, values: Sequence[float] | None, channels: int, default: fl
     if stats.numel() == 1:
         return stats.expand(channels)
     if stats.numel() < channels:
-        raise ValueError(expected(name, f"a sequence of 1 or at least {channels} floats (one per channel)", values))
+        allowed = f"a sequence of 1 or at least {channels} floats (one per channel)"
+        raise ValueError(expected(name, allowed, values))
     return stats[:channels]
 
 
@@ -91,10 +92,10 @@ def denormalize(
 ) -> Tensor:
     """Undo normalisation and return displayable RGB images in [0, 1].
 
-    ``image * std + mean`` per channel, then clipped to [0, 1]. When neither ``mean`` nor ``std`` is given they
-    are inferred with :func:`infer_normalization`; images that then still reach above 1.5 are taken to be on
-    the [0, 255] scale, as are ``uint8`` images. One-channel images are repeated to grey RGB; images with
-    more than 3 channels keep the first 3 (2-channel images keep the first). NaN and inf become 0.
+    ``image * std + mean`` per channel, then clipped to [0, 1]. When neither ``mean`` nor ``std`` is given
+    they are inferred with :func:`infer_normalization`; images that then still reach above 1.5 are taken to
+    be on the [0, 255] scale, as are ``uint8`` images. One-channel images are repeated to grey RGB; images
+    with more than 3 channels keep the first 3 (2-channel images keep the first). NaN and inf become 0.
 
     Args:
         images: Images ``(B, C, H, W)``.
@@ -146,7 +147,8 @@ def _colormap(cmap: Any) -> Colormap:
     elif isinstance(cmap, str) and cmap in matplotlib.colormaps:
         base = matplotlib.colormaps[cmap]
     else:
-        raise ValueError(expected("cmap", "a matplotlib colormap or its name, such as 'jet' or 'inferno'", cmap))
+        allowed = "a matplotlib colormap or its name, such as 'jet' or 'inferno'"
+        raise ValueError(expected("cmap", allowed, cmap))
     return base.with_extremes(bad=(0.0, 0.0, 0.0, 0.0))
 
 
@@ -231,7 +233,8 @@ def overlay_grid(
         ValueError: On mismatched shapes, a wrong number of titles or an invalid option.
 
     Example:
-        >>> fig = overlay_grid(torch.rand(2, 3, 8, 8), torch.rand(2, 8, 8), titles=["a", "b"], suptitle="demo")
+        >>> images, heatmaps = torch.rand(2, 3, 8, 8), torch.rand(2, 8, 8)
+        >>> fig = overlay_grid(images, heatmaps, titles=["a", "b"], suptitle="demo")
         >>> len(fig.axes)  # two tiles and the colour bar
         3
     """
@@ -297,7 +300,8 @@ def frame_strip(
         cmap: Matplotlib colour map (name or object) of the heatmap.
         mean: Per-channel mean the clips were normalised with (inferred when both are None).
         std: Per-channel standard deviation the clips were normalised with.
-        time_dim: Dimension of ``clips`` that holds time: 1 for ``(B, T, C, H, W)``, 2 for ``(B, C, T, H, W)``.
+        time_dim: Dimension of ``clips`` that holds time: 1 for ``(B, T, C, H, W)``, 2 for
+            ``(B, C, T, H, W)``.
 
     Returns:
         A :class:`matplotlib.figure.Figure` with an Agg canvas (no pyplot involved).

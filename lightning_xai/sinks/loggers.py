@@ -22,7 +22,7 @@ from lightning_xai.sinks.files import append_manifest, atomic_write_bytes, save_
 
 __all__ = ["Event", "ArtifactSink"]
 
-_WARNED: set[tuple[str, str]] = set()
+_WARNED: set[tuple[int, str]] = set()  # (id(logger), what): warn once per logger instance
 
 
 @dataclass
@@ -92,7 +92,7 @@ class ArtifactSink:
         return [lg for lg in self.loggers if type(lg).__name__ != "TensorBoardLogger"]
 
     def _warn_once(self, logger: Any, what: str) -> None:
-        key = (type(logger).__name__, what)
+        key = (id(logger), what)
         if key not in _WARNED:
             _WARNED.add(key)
             warnings.warn(
