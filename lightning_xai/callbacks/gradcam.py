@@ -14,7 +14,7 @@ from typing_extensions import override
 from lightning_xai._checks import check_choices, check_non_negative_int, check_probability, expected
 from lightning_xai.adapters import ModelInputs, TargetSpec, resolve_callable
 from lightning_xai.callbacks.base import Stage, XAICallback
-from lightning_xai.functional.cam import CAM_METHODS, cam
+from lightning_xai.functional._cam import CAM_METHODS, cam
 from lightning_xai.functional._layers import find_target_layer, resolve_layer
 from lightning_xai.functional.localization import energy_in_mask, pointing_game, zhang_tolerance
 from lightning_xai.probe import Probe
@@ -41,7 +41,7 @@ class GradCAMCallback(XAICallback):
 
     Args:
         num_samples: probe images to explain.
-        methods: one or several of :data:`~lightning_xai.functional.cam.CAM_METHODS`.
+        methods: one or several of :data:`~lightning_xai.functional.CAM_METHODS`.
         target_layer: dotted name of the layer to explain (``"layer4.1"``); ``None`` finds the last convolutional
             feature map, or the right block and token reshape of ViT/DeiT/Swin backbones.
         reshape_transform: callable (or dotted path) mapping the layer's activation to ``(B, C, h, w)``.

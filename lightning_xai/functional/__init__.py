@@ -10,7 +10,7 @@ from lightning_xai.functional._layers import (
     swin_reshape_transform,
     vit_reshape_transform,
 )
-from lightning_xai.functional.cam import (
+from lightning_xai.functional._cam import (
     CAM_METHODS,
     GRADIENT_CAM_METHODS,
     REFERENCE_CAM_METHODS,
