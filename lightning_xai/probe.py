@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from torch.utils.data.dataloader import default_collate
 
 from lightning_xai._checks import expected
-from lightning_xai.adapters import ModelInputs, batch_size_of, concat_batches, move_to, slice_batch
+from lightning_xai._batch import batch_size_of, concat_batches, move_to, slice_batch
+from lightning_xai.adapters import ModelInputs
 
 __all__ = ["Probe", "balanced_order", "probe_from_dataloader", "probe_from_user"]
 

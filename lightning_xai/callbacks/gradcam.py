@@ -172,7 +172,7 @@ class GradCAMCallback(XAICallback):
 
     @override
     def _emit(self, result: dict[str, Any], inputs: ModelInputs, probe: Probe, sink: ArtifactSink) -> None:
-        from lightning_xai.render.overlay import frame_strip, overlay_grid
+        from lightning_xai.render import frame_strip, overlay_grid
 
         image = result["image"]
         if result["layout"] == "BCTHW":

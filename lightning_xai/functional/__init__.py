@@ -16,8 +16,8 @@ from lightning_xai.functional._cam import (
     REFERENCE_CAM_METHODS,
     cam,
     grad_cam,
-    reference_cam,
 )
+from lightning_xai.functional._cam_reference import reference_cam
 
 __all__ = [
     "CAM_METHODS",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import math
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -20,98 +19,15 @@ from torch import Tensor, nn
 
 from lightning_xai._checks import expected
 from lightning_xai.functional._guard import observer_guard
+from lightning_xai.functional._reshape import swin_reshape_transform, vit_reshape_transform
 
 __all__ = ["find_target_layer", "resolve_layer", "swin_reshape_transform", "vit_reshape_transform"]
 
-_MAX_PREFIX_TOKENS = 8
 _MAX_LISTED = 12
 _TOKEN = re.compile(r"([^.\[\]]+)|\[(-?\d+)\]")
 _PATH = re.compile(r"(?:[^.\[\]]+|\[-?\d+\])(?:\.[^.\[\]]+|\[-?\d+\])*")
 
 
-# --------------------------------------------------------------------------------------------- reshapes
-def vit_reshape_transform(tensor: Tensor, num_prefix_tokens: int | None = None) -> Tensor:
-    """Turn ViT tokens ``(B, N, D)`` into a channels-first map ``(B, D, s, s)``, dropping the prefix tokens.
-
-    Args:
-        tensor: Token sequence ``(B, N, D)``: ``num_prefix_tokens`` class/distillation/register tokens
-            followed by ``s * s`` patch tokens in row-major order (square patch grid).
-        num_prefix_tokens: Number of leading non-patch tokens. ``None`` infers it as ``N - s**2`` for the
-            largest square ``s**2 <= N``, provided that leaves at most 8 prefix tokens.
-
-    Returns:
-        The patch tokens as a ``(B, D, s, s)`` map.
-
-    Raises:
-        ValueError: If ``tensor`` is not 3-D, or the patch tokens do not form a square grid.
-
-    Example:
-        >>> vit_reshape_transform(torch.zeros(2, 1 + 16, 8)).shape
-        torch.Size([2, 8, 4, 4])
-    """
-    if not isinstance(tensor, Tensor) or tensor.ndim != 3:
-        got = tuple(tensor.shape) if isinstance(tensor, Tensor) else type(tensor).__name__
-        raise ValueError(expected("tensor", "a (batch, tokens, dim) tensor of ViT tokens", got))
-    num_tokens = tensor.shape[1]
-    if num_prefix_tokens is None:
-        side = math.isqrt(num_tokens)
-        num_prefix_tokens = num_tokens - side * side
-        if num_prefix_tokens > _MAX_PREFIX_TOKENS:
-            raise ValueError(
-                expected(
-                    "num_prefix_tokens",
-                    f"given explicitly: {num_tokens} tokens are not a square grid plus at most "
-                    f"{_MAX_PREFIX_TOKENS} prefix tokens",
-                    None,
-                )
-            )
-    elif type(num_prefix_tokens) is not int or num_prefix_tokens < 0:
-        raise ValueError(expected("num_prefix_tokens", "an integer of at least 0 or None", num_prefix_tokens))
-    side = math.isqrt(max(num_tokens - num_prefix_tokens, 0))
-    if side == 0 or side * side != num_tokens - num_prefix_tokens:
-        raise ValueError(
-            expected(
-                "num_prefix_tokens",
-                f"a count that leaves a square number of patch tokens out of {num_tokens}",
-                num_prefix_tokens,
-            )
-        )
-    patches = tensor[:, num_prefix_tokens:, :]
-    return patches.reshape(tensor.shape[0], side, side, tensor.shape[2]).permute(0, 3, 1, 2)
-
-
-def swin_reshape_transform(tensor: Tensor) -> Tensor:
-    """Turn Swin features into a channels-first map ``(B, C, H, W)``.
-
-    Args:
-        tensor: Either a channels-last map ``(B, H, W, C)`` (torchvision Swin) or tokens ``(B, H*W, C)`` of a
-            square grid (Hugging Face Swin).
-
-    Returns:
-        The ``(B, C, H, W)`` map.
-
-    Raises:
-        ValueError: If ``tensor`` is neither 4-D nor 3-D with a square number of tokens.
-
-    Example:
-        >>> swin_reshape_transform(torch.zeros(2, 4, 4, 8)).shape
-        torch.Size([2, 8, 4, 4])
-        >>> swin_reshape_transform(torch.zeros(2, 16, 8)).shape
-        torch.Size([2, 8, 4, 4])
-    """
-    if isinstance(tensor, Tensor) and tensor.ndim == 4:
-        return tensor.permute(0, 3, 1, 2)
-    if isinstance(tensor, Tensor) and tensor.ndim == 3:
-        side = math.isqrt(tensor.shape[1])
-        if side * side == tensor.shape[1]:
-            return tensor.reshape(tensor.shape[0], side, side, tensor.shape[2]).permute(0, 3, 1, 2)
-    got = tuple(tensor.shape) if isinstance(tensor, Tensor) else type(tensor).__name__
-    raise ValueError(
-        expected("tensor", "a channels-last (B, H, W, C) map or (B, H*W, C) tokens of a square grid", got)
-    )
-
-
-# ----------------------------------------------------------------------------------------- resolve_layer
 def _candidates(model: nn.Module) -> list[str]:
     """Names worth suggesting as CAM layers: convolutions and the blocks of sequential stages."""
     names = []

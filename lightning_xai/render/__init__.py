@@ -6,7 +6,8 @@ the sinks.
 """
 
 from lightning_xai.render._utils import figure_to_array, figure_to_png_bytes
-from lightning_xai.render.overlay import denormalize, frame_strip, infer_normalization, overlay_grid
+from lightning_xai.render.frames import frame_strip
+from lightning_xai.render.overlay import denormalize, infer_normalization, overlay_grid
 
 __all__ = [
     "denormalize",
