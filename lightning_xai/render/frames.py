@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
+import torch  # noqa: F401  (the docstring example uses it)
 from torch import Tensor
 
 from lightning_xai._checks import check_probability, expected
