@@ -1,49 +1,33 @@
-"""The shell every lightning_xai callback shares: probe set, adapters, schedule, state, rank gating, errors.
+"""The probe-based shell: explain a fixed probe set every scheduled epoch, on every rank; rank zero writes.
 
-Subclasses implement three small methods: ``_check_model`` (environment checks in ``setup``), ``_explain`` (pure
-computation, called inside :func:`~lightning_xai.functional.explanation_mode`) and ``_emit`` (render and send to the
-sink, rank zero only).
+Subclasses implement ``_explain`` (pure computation, called inside
+:func:`~lightning_xai.functional.explanation_mode`), ``_emit`` (render and send to the sink, rank zero only) and
+optionally ``_check_model`` (environment checks in ``setup``).
 """
 
 from __future__ import annotations
 
-import os
-import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
-from lightning_xai._checks import check_choice, check_choices, check_positive_int, expected
-from lightning_xai.adapters import (
-    ModelInputs,
-    TargetSpec,
-    default_batch_to_inputs,
-    default_forward_fn,
-    logits_from_output,
-    move_to,
-    resolve_callable,
-    resolve_targets,
-)
+from lightning_xai._batch import move_to
+from lightning_xai._checks import check_positive_int, expected
+from lightning_xai.adapters import ModelInputs, TargetSpec, resolve_callable, resolve_targets
+from lightning_xai.callbacks._shell import CallbackShell, Stage
 from lightning_xai.functional import explanation_mode
-from lightning_xai.functional._fingerprint import model_fingerprint
 from lightning_xai.probe import Probe, probe_from_dataloader, probe_from_user
-from lightning_xai.sinks import ArtifactSink, Event
+from lightning_xai.sinks import ArtifactSink
 
-__all__ = ["XAICallback"]
-
-Stage = Literal["fit", "validate", "test"]
-_SHARDED = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy", "XLAFSDPStrategy")
+__all__ = ["XAICallback", "Stage"]
 
 
-class XAICallback(Callback, ABC):
+class XAICallback(CallbackShell, ABC):
     """Base class of every explanation callback.
 
     Args:
@@ -74,8 +58,6 @@ class XAICallback(Callback, ABC):
         "Mean{'num_samples': 4, 'target': 'pred'}"
     """
 
-    name: ClassVar[str] = "xai"
-
     def __init__(
         self,
         num_samples: int = 8,
@@ -90,63 +72,29 @@ class XAICallback(Callback, ABC):
         on_error: Literal["warn", "raise"] = "warn",
         log_dir: str | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_to_inputs, forward_fn, output, class_names, every_n_epochs, stages, on_error, log_dir)
         self.num_samples = check_positive_int("num_samples", num_samples)
-        self.every_n_epochs = check_positive_int("every_n_epochs", every_n_epochs)
-        self.stages = check_choices("stages", stages, ("fit", "validate", "test"))
-        self.on_error = check_choice("on_error", on_error, ("warn", "raise"))
-        self.batch_to_inputs = resolve_callable("batch_to_inputs", batch_to_inputs) or default_batch_to_inputs
-        self.forward_fn = resolve_callable("forward_fn", forward_fn) or default_forward_fn
         if isinstance(target, str) and target not in ("pred", "label"):
             target = resolve_callable("target", target)  # type: ignore[assignment]
         elif not (callable(target) or isinstance(target, str) or (isinstance(target, int) and target >= 0)):
             raise ValueError(expected("target", "'pred', 'label', a class index >= 0 or a callable", target))
         self.target = target
-        self.output = output
-        self.class_names = list(class_names) if class_names is not None else None
-        self.log_dir = log_dir
         self._user_probe = probe
         self._probe: Probe | None = None
-        self._ckpt_step: tuple[int, int] | None = None
-        self._root: str | None = None
         self._id = {"num_samples": num_samples, "target": target if not callable(target) else target.__name__}
 
     # ------------------------------------------------------------------ Lightning hooks
-    @property
-    @override
-    def state_key(self) -> str:
-        return self._generate_state_key(**self._id)
-
-    @override
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        strategy = type(trainer.strategy).__name__
-        if strategy in _SHARDED:
-            raise RuntimeError(
-                f"{type(self).__name__} does not support sharded strategies yet (got strategy {strategy}): "
-                "explanations need the whole model on every rank. Use strategy='ddp' or remove the callback."
-            )
-        self._root = self.log_dir or trainer.log_dir or trainer.default_root_dir  # collective: every rank calls it
-        self._check_model(trainer, pl_module)
-
     @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        stage: Stage = "fit" if trainer.state.fn == TrainerFn.FITTING else "validate"
-        if stage not in self.stages or (stage == "fit" and (trainer.current_epoch + 1) % self.every_n_epochs):
-            return
-        self._safely(trainer, pl_module, stage)
+        stage = self._stage(trainer)
+        if stage is not None:
+            self._safely(trainer, stage, self._run, trainer, pl_module, stage)
 
     @override
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if "test" in self.stages:
-            self._safely(trainer, pl_module, "test")
-
-    @override
-    def on_load_checkpoint(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        self._ckpt_step = (int(checkpoint.get("epoch", 0)), int(checkpoint.get("global_step", 0)))
+        stage = self._stage(trainer, testing=True)
+        if stage is not None:
+            self._safely(trainer, stage, self._run, trainer, pl_module, stage)
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -158,37 +106,13 @@ class XAICallback(Callback, ABC):
             self._probe = Probe.from_state(state_dict["probe"])
 
     # ------------------------------------------------------------------ the shell
-    def _safely(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: Stage) -> None:
-        try:
-            self._run(trainer, pl_module, stage)
-        except Exception as err:
-            if self.on_error == "raise":
-                raise
-            rank_zero_warn(
-                f"lightning_xai: {type(self).__name__} failed during {stage} at epoch {trainer.current_epoch}: "
-                f"{type(err).__name__}: {err}\nTraining goes on (on_error='warn'); pass on_error='raise' to stop "
-                f"on this error.\n{traceback.format_exc(limit=4)}",
-                category=RuntimeWarning,
-            )
-
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: Stage) -> None:
         probe = self._get_probe(trainer, stage)
         with explanation_mode(pl_module):
             inputs = self._prepare(probe, pl_module)
             result = self._explain(pl_module, inputs)
-        if not trainer.is_global_zero:
-            return
-        epoch, step = self._when(trainer)
-        ckpt = trainer.ckpt_path if trainer.state.fn != TrainerFn.FITTING else None
-        event = Event(self.name, stage, epoch, step, model_fingerprint(pl_module), os.path.abspath(ckpt) if ckpt else None)
-        sink = ArtifactSink(trainer.loggers, self._root or trainer.default_root_dir, event)
-        self._emit(result, inputs.to("cpu"), probe, sink)
-
-    def _when(self, trainer: pl.Trainer) -> tuple[int, int]:
-        """Epoch and global step to log at; a checkpoint-only run logs at the checkpoint's own."""
-        if trainer.state.fn != TrainerFn.FITTING and trainer.ckpt_path and self._ckpt_step is not None:
-            return self._ckpt_step
-        return trainer.current_epoch, trainer.global_step
+        if trainer.is_global_zero:
+            self._emit(result, inputs.to("cpu"), probe, self._sink(trainer, pl_module, stage))
 
     def _get_probe(self, trainer: pl.Trainer, stage: Stage) -> Probe:
         if self._probe is None:
@@ -226,24 +150,10 @@ class XAICallback(Callback, ABC):
         )
 
     # ------------------------------------------------------------------ helpers for subclasses
-    def _model_output(self, model: nn.Module, inputs: ModelInputs) -> Any:
-        return self.forward_fn(model, inputs)
-
-    def _logits(self, output: Any) -> Tensor:
-        return logits_from_output(output, self.output)
-
     def _targets(self, logits: Tensor, inputs: ModelInputs) -> Tensor:
         return resolve_targets(logits, self.target, inputs.labels)  # type: ignore[arg-type]
 
-    def _class_name(self, index: int) -> str:
-        if self.class_names is not None and 0 <= index < len(self.class_names):
-            return self.class_names[index]
-        return str(index)
-
     # ------------------------------------------------------------------ to implement
-    def _check_model(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Check the model and environment in ``setup``; raise with a clear message when it cannot work."""
-
     @abstractmethod
     def _explain(self, model: nn.Module, inputs: ModelInputs) -> Any:
         """Compute the explanation. Runs inside ``explanation_mode`` on every rank; returns tensors."""

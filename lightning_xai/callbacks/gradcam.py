@@ -13,7 +13,8 @@ from typing_extensions import override
 
 from lightning_xai._checks import check_choices, check_non_negative_int, check_probability, expected
 from lightning_xai.adapters import ModelInputs, TargetSpec, resolve_callable
-from lightning_xai.callbacks.base import Stage, XAICallback
+from lightning_xai.callbacks._shell import Stage
+from lightning_xai.callbacks.base import XAICallback
 from lightning_xai.functional._cam import CAM_METHODS, cam
 from lightning_xai.functional._layers import find_target_layer, resolve_layer
 from lightning_xai.functional.localization import energy_in_mask, pointing_game, zhang_tolerance

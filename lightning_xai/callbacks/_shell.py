@@ -1,0 +1,150 @@
+"""What every lightning_xai callback shares, probe-based or streaming: adapters, schedule, sinks, errors, steps."""
+
+from __future__ import annotations
+
+import os
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Literal
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor, nn
+from typing_extensions import override
+
+from lightning_xai._checks import check_choice, check_choices, check_positive_int
+from lightning_xai.adapters import (
+    ModelInputs,
+    default_batch_to_inputs,
+    default_forward_fn,
+    logits_from_output,
+    resolve_callable,
+)
+from lightning_xai.functional._fingerprint import model_fingerprint
+from lightning_xai.sinks import ArtifactSink, Event
+
+__all__ = ["CallbackShell", "Stage"]
+
+Stage = Literal["fit", "validate", "test"]
+_SHARDED = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy", "XLAFSDPStrategy")
+
+
+class CallbackShell(Callback):
+    """Common base: adapters, schedule, rank-zero sinks, checkpoint-aware steps and the ``on_error`` policy.
+
+    Args:
+        batch_to_inputs: callable (or dotted path) mapping a batch to :class:`~lightning_xai.adapters.ModelInputs`.
+        forward_fn: callable (or dotted path) ``forward_fn(model, inputs: ModelInputs)`` returning the model output.
+        output: which entry of a dict/tuple model output holds the logits (key or index); default ``logits``/first.
+        class_names: names shown in plots instead of class indices.
+        every_n_epochs: run every n-th validation epoch during ``fit``.
+        stages: the runs to work in: ``"fit"`` (validation during fit), ``"validate"``, ``"test"``.
+        on_error: ``"warn"`` turns a failure inside the callback into a loud warning and training goes on;
+            ``"raise"`` re-raises it.
+        log_dir: where artifacts go (default: the trainer's ``log_dir``); files land under ``<log_dir>/xai``.
+
+    Example:
+        >>> CallbackShell(stages=("validate",)).stages
+        ('validate',)
+    """
+
+    name: ClassVar[str] = "xai"
+
+    def __init__(
+        self,
+        batch_to_inputs: Callable[..., ModelInputs] | str | None = None,
+        forward_fn: Callable[..., Any] | str | None = None,
+        output: str | int | None = None,
+        class_names: Sequence[str] | None = None,
+        every_n_epochs: int = 1,
+        stages: Sequence[Stage] = ("fit", "validate", "test"),
+        on_error: Literal["warn", "raise"] = "warn",
+        log_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.every_n_epochs = check_positive_int("every_n_epochs", every_n_epochs)
+        self.stages = check_choices("stages", stages, ("fit", "validate", "test"))
+        self.on_error = check_choice("on_error", on_error, ("warn", "raise"))
+        self.batch_to_inputs = resolve_callable("batch_to_inputs", batch_to_inputs) or default_batch_to_inputs
+        self.forward_fn = resolve_callable("forward_fn", forward_fn) or default_forward_fn
+        self.output = output
+        self.class_names = list(class_names) if class_names is not None else None
+        self.log_dir = log_dir
+        self._ckpt_step: tuple[int, int] | None = None
+        self._root: str | None = None
+        self._id: dict[str, Any] = {}
+
+    @property
+    @override
+    def state_key(self) -> str:
+        return self._generate_state_key(**self._id)
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        strategy = type(trainer.strategy).__name__
+        if strategy in _SHARDED:
+            raise RuntimeError(
+                f"{type(self).__name__} does not support sharded strategies yet (got strategy {strategy}): "
+                "explanations need the whole model on every rank. Use strategy='ddp' or remove the callback."
+            )
+        self._root = self.log_dir or trainer.log_dir or trainer.default_root_dir  # collective: every rank calls it
+        self._check_model(trainer, pl_module)
+
+    @override
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        self._ckpt_step = (int(checkpoint.get("epoch", 0)), int(checkpoint.get("global_step", 0)))
+
+    # ------------------------------------------------------------------ helpers for subclasses
+    def _stage(self, trainer: pl.Trainer, testing: bool = False) -> Stage | None:
+        """The stage to work in now, or ``None`` when the schedule says to skip (sanity check, off epochs)."""
+        if trainer.sanity_checking:
+            return None
+        stage: Stage = "test" if testing else ("fit" if trainer.state.fn == TrainerFn.FITTING else "validate")
+        if stage not in self.stages or (stage == "fit" and (trainer.current_epoch + 1) % self.every_n_epochs):
+            return None
+        return stage
+
+    def _safely(self, trainer: pl.Trainer, stage: Stage, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception as err:
+            if self.on_error == "raise":
+                raise
+            rank_zero_warn(
+                f"lightning_xai: {type(self).__name__} failed during {stage} at epoch {trainer.current_epoch}: "
+                f"{type(err).__name__}: {err}\nTraining goes on (on_error='warn'); pass on_error='raise' to stop "
+                f"on this error.\n{traceback.format_exc(limit=4)}",
+                category=RuntimeWarning,
+            )
+
+    def _when(self, trainer: pl.Trainer) -> tuple[int, int]:
+        """Epoch and global step to log at; a checkpoint-only run logs at the checkpoint's own."""
+        if trainer.state.fn != TrainerFn.FITTING and trainer.ckpt_path and self._ckpt_step is not None:
+            return self._ckpt_step
+        return trainer.current_epoch, trainer.global_step
+
+    def _sink(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: Stage) -> ArtifactSink:
+        """The sink for this event (rank zero only: it hashes the model and writes files)."""
+        epoch, step = self._when(trainer)
+        ckpt = trainer.ckpt_path if trainer.state.fn != TrainerFn.FITTING else None
+        event = Event(self.name, stage, epoch, step, model_fingerprint(pl_module),
+                      os.path.abspath(ckpt) if ckpt else None)
+        return ArtifactSink(trainer.loggers, self._root or trainer.default_root_dir, event)
+
+    def _model_output(self, model: nn.Module, inputs: ModelInputs) -> Any:
+        return self.forward_fn(model, inputs)
+
+    def _logits(self, output: Any) -> Tensor:
+        return logits_from_output(output, self.output)
+
+    def _class_name(self, index: int) -> str:
+        if self.class_names is not None and 0 <= index < len(self.class_names):
+            return self.class_names[index]
+        return str(index)
+
+    def _check_model(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Check the model and environment in ``setup``; raise with a clear message when it cannot work."""
