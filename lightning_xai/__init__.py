@@ -7,13 +7,17 @@ Example:
 """
 
 from lightning_xai.adapters import ModelInputs, default_batch_to_inputs, default_forward_fn, logits_from_output
+from lightning_xai.callbacks._shell import CallbackShell
 from lightning_xai.callbacks.base import XAICallback
+from lightning_xai.callbacks.calibration import CalibrationCallback
 from lightning_xai.callbacks.gradcam import GradCAMCallback
 from lightning_xai.probe import Probe
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CalibrationCallback",
+    "CallbackShell",
     "GradCAMCallback",
     "ModelInputs",
     "Probe",

@@ -1,7 +1,8 @@
-"""Under strategy="ddp" with 2 CPU processes: no hang, artifacts written once, same maps as one process."""
+"""Under strategy="ddp" with 2 CPU processes: no hang, artifacts written once, same numbers as one process."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -30,7 +31,7 @@ def test_ddp_two_processes_write_once_and_match_one_process(tmp_path):
     single.mkdir(), ddp.mkdir()
     _run(single, 1, "auto")
     _run(ddp, 2, "ddp")
-    for phase, n in (("validate", 2), ("fit", 2)):
+    for phase, n in (("validate", 3), ("fit", 2)):
         records = [r for m in (ddp / phase).rglob("manifest.jsonl") for r in read_manifest(m)]
         assert len(records) == n, records  # once per method/epoch, not once per rank
     images = read_events(ddp / "validate")["images"]
@@ -39,3 +40,8 @@ def test_ddp_two_processes_write_once_and_match_one_process(tmp_path):
         a = np.load(next((single / "validate").rglob(f"gradcam_{method}.npy")))
         b = np.load(next((ddp / "validate").rglob(f"gradcam_{method}.npy")))
         np.testing.assert_allclose(a, b, atol=1e-5)
+    one = json.loads(next((single / "validate").rglob("calibration.json")).read_text())
+    two = json.loads(next((ddp / "validate").rglob("calibration.json")).read_text())
+    assert two["counts"] == one["counts"] and sum(one["counts"]) == 64  # bins summed over ranks
+    for key in ("ece", "mce", "rmsce", "brier", "nll", "accuracy"):
+        assert two[key] == pytest.approx(one[key], abs=1e-6), key

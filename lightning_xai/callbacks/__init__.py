@@ -1,6 +1,8 @@
 """Thin Lightning shells: schedule, probe set, state and rank gating around the functional core."""
 
+from lightning_xai.callbacks._shell import CallbackShell
 from lightning_xai.callbacks.base import XAICallback
+from lightning_xai.callbacks.calibration import CalibrationCallback
 from lightning_xai.callbacks.gradcam import GradCAMCallback
 
-__all__ = ["GradCAMCallback", "XAICallback"]
+__all__ = ["CalibrationCallback", "CallbackShell", "GradCAMCallback", "XAICallback"]

@@ -37,3 +37,33 @@ __all__ = [
 from lightning_xai.functional.localization import energy_in_mask, pointing_game, zhang_tolerance  # noqa: E402
 
 __all__ += ["energy_in_mask", "pointing_game", "zhang_tolerance"]
+
+from lightning_xai.functional.calibration import (  # noqa: E402
+    CalibrationState,
+    brier_score,
+    calibration_compute,
+    calibration_merge,
+    calibration_state,
+    calibration_update,
+    expected_calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+    reliability_bins,
+    state_from_tensors,
+    state_tensors,
+)
+
+__all__ += [
+    "CalibrationState",
+    "brier_score",
+    "calibration_compute",
+    "calibration_merge",
+    "calibration_state",
+    "calibration_update",
+    "expected_calibration_error",
+    "fit_temperature",
+    "negative_log_likelihood",
+    "reliability_bins",
+    "state_from_tensors",
+    "state_tensors",
+]

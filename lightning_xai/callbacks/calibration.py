@@ -1,0 +1,257 @@
+"""CalibrationCallback: ECE, MCE, RMSCE, ACE, Brier, NLL and reliability diagrams every epoch and on checkpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor
+from typing_extensions import override
+
+from lightning_xai._checks import check_choice, check_non_negative_int, check_positive_int
+from lightning_xai.adapters import ModelInputs
+from lightning_xai.callbacks._gallery import Gallery
+from lightning_xai.callbacks._shell import CallbackShell, Stage
+from lightning_xai.functional.calibration import (
+    CalibrationState,
+    calibration_compute,
+    calibration_state,
+    calibration_update,
+    fit_temperature,
+    state_from_tensors,
+    state_tensors,
+)
+
+__all__ = ["CalibrationCallback"]
+
+Task = Literal["auto", "binary", "multiclass", "multilabel"]
+
+
+class CalibrationCallback(CallbackShell):
+    """Calibration of a classifier over the whole validation (or test) set, streamed batch by batch.
+
+    Logs ``xai/calibration/{ece,mce,rmsce,ace,brier,nll,accuracy,confidence}``, the reliability diagram
+    ``xai/calibration/reliability`` (ECE in its title), with ``temperature_scaling`` the fitted temperature and the
+    ECE after scaling (the model is never changed), with ``per_class`` a bar figure of one-vs-rest ECE, and a
+    gallery of the most confident mistakes (with the heatmap of a :class:`GradCAMCallback` on the same Trainer).
+    The raw bins go to ``calibration.json`` so checkpoints can be compared later.
+
+    Bin statistics are accumulated on the device (memory O(n_bins x classes)) and summed across DDP ranks, so two
+    processes give the ECE of one. ACE uses equal-mass bins over a bounded reservoir sample of
+    ``adaptive_sample`` predictions per rank (exact while the epoch has fewer predictions). The temperature is
+    fitted on at most ``max_temperature_samples`` logits per rank.
+
+    Args:
+        n_bins: equal-width confidence bins.
+        task: ``"binary"``, ``"multiclass"``, ``"multilabel"`` or ``"auto"`` (from the shapes of logits and labels).
+        input: ``"logits"``, ``"probs"`` or ``"auto"`` (probabilities when they lie in [0, 1] and sum to one).
+        per_class: also log one-vs-rest ECE per class (multiclass).
+        temperature_scaling: fit a temperature on the epoch's logits and log it with the ECE after scaling.
+        gallery_size: how many of the most confident mistakes to show (0: none).
+        source: where predictions come from: ``"outputs"`` (what ``validation_step`` returns: a logits tensor or a
+            dict with ``logits``/``preds``), ``"forward"`` (the callback runs ``forward_fn`` on the batch) or
+            ``"auto"`` (outputs when they hold logits, else forward).
+        adaptive_sample: reservoir size for ACE.
+        max_temperature_samples: logits kept per rank for temperature scaling.
+        seed: seed of the reservoir's own generator.
+
+    Example:
+        >>> CalibrationCallback(n_bins=15, per_class=True).n_bins
+        15
+    """
+
+    name = "calibration"
+
+    def __init__(
+        self,
+        n_bins: int = 15,
+        task: Task = "auto",
+        input: Literal["auto", "logits", "probs"] = "auto",  # noqa: A002
+        per_class: bool = False,
+        temperature_scaling: bool = True,
+        gallery_size: int = 8,
+        source: Literal["auto", "outputs", "forward"] = "auto",
+        adaptive_sample: int = 100_000,
+        max_temperature_samples: int = 100_000,
+        seed: int = 0,
+        batch_to_inputs: Callable[..., ModelInputs] | str | None = None,
+        forward_fn: Callable[..., Any] | str | None = None,
+        output: str | int | None = None,
+        class_names: Sequence[str] | None = None,
+        every_n_epochs: int = 1,
+        stages: Sequence[Stage] = ("fit", "validate", "test"),
+        on_error: Literal["warn", "raise"] = "warn",
+        log_dir: str | None = None,
+    ) -> None:
+        super().__init__(batch_to_inputs, forward_fn, output, class_names, every_n_epochs, stages, on_error, log_dir)
+        self.n_bins = check_positive_int("n_bins", n_bins)
+        self.task = check_choice("task", task, ("auto", "binary", "multiclass", "multilabel"))
+        self.input = check_choice("input", input, ("auto", "logits", "probs"))
+        self.source = check_choice("source", source, ("auto", "outputs", "forward"))
+        self.per_class = bool(per_class)
+        self.temperature_scaling = bool(temperature_scaling)
+        self.gallery_size = check_non_negative_int("gallery_size", gallery_size)
+        self.adaptive_sample = check_non_negative_int("adaptive_sample", adaptive_sample)
+        self.max_temperature_samples = check_non_negative_int("max_temperature_samples", max_temperature_samples)
+        self.seed = check_non_negative_int("seed", seed)
+        self._state: CalibrationState | None = None
+        self._resolved_task: str | None = None
+        self._kept_logits: list[Tensor] = []
+        self._kept_labels: list[Tensor] = []
+        self._gallery = Gallery(self.gallery_size)
+        self._id = {"n_bins": n_bins, "task": task, "output": output}
+
+    # ------------------------------------------------------------------ Lightning hooks
+    @override
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._reset()
+
+    @override
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._reset()
+
+    @override
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        stage = self._stage(trainer)
+        if stage is not None:
+            self._safely(trainer, stage, self._update, pl_module, outputs, batch)
+
+    @override
+    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        stage = self._stage(trainer, testing=True)
+        if stage is not None:
+            self._safely(trainer, stage, self._update, pl_module, outputs, batch)
+
+    @override
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        stage = self._stage(trainer)
+        if stage is not None:
+            self._safely(trainer, stage, self._finish, trainer, pl_module, stage)
+
+    @override
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        stage = self._stage(trainer, testing=True)
+        if stage is not None:
+            self._safely(trainer, stage, self._finish, trainer, pl_module, stage)
+
+    # ------------------------------------------------------------------ accumulation
+    def _reset(self) -> None:
+        self._state, self._kept_logits, self._kept_labels = None, [], []
+        self._gallery = Gallery(self.gallery_size)
+
+    def _predictions(self, pl_module: pl.LightningModule, outputs: Any, inputs: ModelInputs) -> Tensor:
+        if self.source != "forward":
+            found = outputs if isinstance(outputs, Tensor) else None
+            if isinstance(outputs, Mapping):
+                found = next((outputs[k] for k in ("logits", "preds", "probs") if isinstance(outputs.get(k), Tensor)),
+                             None)
+            if found is not None and found.dim() >= 1 and found.shape[0] == inputs.batch_size:
+                return found.detach()
+            if self.source == "outputs":
+                raise ValueError("CalibrationCallback(source='outputs') needs validation_step to return the logits "
+                                 "(a tensor or a dict with 'logits'); use source='forward' to run the model instead.")
+        with torch.no_grad():
+            return self._logits(self._model_output(pl_module, inputs)).detach()
+
+    def _infer_task(self, preds: Tensor, labels: Tensor) -> str:
+        if self.task != "auto":
+            return self.task
+        if preds.dim() == 1 or preds.shape[-1] == 1:
+            return "binary"
+        return "multilabel" if labels.shape == preds.shape else "multiclass"
+
+    def _update(self, pl_module: pl.LightningModule, outputs: Any, batch: Any) -> None:
+        inputs = self.batch_to_inputs(batch)
+        if inputs.labels is None:
+            raise ValueError(
+                "CalibrationCallback needs labels, but `batch_to_inputs` found none in the batch (it looks for "
+                "(x, y) tuples and 'labels'/'label'/'target' keys). Pass `batch_to_inputs=` returning "
+                "ModelInputs(labels=...)."
+            )
+        preds = self._predictions(pl_module, outputs, inputs)
+        labels = inputs.labels.to(preds.device)
+        if preds.dim() == 2 and preds.shape[-1] == 1:
+            preds = preds[:, 0]
+        task = self._resolved_task = self._resolved_task or self._infer_task(preds, labels)
+        if self._state is None:
+            classes = preds.shape[-1] if task != "binary" else None
+            self._state = calibration_state(self.n_bins, num_classes=classes, per_class=self.per_class and
+                                            task == "multiclass", adaptive_sample=self.adaptive_sample,
+                                            device=preds.device, seed=self.seed)
+        calibration_update(self._state, preds, labels, task, self.input)  # type: ignore[arg-type]
+        kept = sum(t.shape[0] for t in self._kept_logits)
+        if self.temperature_scaling and self.input != "probs" and kept < self.max_temperature_samples:
+            room = self.max_temperature_samples - kept
+            self._kept_logits.append(preds[:room].float().cpu())
+            self._kept_labels.append(labels[:room].cpu())
+        if task == "multiclass" and self.gallery_size:
+            self._gallery.offer(preds.float(), labels, inputs)
+
+    # ------------------------------------------------------------------ epoch end
+    def _finish(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: Stage) -> None:
+        if self._state is None:
+            return
+        if trainer.world_size > 1:  # every rank: sum the bins
+            reduced = [trainer.strategy.reduce(t.clone(), reduce_op="sum") for t in state_tensors(self._state)]
+            state_from_tensors(self._state, reduced)
+        if not trainer.is_global_zero:
+            return
+        metrics = {k: v for k, v in calibration_compute(self._state).items()}
+        sink = self._sink(trainer, pl_module, stage)
+        for key in ("ece", "mce", "rmsce", "ace", "brier", "nll", "accuracy", "confidence", "nonfinite"):
+            if key in metrics:
+                sink.scalar(key, float(metrics[key]))
+        bad = int(metrics.get("nonfinite", 0))
+        if bad:
+            rank_zero_warn(f"lightning_xai: {bad} predictions with NaN/inf were left out of calibration at epoch "
+                           f"{sink.event.epoch} (logged as xai/calibration/nonfinite).", category=RuntimeWarning)
+        extra = self._temperature(sink)
+        self._render(metrics, sink)
+        self._gallery.render(sink, pl_module, trainer, self._class_name)
+        sink.commit(method="calibration", task=self._resolved_task, n_bins=self.n_bins, **extra)
+
+    def _temperature(self, sink: Any) -> dict[str, float]:
+        if not self._kept_logits or self._resolved_task is None:
+            return {}
+        logits, labels = torch.cat(self._kept_logits), torch.cat(self._kept_labels)
+        finite = torch.isfinite(logits.reshape(logits.shape[0], -1)).all(1)
+        logits, labels = logits[finite], labels[finite]
+        if logits.numel() == 0:
+            return {}
+        t = fit_temperature(logits, labels)
+        scaled = calibration_state(self.n_bins)
+        calibration_update(scaled, logits / t, labels, self._resolved_task, "logits")  # type: ignore[arg-type]
+        ece_after = float(calibration_compute(scaled)["ece"])
+        sink.scalar("temperature", t)
+        sink.scalar("ece_after_temperature", ece_after)
+        return {"temperature": t, "ece_after_temperature": ece_after}
+
+    def _render(self, metrics: dict[str, Tensor], sink: Any) -> None:
+        from lightning_xai.render.calibration import per_class_bars, reliability_diagram
+
+        s = self._state
+
+        def bins(t: Tensor) -> Tensor:  # torchmetrics keeps confidences of exactly 1.0 in an extra slot
+            t = t.double().cpu()
+            return torch.cat([t[: self.n_bins - 1], t[self.n_bins - 1:].sum(0, keepdim=True)])
+
+        counts = bins(s.counts)
+        conf = bins(s.confidence_sum) / counts
+        acc = bins(s.correct_sum) / counts
+        ev = sink.event
+        sub = f"{self._resolved_task} · {int(counts.sum())} predictions · {ev.stage} · epoch {ev.epoch} · step {ev.global_step}"
+        sink.figure("reliability", reliability_diagram(counts, conf, acc, float(metrics["ece"]), subtitle=sub))
+        edges = torch.linspace(0, 1, self.n_bins + 1)
+        summary = {"edges": edges.tolist(), "counts": counts.tolist(), "accuracy": acc.tolist(),
+                   "confidence": conf.tolist(), "task": self._resolved_task,
+                   **{k: v.tolist() for k, v in metrics.items()}}
+        if "per_class_ece" in metrics:
+            names = [self._class_name(i) for i in range(metrics["per_class_ece"].numel())]
+            sink.figure("per_class_ece", per_class_bars(metrics["per_class_ece"], names,
+                                                         title=f"ECE per class · epoch {ev.epoch}"))
+        sink.json("calibration", summary)
