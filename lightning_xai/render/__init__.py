@@ -8,6 +8,13 @@ the sinks.
 from lightning_xai.render._utils import figure_to_array, figure_to_png_bytes
 from lightning_xai.render.frames import frame_strip
 from lightning_xai.render.overlay import denormalize, infer_normalization, overlay_grid
+from lightning_xai.render.shap import (
+    modality_shares,
+    signed_frame_strip,
+    signed_heatmap_grid,
+    spectrogram_plot,
+)
+from lightning_xai.render.shap_text import token_grid, token_plot
 
 __all__ = [
     "denormalize",
@@ -15,5 +22,11 @@ __all__ = [
     "figure_to_png_bytes",
     "frame_strip",
     "infer_normalization",
+    "modality_shares",
     "overlay_grid",
+    "signed_frame_strip",
+    "signed_heatmap_grid",
+    "spectrogram_plot",
+    "token_grid",
+    "token_plot",
 ]

@@ -19,7 +19,16 @@ from lightning_xai.render._utils import (
     wrap_text,
     wrap_titles,
 )
-from lightning_xai.render.overlay import _colorbar, _colormap, _draw_tile, _heatmaps, denormalize
+from lightning_xai.render.overlay import (
+    COLORBAR_LABEL,
+    _check_range,
+    _colorbar,
+    _colormap,
+    _draw_tile,
+    _extend,
+    _heatmaps,
+    denormalize,
+)
 
 __all__ = ['frame_strip']
 
@@ -34,6 +43,9 @@ def frame_strip(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     time_dim: int = 1,
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+    colorbar_label: str = COLORBAR_LABEL,
 ) -> Figure:
     """Video overlays: one row per clip, one column per frame, one shared colour bar.
 
@@ -52,12 +64,17 @@ def frame_strip(
         std: Per-channel standard deviation the clips were normalised with.
         time_dim: Dimension of ``clips`` that holds time: 1 for ``(B, T, C, H, W)``, 2 for
             ``(B, C, T, H, W)``.
+        vmin: Heatmap value at the bottom of the colour map (e.g. ``-limit`` for signed maps).
+        vmax: Heatmap value at the top of the colour map; values outside ``[vmin, vmax]`` are clipped and the
+            colour bar gets an arrow on that end.
+        colorbar_label: Label of the colour bar.
 
     Returns:
         A :class:`matplotlib.figure.Figure` with an Agg canvas (no pyplot involved).
 
     Raises:
-        TypeError: If ``clips``/``heatmaps`` are not tensors or ``titles`` is not a sequence of strings.
+        TypeError: If ``clips``/``heatmaps`` are not tensors, ``titles`` is not a sequence of strings or
+            ``vmin``/``vmax`` is not a finite number.
         ValueError: On mismatched shapes, a wrong number of titles or an invalid option.
 
     Example:
@@ -74,6 +91,7 @@ def frame_strip(
         raise ValueError(expected("clips", f"a non-empty tensor of shape {layout}", tuple(clips.shape)))
     alpha = check_probability("alpha", alpha)
     colormap = _colormap(cmap)
+    vmin, vmax = _check_range(vmin, vmax)
     frames_first = clips if time_dim == 1 else clips.transpose(1, 2)
     count, steps, channels, height, width = frames_first.shape
     maps = _heatmaps(heatmaps, (count, steps), (height, width), "(B, T, H, W)")
@@ -94,12 +112,12 @@ def frame_strip(
     for b in range(count):
         for t in range(steps):
             ax = axes[b, t]
-            _draw_tile(ax, pixels[b, t], maps[b, t], colormap, alpha)
+            _draw_tile(ax, pixels[b, t], maps[b, t], colormap, alpha, vmin, vmax)
             if b == 0:
                 ax.set_title(f"frame {t}", fontsize=TITLE_FONTSIZE)
         if row_labels:
             axes[b, 0].set_ylabel(row_labels[b], fontsize=LABEL_FONTSIZE)
-    _colorbar(fig, axes, colormap, count)
+    _colorbar(fig, axes, colormap, count, vmin, vmax, str(colorbar_label), _extend(maps, vmin, vmax))
     if suptitle:
         fig.suptitle(wrap_text(suptitle, fig_w, SUPTITLE_FONTSIZE), fontsize=SUPTITLE_FONTSIZE)
     return fig

@@ -173,9 +173,36 @@ def _heatmaps(heatmaps: Any, lead: tuple[int, ...], size: tuple[int, int], layou
     return maps.numpy()
 
 
-def _draw_tile(ax: Any, image: np.ndarray, heatmap: np.ndarray, cmap: Colormap, alpha: float) -> None:
+def _check_range(vmin: Any, vmax: Any) -> tuple[float, float]:
+    """``(vmin, vmax)`` as floats if both are finite numbers with ``vmin < vmax``."""
+    for name, value in (("vmin", vmin), ("vmax", vmax)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise TypeError(expected(name, "a finite number", value))
+    if not vmin < vmax:
+        raise ValueError(expected("vmax", f"larger than `vmin` ({vmin})", vmax))
+    return float(vmin), float(vmax)
+
+
+def _extend(maps: np.ndarray, vmin: float, vmax: float) -> str:
+    """Colour bar ``extend``: arrows on the ends that finite values run past (they are clipped)."""
+    finite = maps[np.isfinite(maps)]
+    if finite.size == 0:
+        return "neither"
+    below, above = bool(finite.min() < vmin), bool(finite.max() > vmax)
+    return {(True, True): "both", (True, False): "min", (False, True): "max"}.get((below, above), "neither")
+
+
+def _draw_tile(
+    ax: Any,
+    image: np.ndarray,
+    heatmap: np.ndarray,
+    cmap: Colormap,
+    alpha: float,
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+) -> None:
     ax.imshow(image, interpolation="nearest")
-    ax.imshow(np.ma.masked_invalid(heatmap), cmap=cmap, vmin=0.0, vmax=1.0, alpha=alpha,
+    ax.imshow(np.ma.masked_invalid(heatmap), cmap=cmap, vmin=vmin, vmax=vmax, alpha=alpha,
               interpolation="bilinear")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -183,11 +210,20 @@ def _draw_tile(ax: Any, image: np.ndarray, heatmap: np.ndarray, cmap: Colormap, 
         spine.set_visible(False)
 
 
-def _colorbar(fig: Figure, axes: Any, cmap: Colormap, rows: int) -> None:
-    mappable = ScalarMappable(norm=Normalize(0.0, 1.0), cmap=cmap)
+def _colorbar(
+    fig: Figure,
+    axes: Any,
+    cmap: Colormap,
+    rows: int,
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+    label: str = COLORBAR_LABEL,
+    extend: str = "neither",
+) -> None:
+    mappable = ScalarMappable(norm=Normalize(vmin, vmax), cmap=cmap)
     bar = fig.colorbar(mappable, ax=axes, shrink=0.9 if rows > 1 else 1.0, aspect=max(12.0, 10.0 * rows),
-                       pad=0.02)
-    bar.set_label(COLORBAR_LABEL, fontsize=LABEL_FONTSIZE)
+                       pad=0.02, extend=extend)
+    bar.set_label(label, fontsize=LABEL_FONTSIZE)
     bar.ax.tick_params(labelsize=TICK_FONTSIZE)
 
 
@@ -210,6 +246,9 @@ def overlay_grid(
     cmap: str | Colormap = "jet",
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+    colorbar_label: str = COLORBAR_LABEL,
 ) -> Figure:
     """A grid of images, each with its heatmap overlaid, one shared colour bar.
 
@@ -224,12 +263,17 @@ def overlay_grid(
         cmap: Matplotlib colour map (name or object) of the heatmap.
         mean: Per-channel mean the images were normalised with (inferred when both are None).
         std: Per-channel standard deviation the images were normalised with.
+        vmin: Heatmap value at the bottom of the colour map (e.g. ``-limit`` for signed maps).
+        vmax: Heatmap value at the top of the colour map; values outside ``[vmin, vmax]`` are clipped and the
+            colour bar gets an arrow on that end.
+        colorbar_label: Label of the colour bar.
 
     Returns:
         A :class:`matplotlib.figure.Figure` with an Agg canvas (no pyplot involved).
 
     Raises:
-        TypeError: If ``images``/``heatmaps`` are not tensors or ``titles`` is not a sequence of strings.
+        TypeError: If ``images``/``heatmaps`` are not tensors, ``titles`` is not a sequence of strings or
+            ``vmin``/``vmax`` is not a finite number.
         ValueError: On mismatched shapes, a wrong number of titles or an invalid option.
 
     Example:
@@ -245,6 +289,7 @@ def overlay_grid(
     check_positive_int("ncols", ncols)
     alpha = check_probability("alpha", alpha)
     colormap = _colormap(cmap)
+    vmin, vmax = _check_range(vmin, vmax)
     count, height, width = images.shape[0], images.shape[-2], images.shape[-1]
     maps = _heatmaps(heatmaps, (count,), (height, width), "(B, H, W) or (B, 1, H, W)")
     labels = check_titles("titles", titles, count)
@@ -265,10 +310,10 @@ def overlay_grid(
         if i >= count:
             ax.set_axis_off()
             continue
-        _draw_tile(ax, pixels[i], maps[i], colormap, alpha)
+        _draw_tile(ax, pixels[i], maps[i], colormap, alpha, vmin, vmax)
         if wrapped:
             ax.set_title(wrapped[i], fontsize=TITLE_FONTSIZE)
-    _colorbar(fig, axes, colormap, rows)
+    _colorbar(fig, axes, colormap, rows, vmin, vmax, str(colorbar_label), _extend(maps, vmin, vmax))
     if suptitle:
         fig.suptitle(wrap_text(suptitle, fig_w, SUPTITLE_FONTSIZE), fontsize=SUPTITLE_FONTSIZE)
     return fig
