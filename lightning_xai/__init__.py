@@ -11,6 +11,7 @@ from lightning_xai.callbacks._shell import CallbackShell
 from lightning_xai.callbacks.base import XAICallback
 from lightning_xai.callbacks.calibration import CalibrationCallback
 from lightning_xai.callbacks.gradcam import GradCAMCallback
+from lightning_xai.callbacks.shap import SHAPCallback
 from lightning_xai.probe import Probe
 
 __version__ = "0.1.0"
@@ -19,6 +20,7 @@ __all__ = [
     "CalibrationCallback",
     "CallbackShell",
     "GradCAMCallback",
+    "SHAPCallback",
     "ModelInputs",
     "Probe",
     "XAICallback",

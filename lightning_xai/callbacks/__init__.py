@@ -4,5 +4,6 @@ from lightning_xai.callbacks._shell import CallbackShell
 from lightning_xai.callbacks.base import XAICallback
 from lightning_xai.callbacks.calibration import CalibrationCallback
 from lightning_xai.callbacks.gradcam import GradCAMCallback
+from lightning_xai.callbacks.shap import SHAPCallback
 
-__all__ = ["CalibrationCallback", "CallbackShell", "GradCAMCallback", "XAICallback"]
+__all__ = ["CalibrationCallback", "CallbackShell", "GradCAMCallback", "SHAPCallback", "XAICallback"]

@@ -153,6 +153,18 @@ class XAICallback(CallbackShell, ABC):
     def _targets(self, logits: Tensor, inputs: ModelInputs) -> Tensor:
         return resolve_targets(logits, self.target, inputs.labels)  # type: ignore[arg-type]
 
+    def _titles(self, result: dict[str, Any], inputs: ModelInputs, probe: Probe) -> list[str]:
+        """Tile titles: dataset index, true label, predicted label and confidence (from ``result``)."""
+        titles = []
+        for i in range(len(probe)):
+            parts = [f"#{probe.indices[i]}" if probe.indices[i] >= 0 else f"probe {i}"]
+            if inputs.labels is not None and inputs.labels.dim() == 1:
+                parts.append(f"true: {self._class_name(int(inputs.labels[i]))}")
+            if result.get("pred") is not None:
+                parts.append(f"pred: {self._class_name(int(result['pred'][i]))} ({float(result['confidence'][i]):.2f})")
+            titles.append(" | ".join(parts))
+        return titles
+
     # ------------------------------------------------------------------ to implement
     @abstractmethod
     def _explain(self, model: nn.Module, inputs: ModelInputs) -> Any:

@@ -220,14 +220,3 @@ class GradCAMCallback(XAICallback):
         sink.scalar(f"{method}/pointing_game", float(hits.mean()))
         sink.scalar(f"{method}/energy_in_mask", float(energy.mean()))
         return {"pointing_game": hits.tolist(), "pointing_tolerance": tol, "energy_in_mask": energy.tolist()}
-
-    def _titles(self, result: dict[str, Any], inputs: ModelInputs, probe: Probe) -> list[str]:
-        titles = []
-        for i in range(result["image"].shape[0]):
-            parts = [f"#{probe.indices[i]}" if probe.indices[i] >= 0 else f"probe {i}"]
-            if inputs.labels is not None and inputs.labels.dim() == 1:
-                parts.append(f"true: {self._class_name(int(inputs.labels[i]))}")
-            if result["pred"] is not None:
-                parts.append(f"pred: {self._class_name(int(result['pred'][i]))} ({float(result['confidence'][i]):.2f})")
-            titles.append(" | ".join(parts))
-        return titles

@@ -173,6 +173,13 @@ class ArtifactSink:
         if self.write:
             save_npy(self._file(name, ".npy"), array)
 
+    def arrays(self, name: str, arrays: dict[str, np.ndarray]) -> None:
+        """Write several named arrays as one ``<name>.npz`` (never pickled)."""
+        if self.write:
+            buf = io.BytesIO()
+            np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()}, allow_pickle=False)
+            atomic_write_bytes(self._file(name, ".npz"), buf.getvalue())
+
     def json(self, name: str, obj: Any) -> None:
         """Write ``obj`` as ``<name>.json``."""
         if self.write:

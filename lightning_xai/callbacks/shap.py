@@ -1,0 +1,199 @@
+"""SHAPCallback: SHAP values of the probe set every validation epoch and on checkpoints, with completeness checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor, nn
+from typing_extensions import override
+
+from lightning_xai._checks import check_choice, check_positive_int, expected
+from lightning_xai.adapters import ModelInputs, TargetSpec
+from lightning_xai.callbacks._shap_emit import emit_shap
+from lightning_xai.callbacks._shell import Stage
+from lightning_xai.callbacks.base import XAICallback
+from lightning_xai.functional.shap import ShapResult, expected_gradients, shap_gradient_reference
+from lightning_xai.probe import Probe, probe_from_dataloader
+from lightning_xai.sinks import ArtifactSink
+
+__all__ = ["SHAPCallback"]
+
+Engine = Literal["gradient", "shap-gradient"]
+
+
+class SHAPCallback(XAICallback):
+    """SHAP values (expected gradients) of every input of the probe set, with a completeness check per probe.
+
+    Floating inputs (images, spectrograms, clips, tabular features) are explained directly; integer token ids at
+    the output of the embedding layer (``get_input_embeddings()`` on Hugging Face models, else the model's
+    ``nn.Embedding``, or ``embedding_layer=``). Several inputs are explained jointly and each one's share of the
+    total |SHAP| is logged as ``xai/shap/share/<input>``. Results depend on the background (``n_background``
+    samples drawn once, class-balanced and deterministic, from the training loader, else the validation loader,
+    and kept in the callback state so reruns and checkpoint audits use the same one).
+
+    Logged every scheduled epoch: figures per input kind (signed heatmaps, token plots, spectrograms with
+    marginals, frame strips) under ``xai/shap/<input>``, ``xai/shap/completeness/{mean,max,relative_median}``,
+    ``xai/shap/gini``, ``xai/shap/converged``, a histogram of the values, and the top tokens as text.
+    Artifacts: ``shap_values.npz`` (one array per explained input, probe order, plus ``base_values``,
+    ``predictions``, ``targets``) and ``summary.json`` (per sample: prediction, target, base value, totals per
+    input, tokens with their values); :func:`lightning_xai.load_shap_explanation` loads them back.
+
+    Args:
+        num_samples: probe samples to explain.
+        n_background: background samples (baselines).
+        nsamples: gradient points per probe (see :func:`~lightning_xai.functional.expected_gradients`).
+        completeness_tol: relative completeness tolerance; points are added in rounds until every probe meets
+            it or ``max_nsamples`` is reached (``None``: a single round of ``nsamples``).
+        max_nsamples: cap of the adaptive rounds per probe.
+        engine: ``"gradient"`` (our expected gradients) or ``"shap-gradient"`` (``shap.GradientExplainer``).
+        sampling: ``"stratified"``, ``"antithetic"`` or ``"random"`` path sampling for ``engine="gradient"``.
+        embedding_layer: dotted name of the token embedding layer (default: found automatically).
+        tokenizer: a Hugging Face tokenizer (or a local path to load one from) to show token strings.
+        max_batch: most rows per forward/backward (bounds memory).
+        seed: seed of the callback's own generator.
+
+    Example:
+        >>> SHAPCallback(num_samples=8, n_background=32, nsamples=50).n_background
+        32
+    """
+
+    name = "shap"
+
+    def __init__(
+        self,
+        num_samples: int = 8,
+        n_background: int = 32,
+        nsamples: int = 64,
+        completeness_tol: float | None = 0.01,
+        max_nsamples: int = 2048,
+        engine: Engine = "gradient",
+        sampling: Literal["stratified", "antithetic", "random"] = "stratified",
+        embedding_layer: str | None = None,
+        tokenizer: Any = None,
+        max_batch: int = 64,
+        seed: int = 0,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        probe: Any = None,
+        batch_to_inputs: Callable[..., ModelInputs] | str | None = None,
+        forward_fn: Callable[..., Any] | str | None = None,
+        target: TargetSpec = "pred",
+        output: str | int | None = None,
+        class_names: Sequence[str] | None = None,
+        every_n_epochs: int = 1,
+        stages: Sequence[Stage] = ("fit", "validate", "test"),
+        on_error: Literal["warn", "raise"] = "warn",
+        log_dir: str | None = None,
+    ) -> None:
+        super().__init__(num_samples, probe, batch_to_inputs, forward_fn, target, output, class_names,
+                         every_n_epochs, stages, on_error, log_dir)
+        self.n_background = check_positive_int("n_background", n_background)
+        self.nsamples = check_positive_int("nsamples", nsamples)
+        self.max_nsamples = check_positive_int("max_nsamples", max_nsamples)
+        self.max_batch = check_positive_int("max_batch", max_batch)
+        self.seed = seed
+        if completeness_tol is not None and (isinstance(completeness_tol, bool) or completeness_tol <= 0):
+            raise ValueError(expected("completeness_tol", "None or a number larger than 0", completeness_tol))
+        self.completeness_tol = completeness_tol
+        self.engine = check_choice("engine", engine, ("gradient", "shap-gradient"))
+        self.sampling = check_choice("sampling", sampling, ("stratified", "antithetic", "random"))
+        self.embedding_layer = embedding_layer
+        self.tokenizer = tokenizer
+        self.mean, self.std = mean, std
+        self._background: Probe | None = None
+        self._id.update(n_background=n_background, engine=engine)
+
+    # ------------------------------------------------------------------ state: probe and background
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["background"] = None if self._background is None else self._background.state()
+        return state
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        if state_dict.get("background") is not None:
+            self._background = Probe.from_state(state_dict["background"])
+
+    @override
+    def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: Stage) -> None:
+        if self._background is None:
+            self._background = self._draw_background(trainer, stage)
+        super()._run(trainer, pl_module, stage)
+
+    def _draw_background(self, trainer: pl.Trainer, stage: Stage) -> Probe:
+        loader = None
+        if stage == "fit":
+            loader = trainer.fit_loop._combined_loader.flattened[0] if trainer.fit_loop._combined_loader else None
+        if loader is None:
+            loader = trainer.test_dataloaders if stage == "test" else trainer.val_dataloaders
+            loader = loader[0] if isinstance(loader, (list, tuple)) else loader
+        if loader is None:
+            raise ValueError(expected("probe", "given with a dataloader to draw the SHAP background from", None))
+        background = probe_from_dataloader(loader, self.n_background, self.batch_to_inputs)
+        if len(background) < self.n_background:
+            rank_zero_warn(f"lightning_xai: SHAPCallback asked for n_background={self.n_background} but the data has "
+                           f"{len(background)} samples; using {len(background)}.")
+        return background
+
+    # ------------------------------------------------------------------ explanation
+    @override
+    def _explain(self, model: nn.Module, inputs: ModelInputs) -> dict[str, Any]:
+        names = [str(i) for i in range(len(inputs.args))] + list(inputs.kwargs)
+        flat = (*inputs.args, *inputs.kwargs.values())
+        n_args = len(inputs.args)
+        background = self._prepare(self._background, model)  # type: ignore[arg-type]
+        base_flat = (*background.args, *background.kwargs.values())
+        score_mode = callable(self.target)
+
+        def fwd(m: nn.Module, *tensors: Tensor) -> Tensor:
+            mi = ModelInputs(tuple(tensors[:n_args]), dict(zip(names[n_args:], tensors[n_args:])))
+            out = self._model_output(m, mi)
+            return out if score_mode else self._logits(out)
+
+        with torch.no_grad():
+            logits = self._logits(self._model_output(model, inputs)).float()
+        target = self.target if score_mode else self._targets(logits, inputs)
+        gen = torch.Generator(device="cpu").manual_seed(self.seed)
+        if self.engine == "shap-gradient":
+            result: ShapResult = shap_gradient_reference(model, flat, base_flat, target, nsamples=self.nsamples,
+                                                         forward_fn=fwd, generator=gen,
+                                                         embedding_layer=self.embedding_layer or "auto")
+        else:
+            result = expected_gradients(model, flat, base_flat, target, forward_fn=fwd, nsamples=self.nsamples,
+                                        max_batch=self.max_batch, generator=gen,
+                                        completeness_tol=self.completeness_tol, max_nsamples=self.max_nsamples,
+                                        sampling=self.sampling, embedding_layer=self.embedding_layer or "auto")
+        display = ["input" if n_args == 1 and n == "0" else ("input_" + n if n.isdigit() else n) for n in names]
+        return {"result": result, "names": display, "inputs": [t.detach().cpu() for t in flat],
+                "pred": logits.argmax(-1).cpu() if logits.dim() == 2 else None,
+                "confidence": logits.softmax(-1).max(-1).values.cpu() if logits.dim() == 2 else None,
+                "target": None if score_mode else target.cpu()}  # type: ignore[union-attr]
+
+    @override
+    def _emit(self, result: dict[str, Any], inputs: ModelInputs, probe: Probe, sink: ArtifactSink) -> None:
+        emit_shap(self, result, inputs, probe, sink)
+
+    def _token_strings(self, ids: Tensor) -> list[list[str]]:
+        """Token strings for ``(B, L)`` ids through ``tokenizer`` (loaded lazily from a path), else ``#id``."""
+        if isinstance(self.tokenizer, str):
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(self.tokenizer)
+        if self.tokenizer is not None:
+            return [self.tokenizer.convert_ids_to_tokens(row.tolist()) for row in ids]
+        return [[f"#{int(i)}" for i in row] for row in ids]
+
+    def _special_mask(self, ids: Tensor, attention: Tensor | None) -> Tensor:
+        """True for tokens to show: attended, and not special tokens of the tokenizer."""
+        keep = torch.ones_like(ids, dtype=torch.bool) if attention is None else attention.bool()
+        specials = set(getattr(self.tokenizer, "all_special_ids", []) or [])
+        if specials:
+            keep &= ~torch.isin(ids, torch.tensor(sorted(specials)))
+        return keep
+

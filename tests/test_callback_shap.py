@@ -1,0 +1,135 @@
+"""SHAPCallback end to end: artifact contract, TensorBoard tags, tokens, checkpoint audits, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch import seed_everything
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from conftest import read_events, tiny_trainer
+from lightning_xai import SHAPCallback
+from lightning_xai.demo import ShapesCNN
+from lightning_xai.sinks import read_manifest
+
+FAST = dict(nsamples=16, max_nsamples=64, n_background=8, max_batch=64)
+
+
+def test_image_model_artifacts_and_tags(tmp_path, shapes_dm):
+    seed_everything(0)
+    cb = SHAPCallback(num_samples=3, on_error="raise", **FAST)
+    trainer = tiny_trainer(tmp_path, [cb], max_epochs=1)
+    trainer.fit(ShapesCNN(), datamodule=shapes_dm)
+    ev = read_events(tmp_path)
+    assert "xai/shap/input" in ev["images"]
+    for tag in ("completeness/mean", "completeness/max", "completeness/relative_median", "gini", "converged",
+                "share/input", "nonfinite"):
+        assert f"xai/shap/{tag}" in ev["scalars"], tag
+    rec = next(r for m in tmp_path.rglob("manifest.jsonl") for r in read_manifest(m))
+    root = next(tmp_path.rglob("manifest.jsonl")).parent
+    npz = np.load(root / next(f for f in rec["files"] if f.endswith("shap_values.npz")))
+    assert npz["input"].shape == (3, 3, 32, 32)
+    assert npz["base_values"].shape == npz["predictions"].shape == npz["targets"].shape == (3,)
+    summary = json.loads((root / next(f for f in rec["files"] if f.endswith("summary.json"))).read_text())
+    assert len(summary["samples"]) == 3
+    for s, phi in zip(summary["samples"], npz["input"]):  # completeness, as reported, holds for the saved values
+        assert abs(phi.sum() - (s["output"] - s["base_value"])) <= s["relative_error"] * abs(
+            s["output"] - s["base_value"]) + 1e-4
+
+
+class _Tokens(Dataset):
+    """Sentences of ids whose label is 1 exactly when token 7 appears; padded with 0 and an attention mask."""
+
+    def __init__(self, n: int) -> None:
+        g = torch.Generator().manual_seed(1)
+        self.ids = torch.randint(10, 50, (n, 12), generator=g)
+        self.labels = torch.arange(n) % 2
+        self.ids[self.labels == 1, 3] = 7
+        self.mask = torch.ones_like(self.ids)
+        self.mask[:, 10:] = 0
+        self.ids[:, 10:] = 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"input_ids": self.ids[i], "attention_mask": self.mask[i], "labels": self.labels[i]}
+
+
+class _TextModel(ShapesCNN):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(50, 16, padding_idx=0)
+        self.fc = nn.Linear(16, 2)
+
+    def forward(self, input_ids, attention_mask):
+        e = self.emb(input_ids) * attention_mask[..., None]
+        return self.fc(e.sum(1) / attention_mask.sum(1, keepdim=True))
+
+    def training_step(self, batch, batch_idx):
+        return nn.functional.cross_entropy(self(batch["input_ids"], batch["attention_mask"]), batch["labels"])
+
+    def validation_step(self, batch, batch_idx):
+        return None
+
+
+def test_text_model_is_explained_at_its_embeddings(tmp_path):
+    loader = DataLoader(_Tokens(32), batch_size=8)
+    cb = SHAPCallback(num_samples=4, on_error="raise", stages=("validate",), **FAST)
+    tiny_trainer(tmp_path, [cb]).validate(_TextModel(), loader)
+    assert "xai/shap/input_ids" in read_events(tmp_path)["images"]
+    root = next(tmp_path.rglob("manifest.jsonl")).parent
+    npz = np.load(next(root.rglob("shap_values.npz")))
+    assert npz["input_ids"].shape == (4, 12) and "attention_mask" not in npz
+    summary = json.loads(next(root.rglob("summary.json")).read_text())
+    tokens = summary["samples"][0]["tokens_input_ids"]
+    assert len(tokens) == 10 and all(t.startswith("#") for t, _ in tokens)  # padding masked out
+
+
+def test_checkpoint_audit_reuses_probe_and_background(tmp_path, shapes_dm):
+    seed_everything(0)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    fit_cb = SHAPCallback(num_samples=2, on_error="raise", **FAST)
+    tiny_trainer(tmp_path / "fit", [fit_cb, ckpt], enable_checkpointing=True).fit(ShapesCNN(), datamodule=shapes_dm)
+    audit = SHAPCallback(num_samples=2, on_error="raise", **FAST)
+    tiny_trainer(tmp_path / "audit", [audit]).validate(ShapesCNN(), datamodule=shapes_dm,
+                                                       ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    assert audit._background.indices == fit_cb._background.indices
+    assert torch.equal(audit._background.batch[0], fit_cb._background.batch[0])
+    a = np.load(next((tmp_path / "fit").rglob("shap_values.npz")))["input"]
+    b = np.load(next((tmp_path / "audit").rglob("shap_values.npz")))["input"]
+    np.testing.assert_allclose(a, b, atol=1e-5)  # same weights, probe, background and seed: same values
+
+
+class _IdsOnly(ShapesCNN):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(12, 2)
+
+    def forward(self, input_ids):
+        return self.fc(input_ids.float())
+
+    def validation_step(self, batch, batch_idx):
+        return None
+
+
+def test_integer_inputs_without_embedding_name_the_argument(tmp_path):
+    ids = torch.randint(0, 9, (8, 12))
+    loader = DataLoader([{"input_ids": i, "labels": torch.tensor(0)} for i in ids], batch_size=4)
+    cb = SHAPCallback(num_samples=2, on_error="raise", stages=("validate",), **FAST)
+    with pytest.raises(ValueError, match="embedding_layer"):
+        tiny_trainer(tmp_path, [cb]).validate(_IdsOnly(), loader)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [({"n_background": 0}, "`n_background`"),
+                                               ({"engine": "deep"}, "`engine`"),
+                                               ({"completeness_tol": -1.0}, "`completeness_tol`"),
+                                               ({"sampling": "sobol"}, "`sampling`")])
+def test_constructor_arguments_are_checked(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SHAPCallback(**kwargs)
