@@ -13,6 +13,7 @@ from lightning_xai.callbacks.calibration import CalibrationCallback
 from lightning_xai.callbacks.gradcam import GradCAMCallback
 from lightning_xai.callbacks.shap import SHAPCallback
 from lightning_xai.probe import Probe
+from lightning_xai.sinks.shap_io import load_shap_explanation, load_shap_values
 
 __version__ = "0.1.0"
 
@@ -26,5 +27,7 @@ __all__ = [
     "XAICallback",
     "default_batch_to_inputs",
     "default_forward_fn",
+    "load_shap_explanation",
+    "load_shap_values",
     "logits_from_output",
 ]

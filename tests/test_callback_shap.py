@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from conftest import read_events, tiny_trainer
-from lightning_xai import SHAPCallback
+from lightning_xai import SHAPCallback, load_shap_explanation
 from lightning_xai.demo import ShapesCNN
 from lightning_xai.sinks import read_manifest
 
@@ -37,6 +37,9 @@ def test_image_model_artifacts_and_tags(tmp_path, shapes_dm):
     assert npz["base_values"].shape == npz["predictions"].shape == npz["targets"].shape == (3,)
     summary = json.loads((root / next(f for f in rec["files"] if f.endswith("summary.json"))).read_text())
     assert len(summary["samples"]) == 3
+    explanation = load_shap_explanation(root / rec["files"][0].rsplit("/", 1)[0])
+    assert explanation.values.shape == (3, 3, 32, 32) and explanation.data.shape == (3, 3, 32, 32)
+    np.testing.assert_array_equal(explanation.base_values, npz["base_values"])
     for s, phi in zip(summary["samples"], npz["input"]):  # completeness, as reported, holds for the saved values
         assert abs(phi.sum() - (s["output"] - s["base_value"])) <= s["relative_error"] * abs(
             s["output"] - s["base_value"]) + 1e-4

@@ -107,6 +107,7 @@ def emit_shap(cb: SHAPCallback, result: dict[str, Any], inputs: ModelInputs, pro
         sink.figure("shares", shares_figure(shares, [names[j] for j in shown], title=f"Share of |SHAP| per input · "
                                             f"epoch {ev.epoch}", labels=titles))
     arrays = {names[j]: v.numpy() for j, v in zip(shown, values)}
+    arrays.update({f"data_{names[j]}": x.numpy() for j, x in zip(shown, raw)})
     arrays.update(base_values=r.base_values.float().cpu().numpy(), outputs=r.outputs.float().cpu().numpy(),
                   completeness_error=r.completeness_error.float().cpu().numpy(),
                   predictions=np.asarray([] if result["pred"] is None else result["pred"].numpy()),
