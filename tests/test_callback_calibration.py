@@ -136,3 +136,20 @@ def test_nan_logits_are_counted_warned_and_excluded(tmp_path):
 def test_constructor_arguments_are_checked(kwargs, match):
     with pytest.raises(ValueError, match=match):
         CalibrationCallback(**kwargs)
+
+
+def test_multilabel_is_detected_and_equals_flattened_binary(tmp_path):
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(24, 4, generator=gen) * 2
+    labels = (torch.rand(24, 4, generator=gen) < 0.4).long()
+    loader = DataLoader(TensorDataset(logits, labels), batch_size=8)  # the "inputs" are the logits themselves
+
+    class _Identity(_Fixed):
+        def forward(self, x):
+            return x
+
+    cb = CalibrationCallback(n_bins=6, gallery_size=0, on_error="raise")
+    tiny_trainer(tmp_path, [cb], limit_val_batches=None).validate(_Identity(logits), loader)
+    ref = float(binary_calibration_error(logits.sigmoid().flatten(), labels.flatten(), n_bins=6))
+    assert scalar_values(tmp_path, "xai/calibration/ece")[0][1] == pytest.approx(ref, abs=1e-6)
+    assert next(read_manifest(next(tmp_path.rglob("manifest.jsonl"))))["task"] == "multilabel"
