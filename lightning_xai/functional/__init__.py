@@ -67,3 +67,25 @@ __all__ += [
     "state_from_tensors",
     "state_tensors",
 ]
+
+from lightning_xai.functional.shap import (  # noqa: E402
+    EmbeddingSwap,
+    ShapResult,
+    embedding_hook,
+    expected_gradients,
+    find_embedding_layer,
+    gini,
+    modality_shares,
+    shap_gradient_reference,
+)
+
+__all__ += [
+    "EmbeddingSwap",
+    "ShapResult",
+    "embedding_hook",
+    "expected_gradients",
+    "find_embedding_layer",
+    "gini",
+    "modality_shares",
+    "shap_gradient_reference",
+]

@@ -6,13 +6,15 @@ average over *paths* ``(probe b, background point n)`` of a path integral whose 
 
 * every background point is a baseline of every probe (no sampling error over the background at all; fewer
   baselines, drawn without replacement, only when ``nsamples`` is smaller than the background);
-* along each path, ``a`` lies on a randomly shifted lattice ``{u + k / K}``, visited in van der Corput order so
+* along each path, ``a`` lies on a randomly shifted lattice ``{u + k / K}``, visited in van der Corput order
+so
   that the grid of ``K = 2^L`` points is the first half of the grid of ``2K`` (nested: refining reuses every
   gradient already taken); the shifts of the paths of one probe are spread by the golden ratio, so that the
   lattices of different baselines interleave;
 * ``sampling="antithetic"`` folds the lattice with the tent map ``a = 1 - |2t - 1|`` (pairs ``a``, ``1 - a``):
   an order better on smooth models (transformers), a little worse on ReLU CNNs;
-* adaptive rounds: each path's quadrature error is known exactly (``f(x_b) - f(x'_n)`` minus its estimate), so a
+* adaptive rounds: each path's quadrature error is known exactly (``f(x_b) - f(x'_n)`` minus its estimate), so
+a
   probe that misses the completeness tolerance doubles the lattice of its worse half of paths only.
 
 ``sampling="random"`` is plain Monte Carlo as in shap's ``GradientExplainer``: a random background point and a
@@ -28,6 +30,7 @@ import torch
 from torch import Tensor
 
 from lightning_xai.functional._shap_inputs import (
+    FLOAT,
     TOKEN,
     Prepared,
     forward_rows,
@@ -85,15 +88,24 @@ def forward_values(prep: Prepared, max_batch: int) -> tuple[Tensor, Tensor]:
                 rep = torch.full_like(bg_idx, group[0])
                 output = forward_rows(prep, rep, [bg[bg_idx] for bg in prep.bg])
                 for b in group:
-                    fbg[b, bg_idx] = score_rows(output, prep.target, torch.full_like(bg_idx, b)).double().cpu()
+                    fbg[b, bg_idx] = (
+                        score_rows(output, prep.target, torch.full_like(bg_idx, b)).double().cpu()
+                    )
     return fx, fbg
 
 
-def _accumulate(prep: Prepared, acc: list[Tensor], path: Tensor, probe: Tensor, base: Tensor, alpha: Tensor,
-                max_batch: int) -> None:
-    """Add ``(x_b - x'_n) * grad f(x'_n + a (x_b - x'_n))`` of every row to its path's sum (token inputs summed
-    over the embedding dimension)."""
-    token = [role for role in prep.roles if role in ("float", TOKEN)]
+def _accumulate(
+    prep: Prepared,
+    acc: list[Tensor],
+    path: Tensor,
+    probe: Tensor,
+    base: Tensor,
+    alpha: Tensor,
+    max_batch: int,
+) -> None:
+    """Add ``(x_b - x'_n) * grad f(x'_n + a (x_b - x'_n))`` of every row to its path's sum (token inputs
+    summed over the embedding dimension)."""
+    token = [role for role in prep.roles if role in (FLOAT, TOKEN)]
     for start in range(0, len(path), max_batch):
         rows = slice(start, start + max_batch)
         pi, bi, al = probe[rows], base[rows], alpha[rows]
@@ -123,7 +135,9 @@ def _relative(err: Tensor, fx: Tensor, base: Tensor) -> Tensor:
 
 
 class _Group:
-    """Per-path sums for a group of probes and the plan of the next rows."""
+    """A group of probes: per-path sums of ``(x - x') * grad`` (path = probe x background point; one path per
+    probe for ``"random"``), the number of points on each path, and the next rows to evaluate (``request``:
+    paths, index of their first new lattice point, how many)."""
 
     def __init__(self, prep: Prepared, probes: Tensor, s: Settings) -> None:
         self.prep, self.s, self.probes = prep, s, probes
@@ -143,7 +157,7 @@ class _Group:
             return
         v = torch.rand(g, 1, generator=gen, dtype=torch.float64)
         self.shift = ((v + torch.arange(n_bg, dtype=torch.float64) * _GOLDEN) % 1.0).reshape(-1)
-        self.order = torch.stack([torch.randperm(n_bg, generator=gen) for _ in range(g)])  # baselines, in use order
+        self.order = torch.stack([torch.randperm(n_bg, generator=gen) for _ in range(g)])  # order of use
         m = min(s.nsamples, n_bg)
         k0 = 1 if s.nsamples <= n_bg else 2 ** math.ceil(math.log2(s.nsamples / n_bg))
         self.used = torch.full((g,), m, dtype=torch.long)
@@ -151,7 +165,7 @@ class _Group:
         self.request = (first, torch.zeros_like(first), torch.full_like(first, k0))
 
     def _roles(self) -> list[str]:
-        return [role for role in self.prep.roles if role in ("float", TOKEN)]
+        return [role for role in self.prep.roles if role in (FLOAT, TOKEN)]
 
     def run(self) -> None:
         paths, start, count = self.request
@@ -165,9 +179,7 @@ class _Group:
             base = self.path_base[path]
             t = (self.shift[path] + _vdc(k)) % 1.0
             alpha = t if self.s.sampling == "stratified" else 1.0 - (2.0 * t - 1.0).abs()
-        probe = self.path_probe[path]
-        local = path  # accumulator rows are path indices
-        _accumulate(self.prep, self.acc, local, probe, base, alpha, self.s.max_batch)
+        _accumulate(self.prep, self.acc, path, self.path_probe[path], base, alpha, self.s.max_batch)
         self.count.index_add_(0, paths, count)
 
     def path_totals(self) -> Tensor:
@@ -176,46 +188,48 @@ class _Group:
         return torch.where(self.count > 0, total / self.count.clamp_min(1), torch.zeros_like(total))
 
     def values(self) -> list[Tensor]:
+        """Per-probe attributions: the mean over the probe's baselines in use of each path's mean."""
         g, per = len(self.probes), self.paths_per_probe
-        scale = (self.count.clamp_min(1).float() * self.used.repeat_interleave(per).float()).to(self.acc[0].device)
+        weight = (self.count > 0).float() / (
+            self.count.clamp_min(1) * self.used.repeat_interleave(per)
+        ).float()
         out = []
         for a in self.acc:
-            mean = (a / scale.view(-1, *([1] * (a.ndim - 1)))) * (self.count > 0).to(a.device).view(-1, *([1] * (a.ndim - 1)))
-            out.append(mean.reshape(g, per, *a.shape[1:]).sum(1))
+            w = weight.to(a.device).view(-1, *([1] * (a.ndim - 1)))
+            out.append((a * w).reshape(g, per, *a.shape[1:]).sum(1))
         return out
 
     def points(self) -> Tensor:
         return self.count.reshape(len(self.probes), self.paths_per_probe).sum(1)
 
     def plan(self, unconverged: Tensor, fx: Tensor, fbg: Tensor) -> bool:
-        """Set the next request for the unconverged probes (local indices); False if there is nothing to add."""
+        """Plan the next rows for the unconverged probes (local indices); False if nothing is left to add."""
         budget = self.s.max_nsamples - self.points()
-        paths, starts, counts = [], [], []
         totals = self.path_totals()
         per = self.paths_per_probe
+        chosen: list[tuple[Tensor, Tensor, Tensor]] = []  # (paths, first new lattice index, how many)
         for i in torch.nonzero(unconverged & (budget > 0)).flatten().tolist():
-            lo = i * per
-            if self.random:
-                add = int(min(self.count[lo], budget[i]))
-                paths.append(torch.tensor([lo])), starts.append(self.count[lo : lo + 1]), counts.append(torch.tensor([add]))
-                continue
-            m, n_bg = int(self.used[i]), per
-            if m < n_bg:  # first use more of the background
-                new = self.order[i, m : m + int(min(m, n_bg - m, budget[i]))]
+            lo, left = i * per, int(budget[i])
+            if self.random:  # double the probe's sample count
+                add = torch.tensor([min(int(self.count[lo]), left)])
+                chosen.append((torch.tensor([lo]), self.count[lo : lo + 1], add))
+            elif self.used[i] < per:  # first bring in more of the background, one point each
+                m = int(self.used[i])
+                new = self.order[i, m : m + min(m, per - m, left)]
                 self.used[i] += len(new)
-                paths.append(lo + new), starts.append(torch.zeros_like(new)), counts.append(torch.ones_like(new))
-                continue
-            b = int(self.probes[i])
-            err = (fx[b] - fbg[b] - totals[lo : lo + per]).abs()
-            worst = torch.argsort(err, descending=True)
-            worst = worst[err[worst] >= err.median()]
-            size = self.count[lo + worst]
-            worst = worst[torch.cumsum(size, 0) <= budget[i]]
-            if len(worst):
-                paths.append(lo + worst), starts.append(self.count[lo + worst]), counts.append(self.count[lo + worst])
-        if not paths:
+                chosen.append((lo + new, torch.zeros_like(new), torch.ones_like(new)))
+            else:  # double the lattice of the worse half of the probe's paths, by their exact errors
+                b = int(self.probes[i])
+                err = (fx[b] - fbg[b] - totals[lo : lo + per]).abs()
+                worst = torch.argsort(err, descending=True)
+                worst = worst[err[worst] >= err.median()]
+                worst = worst[torch.cumsum(self.count[lo + worst], 0) <= left]
+                if len(worst):
+                    chosen.append((lo + worst, self.count[lo + worst], self.count[lo + worst]))
+        if not chosen:
             return False
-        self.request = (torch.cat(paths), torch.cat(starts), torch.cat(counts))
+        paths, starts, counts = (torch.cat(parts) for parts in zip(*chosen))
+        self.request = (paths, starts, counts)
         return True
 
 
@@ -225,7 +239,7 @@ def estimate(prep: Prepared, s: Settings) -> tuple[list[Tensor], Tensor, Tensor,
     base = fbg.mean(1)
     per_probe = sum(
         (x.shape[1:-1] if role == TOKEN else x.shape[1:]).numel()
-        for x, role in zip(prep.x, [r for r in prep.roles if r in ("float", TOKEN)])
+        for x, role in zip(prep.x, [r for r in prep.roles if r in (FLOAT, TOKEN)])
     )
     per_path = 4 * max(1, per_probe) * (1 if s.sampling == "random" else prep.n_background)
     group_size = max(1, _ACCUMULATOR_BYTES // per_path)

@@ -54,10 +54,12 @@ def as_tuple(name: str, value: Any) -> tuple[Any, ...]:
 def check_inputs(inputs: Any) -> tuple[Tensor, ...]:
     inputs = as_tuple("inputs", inputs)
     if not all(isinstance(x, Tensor) for x in inputs):
-        raise TypeError(expected("inputs", "a tensor or a tuple of tensors (batch first)", [type(x).__name__ for x in inputs]))
+        got = [type(x).__name__ for x in inputs]
+        raise TypeError(expected("inputs", "a tensor or a tuple of tensors (batch first)", got))
     first = next((x for x in inputs if x.ndim > 0), None)
     if first is None or first.shape[0] == 0:
-        raise ValueError(expected("inputs", "tensors with a batch dimension of at least 1", [tuple(x.shape) for x in inputs]))
+        got = [tuple(x.shape) for x in inputs]
+        raise ValueError(expected("inputs", "tensors with a batch dimension of at least 1", got))
     return inputs
 
 
@@ -88,7 +90,7 @@ def model_device(model: nn.Module, fallback: torch.device) -> torch.device:
 
 
 def logits_of(output: Any) -> Any:
-    """The tensor class-index targets index: the output itself, its ``.logits`` (Hugging Face), or its first item."""
+    """The tensor class indices pick from: the output, its ``.logits`` (Hugging Face), or its first item."""
     if isinstance(output, Tensor):
         return output
     logits = getattr(output, "logits", None)
@@ -108,7 +110,8 @@ def score_rows(output: Any, target: Tensor | Callable[[Any], Tensor], probe_idx:
             got = tuple(logits.shape) if isinstance(logits, Tensor) else type(output).__name__
             allowed = "a function returning (batch, classes) logits for class-index targets"
             raise TypeError(expected("forward_fn", allowed, got))
-        return logits.gather(1, target.to(logits.device)[probe_idx.to(logits.device)].reshape(-1, 1)).squeeze(1)
+        index = target.to(logits.device)[probe_idx.to(logits.device)]
+        return logits.gather(1, index[:, None]).squeeze(1)
     scores = target(output)
     if not isinstance(scores, Tensor) or tuple(scores.shape) != (rows,):
         got = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
@@ -139,15 +142,18 @@ def forward_rows(prep: Prepared, probe_idx: Tensor, points: Sequence[Tensor] | N
     try:
         out = prep.model(*args) if prep.forward_fn is None else prep.forward_fn(prep.model, *args)
     finally:
-        pending = prep.swap is not None and prep.swap._pending is not None
-        if prep.swap is not None:
-            prep.swap._pending = None
-    if pending:
+        pending = prep.swap is not None and prep.swap.discard_pending()
+    if pending and prep.swap is not None:
         raise ValueError(expected("embedding_layer", "a layer that runs in the forward pass", prep.swap.name))
     return out
 
 
-def _token_input(prep_inputs: tuple[Tensor, ...], batch: int, swap: EmbeddingSwap, forward: Callable[[tuple[Tensor, ...]], Any]) -> int | None:
+def _token_input(
+    prep_inputs: tuple[Tensor, ...],
+    batch: int,
+    swap: EmbeddingSwap,
+    forward: Callable[[tuple[Tensor, ...]], Any],
+) -> int | None:
     """Index of the integer input the embedding layer receives (run one forward of the first probe)."""
     one = tuple(x[:1] if x.ndim and x.shape[0] == batch else x for x in prep_inputs)
     swap.last_input = None
@@ -164,6 +170,15 @@ def _token_input(prep_inputs: tuple[Tensor, ...], batch: int, swap: EmbeddingSwa
         if one[i].shape == seen.shape and torch.equal(one[i], seen.to(one[i].device)):
             return i
     return None
+
+
+def _role(x: Tensor, batch: int, is_token: bool) -> str:
+    batched = x.ndim > 0 and x.shape[0] == batch
+    if is_token:
+        return TOKEN
+    if batched:
+        return FLOAT if x.dtype.is_floating_point else ROWS
+    return FIXED
 
 
 def prepare(
@@ -191,10 +206,7 @@ def prepare(
     token = _token_input(inputs, batch, swap, run) if swap is not None else None
     if swap is not None and token is None and explicit_layer:  # the layer is not fed by any input
         raise _no_embedding_error(model, swap.name)
-    roles = []
-    for i, x in enumerate(inputs):
-        batched = x.ndim > 0 and x.shape[0] == batch
-        roles.append(TOKEN if i == token else FLOAT if batched and x.dtype.is_floating_point else ROWS if batched else FIXED)
+    roles = [_role(x, batch, i == token) for i, x in enumerate(inputs)]
     if not any(r in (FLOAT, TOKEN) for r in roles):
         raise _no_embedding_error(model, swap.name if swap is not None else None)
     xs, bgs = [], []
@@ -203,8 +215,10 @@ def prepare(
             continue
         if not isinstance(b, Tensor) or b.ndim == 0 or b.shape[0] == 0:
             got = tuple(b.shape) if isinstance(b, Tensor) else type(b).__name__
-            raise ValueError(expected(f"baselines[{i}]", "a non-empty batch (N, ...) of background samples", got))
-        b = b.to(device)
+            allowed = "a non-empty batch (N, ...) of background samples (every floating input is explained"
+            allowed += "; pass masks as integer or bool tensors)"
+            raise ValueError(expected(f"baselines[{i}]", allowed, got))
+        b = (b.clone() if b.is_inference() else b).to(device)
         if role == TOKEN and swap is not None:
             x = embed_tokens(swap.layer, x, x.shape[1])
             if not b.dtype.is_floating_point:
@@ -215,7 +229,8 @@ def prepare(
         xs.append(x.detach())
         bgs.append(b.detach().to(x.dtype))
     if len({b.shape[0] for b in bgs}) != 1:
-        raise ValueError(expected("baselines", "the same number of background samples in every entry", [b.shape[0] for b in bgs]))
+        got = [b.shape[0] for b in bgs]
+        raise ValueError(expected("baselines", "the same number of background samples in every entry", got))
     return Prepared(model, forward_fn, inputs, tuple(roles), xs, bgs, target, swap, batch, out_device)
 
 
@@ -225,7 +240,7 @@ def pass_through_groups(prep: Prepared) -> list[list[int]]:
     if not rows:
         return [list(range(prep.batch))]
     groups: dict[bytes, list[int]] = {}
-    flat = [x.reshape(prep.batch, -1).cpu() for x in rows]
+    flat = [x.reshape(prep.batch, -1).contiguous().cpu().view(torch.uint8) for x in rows]
     for b in range(prep.batch):
         key = b"|".join(f[b].numpy().tobytes() for f in flat)
         groups.setdefault(key, []).append(b)

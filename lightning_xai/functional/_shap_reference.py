@@ -22,7 +22,9 @@ class ScoreModel(nn.Module):
 
     def __init__(self, prep: Prepared) -> None:
         super().__init__()
-        self.model = prep.model  # a submodule, so shap's eval()/zero_grad() reach it (and the guard undoes them)
+        self.model = (
+            prep.model
+        )  # a submodule, so shap's eval()/zero_grad() reach it (and the guard undoes them)
         self.prep = prep
         self.probe = 0
 

@@ -1,7 +1,7 @@
 """Explaining integer token inputs at the output of their embedding layer.
 
-A forward hook on the embedding layer substitutes the (interpolated) embeddings the explanation asks for, so the
-user's model needs no ``inputs_embeds`` argument and no change. Pure torch.
+A forward hook on the embedding layer substitutes the (interpolated) embeddings the explanation asks for, so
+the user's model needs no ``inputs_embeds`` argument and no change. Pure torch.
 """
 
 from __future__ import annotations
@@ -15,7 +15,13 @@ from torch import Tensor, nn
 
 from lightning_xai._checks import expected
 
-__all__ = ["EmbeddingSwap", "embed_tokens", "embedding_hook", "find_embedding_layer", "resolve_embedding_layer"]
+__all__ = [
+    "EmbeddingSwap",
+    "embed_tokens",
+    "embedding_hook",
+    "find_embedding_layer",
+    "resolve_embedding_layer",
+]
 
 
 def _embedding_names(model: nn.Module) -> list[str]:
@@ -42,7 +48,7 @@ def _no_embedding_error(model: nn.Module, got: Any) -> ValueError:
     listing = (
         f" nn.Embedding modules of {type(model).__name__}: {names}."
         if names
-        else f" {type(model).__name__} has no nn.Embedding module: pass the tokens' embeddings as a floating input."
+        else f" {type(model).__name__} has no nn.Embedding module: pass token embeddings as a float input."
     )
     allowed = "a token embedding layer of the model that receives one of the integer inputs (module or name)"
     return ValueError(expected("embedding_layer", allowed, got) + listing)
@@ -75,8 +81,10 @@ def find_embedding_layer(model: nn.Module) -> tuple[str, nn.Module]:
     raise _no_embedding_error(model, None)
 
 
-def resolve_embedding_layer(model: nn.Module, embedding_layer: nn.Module | str | None) -> tuple[str, nn.Module]:
-    """Return ``(name, module)`` for an embedding layer given as a module, a dotted name, or ``None`` (find it).
+def resolve_embedding_layer(
+    model: nn.Module, embedding_layer: nn.Module | str | None
+) -> tuple[str, nn.Module]:
+    """``(name, module)`` of an embedding layer given as a module, a dotted name or ``None`` (find it).
 
     Example:
         >>> net = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(12, 2))
@@ -93,17 +101,31 @@ def resolve_embedding_layer(model: nn.Module, embedding_layer: nn.Module | str |
     if isinstance(embedding_layer, nn.Module):
         name = _name_of(model, embedding_layer)
         if name is None:
-            raise _no_embedding_error(model, type(embedding_layer).__name__ + " (not a submodule of the model)")
+            raise _no_embedding_error(
+                model, type(embedding_layer).__name__ + " (not a submodule of the model)"
+            )
         return name, embedding_layer
-    raise TypeError(expected("embedding_layer", "an nn.Module, a dotted module name or None", embedding_layer))
+    raise TypeError(
+        expected("embedding_layer", "an nn.Module, a dotted module name or None", embedding_layer)
+    )
 
 
 class EmbeddingSwap:
     """The handle :func:`embedding_hook` yields.
 
-    ``substitute(embeddings)`` makes the next call of the layer return ``embeddings`` instead of its own output
-    (once; later calls in the same forward are left alone). Calls that are not substituted record the tensor they
-    were given in ``last_input``.
+    ``substitute(embeddings)`` makes the next call of the layer return ``embeddings`` instead of its own
+    output (once; later calls in the same forward are left alone). The first call that is not substituted
+    after ``last_input`` was set to ``None`` records the tensor it was given there.
+
+    Example:
+        >>> net = nn.Sequential(nn.Embedding(10, 2), nn.Flatten())
+        >>> with embedding_hook(net) as swap:
+        ...     swap.substitute(torch.ones(1, 3, 2))
+        ...     replaced = net(torch.tensor([[1, 2, 3]]))
+        ...     swap.last_input = None
+        ...     _ = net(torch.tensor([[4, 5, 6]]))
+        >>> replaced.tolist(), swap.name, swap.last_input.tolist()
+        ([[1.0, 1.0, 1.0, 1.0, 1.0, 1.0]], '0', [[4, 5, 6]])
     """
 
     def __init__(self, name: str, layer: nn.Module) -> None:
@@ -116,9 +138,15 @@ class EmbeddingSwap:
         """Return ``embeddings`` from the layer's next call."""
         self._pending = embeddings
 
+    def discard_pending(self) -> bool:
+        """Drop a substitution the layer did not use; True if there was one."""
+        pending, self._pending = self._pending is not None, None
+        return pending
+
     def _hook(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
         if self._pending is None:
-            self.last_input = args[0] if args else None
+            if self.last_input is None:  # the first call since the caller reset it
+                self.last_input = args[0] if args else None
             return None
         value, self._pending = self._pending, None
         if not isinstance(output, Tensor) or tuple(output.shape) != tuple(value.shape):
@@ -129,12 +157,14 @@ class EmbeddingSwap:
 
 
 @contextlib.contextmanager
-def embedding_hook(model: nn.Module, embedding_layer: nn.Module | str | None = None) -> Iterator[EmbeddingSwap]:
+def embedding_hook(
+    model: nn.Module, embedding_layer: nn.Module | str | None = None
+) -> Iterator[EmbeddingSwap]:
     """Hook a token embedding layer so that explanations can replace its output; the hook is removed on exit.
 
     Args:
         model: The model.
-        embedding_layer: The layer (module or dotted name); ``None`` finds it with :func:`find_embedding_layer`.
+        embedding_layer: The layer (module or dotted name); ``None``: :func:`find_embedding_layer` finds it.
 
     Yields:
         An :class:`EmbeddingSwap`: ``swap.substitute(e)`` before a forward pass makes the layer return ``e``.
@@ -176,7 +206,9 @@ def embed_tokens(layer: nn.Module, ids: Tensor, length: int) -> Tensor:
     if ids.shape[1] > length:
         ids = ids[:, :length]
     elif ids.shape[1] < length:
-        pad = torch.full((ids.shape[0], length - ids.shape[1]), _pad_id(layer), dtype=ids.dtype, device=ids.device)
+        pad = torch.full(
+            (ids.shape[0], length - ids.shape[1]), _pad_id(layer), dtype=ids.dtype, device=ids.device
+        )
         ids = torch.cat([ids, pad], dim=1)
     with torch.no_grad():
         return layer(ids).detach()

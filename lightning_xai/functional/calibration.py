@@ -27,6 +27,12 @@ number of predictions; the one-shot functions (:func:`expected_calibration_error
 :func:`brier_score`, :func:`negative_log_likelihood`) run the same private steps on one batch, so the two
 never disagree. :func:`fit_temperature` is temperature scaling (Guo et al., "On Calibration of Modern Neural
 Networks", ICML 2017).
+
+A :class:`CalibrationState` is a few float64 tables (per bin: count, sums of confidence, outcome, Brier score
+and NLL; optionally the same per class) that add up across batches and processes (:func:`state_tensors` for
+an all-reduce), plus a bounded reservoir sample for the equal-mass ECE. On the CPU an update branches on the
+data freely; elsewhere it makes no device sync (with ``validate_args=False``): non-finite rows are weighted
+out instead of removed and ``input="auto"`` decides with ``torch.where``.
 """
 
 from __future__ import annotations
@@ -64,38 +70,38 @@ Norm = Literal["l1", "max", "l2"]
 _TASKS = ("binary", "multiclass", "multilabel")
 _INPUTS = ("auto", "logits", "probs")
 _NORMS = ("l1", "max", "l2")
-_NORM_KEY = {"l1": "ece", "max": "mce", "l2": "rmsce"}
 _ROW_SUM_TOL = 1e-3
 _LOG_FLOOR = -100.0  # F.binary_cross_entropy's clamp of log(p)
 _F64 = torch.float64
-_RESERVOIR_SALT = 0x5EED_CA1B  # mixed into `seed` so the reservoir never replays a user generator seeded alike
+_RESERVOIR_SALT = 0x5EED_CA1B  # mixed into `seed`: the reservoir never replays a user generator seeded alike
 
 
 @dataclass(eq=False)
 class CalibrationState:
     """Running calibration statistics; create it with :func:`calibration_state`.
 
-    Every tensor lives on one device (the preds' device after the first update). Per-bin tensors have
-    ``n_bins + 1`` slots (the last holds confidences of exactly 1.0, see the module docstring); all summable
-    tensors are float64, so counts are exact up to 2**53 and :func:`state_tensors` can be all-reduced with a
-    sum.
+    Every tensor lives on one device (the preds' device after the first update). The summable statistics are
+    packed into float64 tensors so that an update is one scatter per table and a DDP reduction two or three
+    all-reduces (see :func:`state_tensors`); counts are exact up to 2**53. Per-bin tables have ``n_bins + 1``
+    slots: the last holds confidences of exactly 1.0 (see the module docstring). Named properties such as
+    :attr:`counts` read the packed columns.
 
     Attributes:
         n_bins: Number of equal-width bins on ``[0, 1]``.
-        counts: ``(n_bins + 1,)`` predictions per bin.
-        confidence_sum: ``(n_bins + 1,)`` sum of the confidences in each bin.
-        correct_sum: ``(n_bins + 1,)`` sum of the outcomes in each bin (top label right for multiclass, the
-            0/1 target for binary/multilabel).
-        brier_sum: ``()`` sum of the per-prediction Brier scores.
-        nll_sum: ``()`` sum of the per-prediction negative log-likelihoods (nats).
-        nonfinite: ``()`` rows of ``preds`` left out because they held a NaN or an infinity.
-        class_counts: ``(C, n_bins + 1)`` one-vs-rest bins per class (per label for multilabel), or None.
-        class_confidence_sum: ``(C, n_bins + 1)`` or None.
-        class_correct_sum: ``(C, n_bins + 1)`` or None.
-        sample_key: ``(2 * adaptive_sample,)`` float32 random keys of the reservoir buffer (``inf`` = empty).
-        sample_confidence: ``(2 * adaptive_sample,)`` float32 confidences of the buffered predictions.
-        sample_correct: ``(2 * adaptive_sample,)`` bool outcomes of the buffered predictions.
-        sample_fill: Slots of the buffer in use.
+        bins: ``(n_bins + 1, 5)`` float64; per bin, the number of predictions and the sums of their
+            confidences, outcomes (top label right for multiclass, the 0/1 target for binary/multilabel),
+            Brier scores and negative log-likelihoods (nats). Brier and NLL thus also split by confidence.
+        nonfinite: ``()`` float64, rows of ``preds`` left out for holding a NaN or an infinity.
+        class_bins: ``(C, n_bins + 1, 3)`` float64 one-vs-rest bins per class (per label for multilabel):
+            count, confidence sum, outcome sum; None unless ``per_class``.
+        sample: ``(S, 3)`` float32 reservoir buffer, one row per buffered prediction, growing with the
+            stream up to ``S = 2 * adaptive_sample``; columns: uniform random key (``inf`` for a non-finite
+            prediction), confidence (NaN for a non-finite prediction), outcome.
+        sample_fill: Rows of ``sample`` in use.
+        sample_keyed: Rows of ``sample`` that have their key; the rest get theirs, in bulk, at the next cut.
+        sample_pushed: Predictions that went into the buffer so far.
+        sample_threshold: On the CPU, every key of the stream up to this value is still in the buffer
+            (``inf`` before the first cut); it lets a cut skip the ``topk``.
         adaptive_sample: Size of the reservoir sample used for the equal-mass ECE (0: none).
         seed: Seed of ``generator``.
         generator: The reservoir's own ``torch.Generator`` (never the global one), or None.
@@ -105,24 +111,19 @@ class CalibrationState:
 
     Example:
         >>> state = calibration_state(n_bins=4, adaptive_sample=0)
-        >>> tuple(state.counts.shape), state.counts.dtype
-        ((5,), torch.float64)
+        >>> tuple(state.bins.shape), tuple(state.counts.shape), state.counts.dtype
+        ((5, 5), (5,), torch.float64)
     """
 
     n_bins: int
-    counts: Tensor
-    confidence_sum: Tensor
-    correct_sum: Tensor
-    brier_sum: Tensor
-    nll_sum: Tensor
+    bins: Tensor
     nonfinite: Tensor
-    class_counts: Tensor | None
-    class_confidence_sum: Tensor | None
-    class_correct_sum: Tensor | None
-    sample_key: Tensor = field(repr=False)
-    sample_confidence: Tensor = field(repr=False)
-    sample_correct: Tensor = field(repr=False)
+    class_bins: Tensor | None
+    sample: Tensor = field(repr=False)
     sample_fill: int = 0
+    sample_keyed: int = 0
+    sample_pushed: int = 0
+    sample_threshold: float = math.inf
     adaptive_sample: int = 0
     seed: int = 0
     generator: torch.Generator | None = field(default=None, repr=False)
@@ -134,12 +135,42 @@ class CalibrationState:
     @property
     def device(self) -> torch.device:
         """The device holding the state's tensors."""
-        return self.counts.device
+        return self.bins.device
 
     @property
     def per_class(self) -> bool:
         """Whether the state keeps one-vs-rest bins per class."""
-        return self.class_counts is not None
+        return self.class_bins is not None
+
+    @property
+    def counts(self) -> Tensor:
+        """``(n_bins + 1,)`` predictions per bin (a view)."""
+        return self.bins[:, 0]
+
+    @property
+    def confidence_sum(self) -> Tensor:
+        """``(n_bins + 1,)`` sum of the confidences per bin (a view)."""
+        return self.bins[:, 1]
+
+    @property
+    def correct_sum(self) -> Tensor:
+        """``(n_bins + 1,)`` sum of the outcomes per bin (a view)."""
+        return self.bins[:, 2]
+
+    @property
+    def brier_sum(self) -> Tensor:
+        """``()`` sum of the per-prediction Brier scores."""
+        return self.bins[:, 3].sum()
+
+    @property
+    def nll_sum(self) -> Tensor:
+        """``()`` sum of the per-prediction negative log-likelihoods (nats)."""
+        return self.bins[:, 4].sum()
+
+    @property
+    def class_counts(self) -> Tensor | None:
+        """``(C, n_bins + 1)`` per-class predictions per bin (a view), or None."""
+        return None if self.class_bins is None else self.class_bins[..., 0]
 
 
 class _Batch(NamedTuple):
@@ -147,7 +178,7 @@ class _Batch(NamedTuple):
 
     confidence: Tensor  # (M,) float, the dtype torchmetrics bins in
     correct: Tensor  # (M,) same dtype, 0/1
-    weight: Tensor | None  # (M,) bool, False for predictions of non-finite rows; None when every row is finite
+    weight: Tensor | None  # (M,) bool, False for predictions of non-finite rows; None if every row is finite
     brier: Tensor  # (M,)
     nll: Tensor  # (M,)
     nonfinite: Tensor | int  # rows left out
@@ -160,13 +191,15 @@ class _Batch(NamedTuple):
 # ----------------------------------------------------------------------------------------------- checks
 
 
-def _check_task_input(task: Any, input: Any) -> None:  # noqa: A002
-    check_choice("task", task, _TASKS)
-    check_choice("input", input, _INPUTS)
+def _check_task_input(task: Any, input: Any) -> None:
+    if task not in _TASKS:
+        check_choice("task", task, _TASKS)
+    if input not in _INPUTS:
+        check_choice("input", input, _INPUTS)
 
 
 def _calibration_check(
-    preds: Any, target: Any, task: Any, input: Any, num_classes: int | None = None  # noqa: A002
+    preds: Any, target: Any, task: Any, input: Any, num_classes: int | None = None
 ) -> None:
     """Argument, type and shape checks; no look at the values (so no device sync)."""
     _check_task_input(task, input)
@@ -178,7 +211,8 @@ def _calibration_check(
         raise TypeError(expected("preds", "a floating point tensor of probabilities or logits", preds.dtype))
     if task == "binary":
         if preds.ndim != 1:
-            raise ValueError(expected("preds", "a tensor of shape (N,) for task='binary'", tuple(preds.shape)))
+            raise ValueError(expected("preds", "a tensor of shape (N,) for task='binary'",
+                                      tuple(preds.shape)))
         if tuple(target.shape) != tuple(preds.shape):
             raise ValueError(expected("target", f"a tensor of shape {tuple(preds.shape)} like `preds`",
                                       tuple(target.shape)))
@@ -202,14 +236,15 @@ def _calibration_check(
                                   tuple(target.shape)))
 
 
-def _calibration_check_values(preds: Tensor, target: Tensor, task: str, input: str) -> None:  # noqa: A002
+def _calibration_check_values(preds: Tensor, target: Tensor, task: str, input: str) -> None:
     """Value checks (these read the data, hence a device sync); skipped with ``validate_args=False``."""
     if target.numel():
         low, high = (int(v) for v in torch.aminmax(target))
         if task == "multiclass" and (low < 0 or high >= preds.shape[1]):
             raise ValueError(expected("target", f"class indices in [0, {preds.shape[1] - 1}]",
                                       f"values from {low} to {high}"))
-        if task != "multiclass" and not (low >= 0 and high <= 1 and bool(((target == 0) | (target == 1)).all())):
+        binary = low >= 0 and high <= 1 and bool(((target == 0) | (target == 1)).all())
+        if task != "multiclass" and not binary:
             bad = target[(target != 0) & (target != 1)].flatten()[:5].tolist()
             raise ValueError(expected("target", "a tensor of 0s and 1s", f"values such as {bad}"))
     if input != "probs" or preds.numel() == 0:
@@ -235,7 +270,7 @@ def _finite_rows(preds: Tensor) -> Tensor:
 
 
 def _branch_on_values(preds: Tensor) -> bool:
-    """Whether Python may branch on the values of ``preds`` for free: on the CPU there is no device to wait for.
+    """Whether Python may branch on values of ``preds`` for free: on the CPU there is no device to wait for.
 
     Elsewhere the update makes no device sync: non-finite rows are zeroed and weighted out instead of removed,
     and ``input="auto"`` decides with ``torch.where``. Both paths give the same numbers.
@@ -244,22 +279,19 @@ def _branch_on_values(preds: Tensor) -> bool:
 
 
 def _select(is_probs: bool | Tensor, probs: Callable[[], Tensor], logits: Callable[[], Tensor]) -> Tensor:
-    """``probs()`` or ``logits()``; with a tensor flag (``input="auto"`` off the CPU) both, picked by ``where``."""
+    """``probs()`` or ``logits()``; with a tensor flag (``input="auto"`` off the CPU) both, then ``where``."""
     if isinstance(is_probs, bool):
         return probs() if is_probs else logits()
     return torch.where(is_probs, probs(), logits())
 
 
-def _looks_like_probs(
-    x: Tensor, task: str, finite: Tensor | None, branch: bool, bounds: tuple[float, float] | None
-) -> bool | Tensor:
+def _looks_like_probs(x: Tensor, task: str, finite: Tensor | None, branch: bool) -> bool | Tensor:
     """``input="auto"``: every finite value in [0, 1] and, for multiclass, every finite row summing to 1."""
     if branch:
         kept = x if finite is None else x[finite]
         if kept.numel() == 0:
             return True
-        low, high = bounds if bounds is not None else (float(kept.min()), float(kept.max()))
-        if low < 0 or high > 1:
+        if float(kept.amax()) > 1 or float(kept.amin()) < 0:
             return False
         return task != "multiclass" or bool(((kept.sum(dim=1) - 1).abs() <= _ROW_SUM_TOL).all())
     ok = (x >= 0) & (x <= 1)
@@ -270,40 +302,46 @@ def _looks_like_probs(
     return ok.all() if finite is None else (ok | ~finite).all()
 
 
-def _top_label(probs: Tensor, y: Tensor, p_y: Tensor, branch: bool) -> tuple[Tensor, Tensor]:
-    """Top-label confidence and whether the top label is ``y``, as ``probs.max(dim=1)`` (first index on ties).
+def _top_label(
+    probs: Tensor, y: Tensor, column: Tensor, p_y: Tensor, branch: bool, scratch: bool
+) -> tuple[Tensor, Tensor]:
+    """Top-label confidence and whether the top label is ``y``, exactly as ``probs.max(dim=1)`` decides.
 
-    On the CPU ``max(dim=1)`` is slow for returning indices; when no row has a tied maximum (the max value
-    appears exactly once per row) the label is right iff ``p_y`` is the maximum, which is the same answer.
+    On the CPU ``max(dim=1)`` is slow for returning indices. With ``m`` the largest probability of the other
+    classes, the top label is ``y`` when ``p_y > m`` and is not when ``p_y < m``; only a tie ``p_y == m``
+    needs the first-index rule of ``max(dim=1)``, which is then used for the batch. ``column`` is ``y`` as
+    ``(N, 1)``; with ``scratch`` the probabilities may be overwritten (and are restored before a tie rule).
     """
     if branch and probs.numel():
-        top = probs.amax(dim=1)
-        maxima = probs.numel() - int(torch.count_nonzero(probs - top[:, None]))
-        if maxima == probs.shape[0]:
-            return top, p_y == top
+        masked = probs.scatter_(1, column, -1.0) if scratch else probs.scatter(1, column, -1.0)
+        others = masked.amax(dim=1)
+        if not bool((p_y == others).any()):
+            return torch.maximum(p_y, others), p_y > others
+        if scratch:
+            probs.scatter_(1, column, p_y.unsqueeze(1))
     top, predicted = probs.max(dim=1)
     return top, predicted == y
 
 
-def _multiclass_nll(x: Tensor, y: Tensor, p_y: Tensor, is_probs: bool | Tensor, branch: bool) -> Tensor:
-    """``-log p_y``; from logits ``logsumexp(x) - x_y`` where ``p_y`` underflows, so it equals cross-entropy."""
+def _multiclass_nll(x: Tensor, column: Tensor, p_y: Tensor, is_probs: bool | Tensor, branch: bool) -> Tensor:
+    """``-log p_y``; from logits ``logsumexp(x) - x_y`` where ``p_y`` underflows, so it is cross-entropy."""
 
     def from_probs() -> Tensor:
         return -p_y.log().clamp(min=_LOG_FLOOR)
 
     def from_logits() -> Tensor:
-        nll = -p_y.log()
-        tiny = p_y < torch.finfo(p_y.dtype).tiny
-        if branch and not bool(tiny.any()):
+        nll = p_y.log().neg_()
+        tiny = torch.finfo(p_y.dtype).tiny
+        if branch and (p_y.numel() == 0 or float(p_y.min()) >= tiny):
             return nll
-        exact = torch.logsumexp(x, dim=1) - x.gather(1, y[:, None]).squeeze(1)
-        return torch.where(tiny, exact, nll)
+        exact = torch.logsumexp(x, dim=1) - x.gather(1, column).squeeze(1)
+        return torch.where(p_y < tiny, exact, nll)
 
     return _select(is_probs, from_probs, from_logits)
 
 
 def _binary_nll(x: Tensor, y: Tensor, probs: Tensor, is_probs: bool | Tensor) -> Tensor:
-    """Binary cross-entropy per prediction: ``F.binary_cross_entropy`` (log clamped at -100) or with logits."""
+    """Per-prediction binary cross-entropy: as ``F.binary_cross_entropy`` (log >= -100) or from logits."""
 
     def from_probs() -> Tensor:  # F.binary_cross_entropy's formula, without its range assertion
         return -(y * probs.log().clamp(min=_LOG_FLOOR) + (1 - y) * (-probs).log1p().clamp(min=_LOG_FLOOR))
@@ -312,45 +350,42 @@ def _binary_nll(x: Tensor, y: Tensor, probs: Tensor, is_probs: bool | Tensor) ->
 
 
 def _calibration_format(
-    preds: Tensor, target: Tensor, task: str, input: str, per_class: bool = False  # noqa: A002
+    preds: Tensor, target: Tensor, task: str, input: str, per_class: bool = False
 ) -> _Batch:
     """Probabilities, confidences, outcomes and per-prediction Brier/NLL for one checked batch.
 
-    The probabilities and confidences come from the very ops torchmetrics uses (``torch.softmax`` /
-    ``torch.sigmoid``, ``max(dim=1)``, float32 top-label confidences), so the bins agree bit for bit.
+    The probabilities come from the very ops torchmetrics uses (``torch.softmax(dim=1)`` / ``torch.sigmoid``)
+    and the top label follows ``max(dim=1)`` (see :func:`_top_label`), with float32 top-label confidences,
+    so the bins agree bit for bit.
     """
     preds = preds.detach()
-    target = target.detach().to(preds.device)
+    if target.device != preds.device:
+        target = target.to(preds.device)
     branch = _branch_on_values(preds)
-    bounds: tuple[float, float] | None = None
-    if branch and input == "auto":  # one pass gives the range and (NaN propagates, inf stays) finiteness
-        low, high = torch.aminmax(preds) if preds.numel() else (0.0, 0.0)
-        bounds = (float(low), float(high))
-    elif branch:  # a sum is finite only if every term is (a finite overflow just takes the long way)
-        total = float(preds.sum())
-        bounds = (total, total)
     finite: Tensor | None = None
     nonfinite: Tensor | int = 0
     x = preds
-    if bounds is None or not (math.isfinite(bounds[0]) and math.isfinite(bounds[1])):
-        bounds = None
+    # on the CPU, a finite sum means every value is finite (an overflowing sum just takes the long way)
+    if not (branch and math.isfinite(float(preds.sum()))):
         finite = _finite_rows(preds)
         x = torch.nan_to_num(preds, nan=0.0, posinf=0.0, neginf=0.0)
         nonfinite = (~finite).sum()
-    is_probs = input == "probs" if input != "auto" else _looks_like_probs(x, task, finite, branch, bounds)
+    is_probs = input == "probs" if input != "auto" else _looks_like_probs(x, task, finite, branch)
     if task == "multiclass":
         probs = _select(is_probs, lambda: x, lambda: torch.softmax(x, dim=1))
         y = target.long()
-        p_y = probs.gather(1, y[:, None]).squeeze(1)
-        top, right = _top_label(probs, y, p_y, branch)
+        column = y.unsqueeze(1)
+        p_y = probs.gather(1, column).squeeze(1)
+        brier = torch.linalg.vecdot(probs, probs).sub_(p_y, alpha=2).add_(1)  # sum_c (p_c - [y = c])**2
+        scratch = is_probs is False and not per_class  # probs is ours and not needed after this
+        top, right = _top_label(probs, y, column, p_y, branch, scratch)
         confidence = top.float()  # torchmetrics bins the top-label confidence in float32
         correct = right.to(confidence.dtype)
-        brier = torch.linalg.vecdot(probs, probs) - 2 * p_y + 1
-        nll = _multiclass_nll(x, y, p_y, is_probs, branch)
+        nll = _multiclass_nll(x, column, p_y, is_probs, branch)
         class_correct = None
         if per_class:
             classes = torch.arange(probs.shape[1], device=probs.device)
-            class_correct = (y[:, None] == classes).to(probs.dtype)
+            class_correct = (column == classes).to(probs.dtype)
         return _Batch(confidence, correct, finite, brier, nll, nonfinite, probs if per_class else None,
                       class_correct, finite, preds.shape[0])
     probs = _select(is_probs, lambda: x, lambda: torch.sigmoid(x))
@@ -358,8 +393,9 @@ def _calibration_format(
     nll = _binary_nll(x, y, probs, is_probs)
     weight = None if finite is None else (finite if task == "binary" else finite[:, None].expand_as(probs))
     return _Batch(
-        probs.flatten(), y.flatten(), None if weight is None else weight.flatten(), (probs - y).square().flatten(),
-        nll.flatten(), nonfinite, probs if per_class else None, y if per_class else None, finite, preds.shape[0],
+        probs.flatten(), y.flatten(), None if weight is None else weight.flatten(),
+        (probs - y).square().flatten(), nll.flatten(), nonfinite, probs if per_class else None,
+        y if per_class else None, finite, preds.shape[0],
     )
 
 
@@ -385,16 +421,18 @@ def calibration_state(
 ) -> CalibrationState:
     """An empty streaming calibration state.
 
-    Memory is O(``n_bins`` x ``num_classes`` + ``adaptive_sample``), whatever the number of predictions.
+    Memory is O(``n_bins`` x ``num_classes`` + ``adaptive_sample``) whatever the number of predictions (the
+    reservoir buffer grows with the stream until it reaches ``2 * adaptive_sample`` rows of 12 bytes).
 
     The equal-mass ECE (``ace``) needs the confidences themselves, so the state keeps a bounded uniform
-    sample of (confidence, outcome) pairs: every prediction from a finite row gets a random key from the
-    state's own ``torch.Generator`` (seeded with ``seed`` XOR a fixed salt, so it never replays a generator of
-    yours seeded with the same number; the global RNG is never touched) and the sample is
-    the ``adaptive_sample`` predictions with the smallest keys (a reservoir sample by random keys). The same
-    seed and the same batches in the same order give the same sample on the same device type. The buffer has
-    ``2 * adaptive_sample`` slots and is compacted when full, so an update costs O(batch) amortised. Under
-    DDP give every rank its own ``seed`` (for example ``seed + rank``): equal seeds draw equal keys.
+    sample of (confidence, outcome) pairs: every prediction from a finite row gets a uniform random key from
+    the state's own ``torch.Generator`` (seeded with ``seed`` XOR a fixed salt, so that it never replays a
+    generator of yours seeded with the same number; the global RNG is never touched), and the sample is the
+    ``adaptive_sample`` predictions with the smallest keys (reservoir sampling by random keys). The same seed
+    and the same batches in the same order give the same sample on the same kind of device. The buffer grows
+    with the stream up to ``2 * adaptive_sample`` predictions; when it is full their keys are drawn in one go
+    and it is cut back to the smallest, so an update is one copy and costs O(batch) amortised. Under DDP give
+    every rank its own ``seed`` (e.g. ``seed + rank``): equal seeds draw equal keys.
 
     Args:
         n_bins: Number of equal-width bins on ``[0, 1]``.
@@ -415,8 +453,8 @@ def calibration_state(
 
     Example:
         >>> state = calibration_state(n_bins=10, num_classes=3, per_class=True, adaptive_sample=1000)
-        >>> tuple(state.class_counts.shape), state.sample_key.numel()
-        ((3, 11), 2000)
+        >>> tuple(state.bins.shape), tuple(state.class_bins.shape)
+        ((11, 5), (3, 11, 3))
     """
     check_positive_int("n_bins", n_bins)
     if num_classes is not None:
@@ -424,123 +462,178 @@ def calibration_state(
     if not isinstance(per_class, bool):
         raise TypeError(expected("per_class", "a bool", per_class))
     if per_class and num_classes is None:
-        raise ValueError(expected("num_classes", "an integer larger than 0 when `per_class=True`", num_classes))
+        raise ValueError(expected("num_classes", "an integer larger than 0 when `per_class=True`",
+                                  num_classes))
     check_non_negative_int("adaptive_sample", adaptive_sample)
     check_non_negative_int("seed", seed)
     dev = torch.device("cpu") if device is None else torch.device(device)
-
-    def zeros(*shape: int) -> Tensor:
-        return torch.zeros(shape, dtype=_F64, device=dev)
-
-    capacity = 2 * adaptive_sample
-    return CalibrationState(
+    state = CalibrationState(
         n_bins=n_bins,
-        counts=zeros(n_bins + 1),
-        confidence_sum=zeros(n_bins + 1),
-        correct_sum=zeros(n_bins + 1),
-        brier_sum=zeros(),
-        nll_sum=zeros(),
-        nonfinite=zeros(),
-        class_counts=zeros(num_classes, n_bins + 1) if per_class else None,  # type: ignore[arg-type]
-        class_confidence_sum=zeros(num_classes, n_bins + 1) if per_class else None,  # type: ignore[arg-type]
-        class_correct_sum=zeros(num_classes, n_bins + 1) if per_class else None,  # type: ignore[arg-type]
-        sample_key=torch.full((capacity,), torch.inf, dtype=torch.float32, device=dev),
-        sample_confidence=torch.zeros(capacity, dtype=torch.float32, device=dev),
-        sample_correct=torch.zeros(capacity, dtype=torch.bool, device=dev),
-        sample_fill=0,
+        bins=torch.zeros(n_bins + 1, 5, dtype=_F64, device=dev),
+        nonfinite=torch.zeros((), dtype=_F64, device=dev),
+        class_bins=torch.zeros(num_classes, n_bins + 1, 3, dtype=_F64, device=dev) if per_class else None,  # type: ignore[arg-type]
+        sample=torch.zeros(0, 3, dtype=torch.float32, device=dev),
         adaptive_sample=adaptive_sample,
         seed=seed,
         generator=_make_generator(dev, seed) if adaptive_sample else None,
         num_classes=num_classes,
     )
-
-
-_SUMMABLE = ("counts", "confidence_sum", "correct_sum", "brier_sum", "nll_sum", "nonfinite")
-_CLASS_SUMMABLE = ("class_counts", "class_confidence_sum", "class_correct_sum")
-_SAMPLE = ("sample_key", "sample_confidence", "sample_correct")
+    return state
 
 
 def _to_device(state: CalibrationState, device: torch.device) -> None:
     if state.device == device:
         return
-    for name in _SUMMABLE + _CLASS_SUMMABLE + _SAMPLE:
-        value = getattr(state, name)
-        if value is not None:
-            setattr(state, name, value.to(device))
+    state.bins, state.nonfinite = state.bins.to(device), state.nonfinite.to(device)
+    state.sample = state.sample.to(device)
+    if state.class_bins is not None:
+        state.class_bins = state.class_bins.to(device)
+    state.edges_cache.clear()
     if state.generator is not None and state.seen == 0:
         state.generator = _make_generator(device, state.seed)
 
 
-def _reservoir_push(state: CalibrationState, keys: Tensor, confidence: Tensor, correct: Tensor) -> None:
-    """Append to the key buffer; when it would overflow, keep the ``adaptive_sample`` smallest keys."""
-    fill, count = state.sample_fill, keys.numel()
-    if fill + count <= state.sample_key.numel():
-        state.sample_key[fill:fill + count] = keys
-        state.sample_confidence[fill:fill + count] = confidence
-        state.sample_correct[fill:fill + count] = correct
-        state.sample_fill = fill + count
+def _pending_keys(state: CalibrationState, generator: torch.Generator) -> Tensor:
+    """Uniform keys for the buffered predictions still without one; ``inf`` for non-finite ones (NaN)."""
+    pending = state.sample[state.sample_keyed:state.sample_fill, 1]
+    keys = torch.rand(pending.shape[0], generator=generator, device=generator.device)
+    if keys.device != pending.device:
+        keys = keys.to(pending.device)
+    return torch.where(torch.isnan(pending), torch.inf, keys)
+
+
+def _key_pending(state: CalibrationState) -> None:
+    if state.generator is not None and state.sample_keyed < state.sample_fill:
+        state.sample[state.sample_keyed:state.sample_fill, 0] = _pending_keys(state, state.generator)
+        state.sample_keyed = state.sample_fill
+
+
+def _smallest_keys(rows: Tensor, count: int) -> Tensor:
+    return rows.index_select(0, torch.topk(rows[:, 0], count, largest=False, sorted=False).indices)
+
+
+def _compact(state: CalibrationState, exact: bool = False) -> None:
+    """Key the waiting predictions, then cut the buffer back to (about) the ``k = adaptive_sample`` smallest.
+
+    The exact cut is a ``topk``. On the CPU a cheaper cut is tried first: the keys are uniform, so after
+    ``n`` predictions about ``t * n`` of them lie below ``t``; with ``t`` six standard deviations above
+    ``k / n``, the rows with keys ``<= t`` number at least ``k`` (else, about once in 1e9, the ``topk`` runs)
+    and so hold the ``k`` smallest. ``sample_threshold`` remembers ``t``: every key of the stream up to it is
+    still in the buffer, so later cuts never raise it.
+    """
+    _key_pending(state)
+    rows, k = state.sample[:state.sample_fill], state.adaptive_sample
+    if rows.shape[0] > k:
+        cut = None
+        if not exact and rows.device.type == "cpu" and state.sample_pushed:
+            threshold = min(state.sample_threshold, (k + 6 * math.sqrt(k) + 16) / state.sample_pushed)
+            keep = (rows[:, 0] <= threshold).nonzero().squeeze(1)
+            if k <= keep.shape[0] < rows.shape[0]:
+                cut, state.sample_threshold = rows.index_select(0, keep), threshold
+        if cut is None:
+            cut = _smallest_keys(rows, k)
+            if rows.device.type == "cpu":
+                state.sample_threshold = min(state.sample_threshold, float(cut[:, 0].max()))
+        rows = cut
+    state.sample[:rows.shape[0]] = rows
+    state.sample_fill = state.sample_keyed = rows.shape[0]
+
+
+def _reserve(state: CalibrationState, count: int) -> None:
+    """Make room for ``count <= adaptive_sample`` more rows: grow the buffer up to its limit, else cut it."""
+    need, size = state.sample_fill + count, state.sample.shape[0]
+    if need <= size:
         return
-    all_keys = torch.cat([state.sample_key[:fill], keys])
-    all_conf = torch.cat([state.sample_confidence[:fill], confidence.to(torch.float32)])
-    all_correct = torch.cat([state.sample_correct[:fill], correct.bool()])
-    keep = torch.topk(all_keys, min(state.adaptive_sample, all_keys.numel()), largest=False, sorted=False).indices
-    kept = keep.numel()
-    state.sample_key[:kept] = all_keys[keep]
-    state.sample_confidence[:kept] = all_conf[keep]
-    state.sample_correct[:kept] = all_correct[keep]
-    state.sample_key[kept:] = torch.inf
-    state.sample_fill = kept
+    limit = 2 * state.adaptive_sample
+    if size < limit:
+        grown = state.sample.new_zeros(min(limit, max(need, 2 * size)), 3)
+        grown[:state.sample_fill] = state.sample[:state.sample_fill]
+        state.sample = grown
+        if need <= grown.shape[0]:
+            return
+    _compact(state)
+    if state.sample_fill + count > state.sample.shape[0]:
+        _compact(state, exact=True)
 
 
-def _edges(state: CalibrationState, dtype: torch.dtype) -> Tensor:
-    """torchmetrics' bin boundaries, ``linspace(0, 1, n_bins + 1)`` in ``dtype``, cached on the state."""
-    key = (dtype, state.device)
-    if key not in state.edges_cache:
-        state.edges_cache[key] = torch.linspace(0, 1, state.n_bins + 1, dtype=dtype, device=state.device)
-    return state.edges_cache[key]
+def _reservoir_extend(state: CalibrationState, rows: Tensor) -> None:
+    """Append keyed ``(m, 3)`` rows (key, confidence, outcome) to the buffer, cutting it when full."""
+    _key_pending(state)
+    step = state.adaptive_sample  # a cut always frees this many rows
+    for start in range(0, rows.shape[0], step):
+        chunk = rows[start:start + step]
+        _reserve(state, chunk.shape[0])
+        state.sample[state.sample_fill:state.sample_fill + chunk.shape[0]] = chunk
+        state.sample_fill = state.sample_keyed = state.sample_fill + chunk.shape[0]
+        state.sample_pushed += chunk.shape[0]
 
 
-def _bin_add(counts: Tensor, confidence_sum: Tensor, correct_sum: Tensor, index: Tensor, confidence: Tensor,
-             correct: Tensor, weight: Tensor | None) -> None:
-    """Scatter one batch into (flat, float64) bins; ``weight`` False leaves a prediction out."""
-    confidence, correct = confidence.to(_F64), correct.to(_F64)
-    if weight is None:
-        ones = torch.ones((1,), dtype=_F64, device=index.device).expand(index.numel())
-    else:
-        ones = weight.to(_F64)
-        confidence, correct = confidence * ones, correct * ones
-    counts.index_add_(0, index, ones)
-    confidence_sum.index_add_(0, index, confidence)
-    correct_sum.index_add_(0, index, correct)
+def _reservoir_push(
+    state: CalibrationState, confidence: Tensor, correct: Tensor, weight: Tensor | None
+) -> None:
+    """Buffer new predictions (a non-finite one as NaN); their random keys are drawn in bulk at the next cut.
+
+    The buffer grows with the stream up to ``2 * adaptive_sample`` predictions and is then cut back to the
+    ``adaptive_sample`` smallest keys whenever it is full, so each prediction costs O(1) amortised and an
+    update is a single copy.
+    """
+    count, step = confidence.shape[0], state.adaptive_sample  # a cut always frees `step` rows
+    if count > step:  # in pieces
+        for start in range(0, count, step):
+            part = slice(start, start + step)
+            _reservoir_push(state, confidence[part], correct[part], None if weight is None else weight[part])
+        return
+    _reserve(state, count)
+    if weight is not None:
+        confidence = torch.where(weight, confidence, torch.nan)
+    confidence = confidence.float()
+    # the key column gets a placeholder (the confidence) until the next cut draws the keys
+    rows = state.sample.narrow(0, state.sample_fill, count)
+    torch.stack((confidence, confidence, correct.float()), dim=1, out=rows)
+    state.sample_fill += count
+    state.sample_pushed += count
+
+
+def _bin_index(state: CalibrationState, confidence: Tensor) -> Tensor:
+    """torchmetrics' bin of each confidence: ``bucketize(c, linspace(0, 1, n_bins + 1), right=True) - 1``.
+
+    Computed as ``bucketize(c, boundaries[1:], right=True)``, the same for every ``c >= 0`` (the dropped
+    boundary 0 is always ``<= c``), with the boundaries in ``c``'s dtype and cached on the state.
+    """
+    dtype = confidence.dtype
+    if dtype not in state.edges_cache:
+        edges = torch.linspace(0, 1, state.n_bins + 1, dtype=dtype, device=state.device)
+        state.edges_cache[dtype] = edges[1:].contiguous()
+    return torch.bucketize(confidence, state.edges_cache[dtype], right=True)
+
+
+def _bin_add(bins: Tensor, index: Tensor, columns: tuple[Tensor, ...], weight: Tensor | None) -> None:
+    """Scatter rows ``(1, *columns)`` into the float64 table ``bins``; weight False leaves one out."""
+    rows = torch.stack((torch.ones_like(columns[0]),) + columns, dim=1)
+    if weight is not None:
+        rows = rows * weight[:, None]
+    bins.index_add_(0, index, rows.to(_F64))
 
 
 def _calibration_update(state: CalibrationState, batch: _Batch) -> None:
     """Add one formatted batch to the state, in place; no device sync."""
-    device = batch.confidence.device
-    _to_device(state, device)
+    _to_device(state, batch.confidence.device)
     confidence, weight = batch.confidence, batch.weight
-    index = torch.bucketize(confidence, _edges(state, confidence.dtype), right=True) - 1
-    _bin_add(state.counts, state.confidence_sum, state.correct_sum, index, confidence, batch.correct, weight)
-    if weight is None:
-        state.brier_sum += batch.brier.sum(dtype=_F64)
-        state.nll_sum += batch.nll.sum(dtype=_F64)
-    else:
-        state.brier_sum += torch.where(weight, batch.brier, 0).sum(dtype=_F64)
-        state.nll_sum += torch.where(weight, batch.nll, 0).sum(dtype=_F64)
+    columns = (confidence, batch.correct, batch.brier, batch.nll)
+    if batch.brier.dtype != confidence.dtype:  # float64 multiclass preds: keep the float64 losses
+        dtype = torch.promote_types(confidence.dtype, batch.brier.dtype)
+        columns = tuple(c.to(dtype) for c in columns)
+    _bin_add(state.bins, _bin_index(state, confidence), columns, weight)
+    if weight is not None:
         state.nonfinite += batch.nonfinite
-    if state.class_counts is not None and batch.class_prob is not None and batch.class_correct is not None:
-        prob = batch.class_prob
-        offset = torch.arange(prob.shape[1], device=device) * (state.n_bins + 1)
-        index = (torch.bucketize(prob, _edges(state, prob.dtype), right=True) - 1 + offset).flatten()
+    if state.class_bins is not None and batch.class_prob is not None and batch.class_correct is not None:
+        prob, slots = batch.class_prob, state.n_bins + 1
+        offset = torch.arange(prob.shape[1], device=prob.device) * slots
+        index = (_bin_index(state, prob) + offset).flatten()
         rows = None if batch.row_weight is None else batch.row_weight[:, None].expand_as(prob).flatten()
-        _bin_add(state.class_counts.view(-1), state.class_confidence_sum.view(-1),  # type: ignore[union-attr]
-                 state.class_correct_sum.view(-1), index, prob.flatten(),  # type: ignore[union-attr]
-                 batch.class_correct.flatten(), rows)
+        _bin_add(state.class_bins.view(-1, 3), index, (prob.flatten(), batch.class_correct.flatten()), rows)
     if state.generator is not None:
-        keys = torch.rand(confidence.numel(), generator=state.generator, device=state.generator.device).to(device)
-        if weight is not None:
-            keys = torch.where(weight, keys, torch.inf)
-        _reservoir_push(state, keys, confidence.to(torch.float32), batch.correct.bool())
+        _reservoir_push(state, confidence, batch.correct, weight)
     state.seen += batch.rows
 
 
@@ -549,7 +642,7 @@ def calibration_update(
     preds: Tensor,
     target: Tensor,
     task: Task,
-    input: Input = "auto",  # noqa: A002
+    input: Input = "auto",
     validate_args: bool = True,
 ) -> CalibrationState:
     """Add a batch of predictions to ``state`` (in place) and return it.
@@ -585,7 +678,8 @@ def calibration_update(
     if state.task is not None and task != state.task:
         raise ValueError(expected("task", f"{state.task!r}, the task of this state's earlier updates", task))
     if state.per_class and task == "binary":
-        raise ValueError(expected("task", "'multiclass' or 'multilabel' for a state with `per_class=True`", task))
+        raise ValueError(expected("task", "'multiclass' or 'multilabel' for a state with `per_class=True`",
+                                  task))
     if validate_args:
         _calibration_check_values(preds, target, task, input)
     _calibration_update(state, _calibration_format(preds, target, task, input, per_class=state.per_class))
@@ -599,7 +693,8 @@ def calibration_update(
 def _check_compatible(a: CalibrationState, b: CalibrationState) -> None:
     for name in ("n_bins", "adaptive_sample", "num_classes", "per_class"):
         if getattr(a, name) != getattr(b, name):
-            raise ValueError(expected("b", f"a state with {name}={getattr(a, name)!r} like `a`", getattr(b, name)))
+            raise ValueError(expected("b", f"a state with {name}={getattr(a, name)!r} like `a`",
+                                      getattr(b, name)))
     if a.task is not None and b.task is not None and a.task != b.task:
         raise ValueError(expected("b", f"a state of task {a.task!r} like `a`", b.task))
 
@@ -637,43 +732,39 @@ def calibration_merge(a: CalibrationState, b: CalibrationState) -> CalibrationSt
         raise TypeError(expected("b", "a CalibrationState", type(b).__name__))
     _check_compatible(a, b)
     device = a.device
-    merged: dict[str, Any] = {}
-    for name in _SUMMABLE + _CLASS_SUMMABLE:
-        x, y = getattr(a, name), getattr(b, name)
-        merged[name] = None if x is None else x + y.to(device)
     generator = None
     if a.generator is not None:
         generator = torch.Generator(device=a.generator.device)
         generator.set_state(a.generator.get_state())
     out = CalibrationState(
         n_bins=a.n_bins,
-        sample_key=a.sample_key.clone(),
-        sample_confidence=a.sample_confidence.clone(),
-        sample_correct=a.sample_correct.clone(),
+        bins=a.bins + b.bins.to(device),
+        nonfinite=a.nonfinite + b.nonfinite.to(device),
+        class_bins=None if a.class_bins is None else a.class_bins + b.class_bins.to(device),  # type: ignore[union-attr]
+        sample=a.sample.clone(),
         sample_fill=a.sample_fill,
+        sample_keyed=a.sample_keyed,
+        sample_pushed=a.sample_pushed,
+        sample_threshold=min(a.sample_threshold, b.sample_threshold),
         adaptive_sample=a.adaptive_sample,
         seed=a.seed,
         generator=generator,
         num_classes=a.num_classes,
         task=a.task if a.task is not None else b.task,
         seen=a.seen + b.seen,
-        **merged,
     )
     if b.sample_fill:
-        fill = b.sample_fill
-        _reservoir_push(out, b.sample_key[:fill].to(device), b.sample_confidence[:fill].to(device),
-                        b.sample_correct[:fill].to(device))
+        _reservoir_extend(out, _keyed_rows(b).to(device))
+    out.sample_pushed = a.sample_pushed + b.sample_pushed
     return out
 
 
 def state_tensors(state: CalibrationState) -> list[Tensor]:
     """The state's summable tensors, in a fixed order, for an all-reduce with ``sum`` across processes.
 
-    They are the state's own float64 tensors (not copies): ``counts``, ``confidence_sum``, ``correct_sum``,
-    ``brier_sum``, ``nll_sum``, ``nonfinite`` and, with ``per_class``, ``class_counts``,
-    ``class_confidence_sum``, ``class_correct_sum``. The reservoir sample is not summable and stays
-    per-process (its buffers have a fixed shape, so they can be all-gathered and combined with
-    :func:`calibration_merge` if a global ``ace`` is wanted).
+    They are the state's own float64 tensors (not copies): ``bins``, ``nonfinite`` and, with ``per_class``,
+    ``class_bins``. The reservoir sample is not summable and stays per-process (gather the states and combine
+    them with :func:`calibration_merge` if a global ``ace`` is wanted).
 
     Args:
         state: A :class:`CalibrationState`.
@@ -684,10 +775,9 @@ def state_tensors(state: CalibrationState) -> list[Tensor]:
     Example:
         >>> state = calibration_state(n_bins=3, adaptive_sample=0)
         >>> [tuple(t.shape) for t in state_tensors(state)]
-        [(4,), (4,), (4,), (), (), ()]
+        [(4, 5), ()]
     """
-    names = _SUMMABLE + (_CLASS_SUMMABLE if state.per_class else ())
-    return [getattr(state, name) for name in names]
+    return [state.bins, state.nonfinite] + ([state.class_bins] if state.class_bins is not None else [])
 
 
 def state_from_tensors(state: CalibrationState, tensors: Sequence[Tensor]) -> CalibrationState:
@@ -737,16 +827,29 @@ def _bin_errors(counts: Tensor, confidence_sum: Tensor, correct_sum: Tensor) -> 
     return torch.where(empty, nan, ece), torch.where(empty, nan, mce), torch.where(empty, nan, rmsce)
 
 
+def _keyed_rows(state: CalibrationState) -> Tensor:
+    """The buffered ``(m, 3)`` rows, the waiting ones keyed from a copy of the generator (state unchanged).
+
+    The copy draws the very keys the next cut will draw for them (the generator fills a range the same way
+    whether it is drawn at once or in parts).
+    """
+    rows = state.sample[:state.sample_fill]
+    if state.generator is None or state.sample_keyed == state.sample_fill:
+        return rows
+    generator = torch.Generator(device=state.generator.device)
+    generator.set_state(state.generator.get_state())
+    rows = rows.clone()
+    rows[state.sample_keyed:, 0] = _pending_keys(state, generator)
+    return rows
+
+
 def _sample(state: CalibrationState) -> tuple[Tensor, Tensor]:
-    """The reservoir sample: (confidence, correct) of the ``adaptive_sample`` smallest finite keys."""
-    fill = state.sample_fill
-    keys = state.sample_key[:fill]
-    conf, correct = state.sample_confidence[:fill], state.sample_correct[:fill]
-    if fill > state.adaptive_sample:
-        keep = torch.topk(keys, state.adaptive_sample, largest=False, sorted=False).indices
-        keys, conf, correct = keys[keep], conf[keep], correct[keep]
-    valid = torch.isfinite(keys)
-    return conf[valid], correct[valid]
+    """The reservoir sample: (confidence, outcome) of the ``adaptive_sample`` smallest finite keys."""
+    rows = _keyed_rows(state)
+    if rows.shape[0] > state.adaptive_sample:
+        rows = _smallest_keys(rows, state.adaptive_sample)
+    rows = rows.index_select(0, torch.isfinite(rows[:, 0]).nonzero().squeeze(1))
+    return rows[:, 1], rows[:, 2]
 
 
 def _equal_mass_ece(confidence: Tensor, correct: Tensor, n_bins: int) -> Tensor:
@@ -758,7 +861,9 @@ def _equal_mass_ece(confidence: Tensor, correct: Tensor, n_bins: int) -> Tensor:
     m = confidence.numel()
     if m == 0:
         return torch.tensor(torch.nan, dtype=_F64, device=confidence.device)
-    order = torch.sort(confidence, stable=True).indices
+    # confidences lie in [0, 1]: as int32 their bits sort in the same order, and integers sort much faster
+    keys = confidence.view(torch.int32) if confidence.dtype == torch.float32 else confidence
+    order = torch.sort(keys, stable=True).indices
     conf = confidence[order].to(_F64)
     acc = correct[order].to(_F64)
     q, r = divmod(m, n_bins)
@@ -783,9 +888,8 @@ def _calibration_compute(state: CalibrationState) -> dict[str, Tensor]:
         "accuracy": state.correct_sum.sum() / count,
         "confidence": state.confidence_sum.sum() / count,
     }
-    if state.class_counts is not None:
-        out["per_class_ece"] = _bin_errors(state.class_counts, state.class_confidence_sum,  # type: ignore[arg-type]
-                                           state.class_correct_sum)[0]  # type: ignore[arg-type]
+    if state.class_bins is not None:
+        out["per_class_ece"] = _bin_errors(*state.class_bins.unbind(dim=-1))[0]
     out = {key: value.to(dtype) for key, value in out.items()}
     out["count"] = count.round().long()
     out["nonfinite"] = state.nonfinite.round().long()
@@ -811,8 +915,8 @@ def calibration_compute(state: CalibrationState) -> dict[str, Tensor]:
       multilabel). Their difference is the calibration-in-the-large.
     * ``count``: int64, predictions binned (``N``, or ``N * L`` for multilabel), ``nonfinite``: int64, rows
       left out.
-    * ``per_class_ece`` (only with ``per_class``): ``(C,)`` one-vs-rest l1 ECE per class (NaN for a class
-      with no predictions -- there is none for a state without updates).
+    * ``per_class_ece`` (only with ``per_class``): ``(C,)`` one-vs-rest l1 ECE per class (every prediction
+      counts for every class, so it is NaN only before the first update).
 
     Args:
         state: A :class:`CalibrationState`.
@@ -835,7 +939,7 @@ def calibration_compute(state: CalibrationState) -> dict[str, Tensor]:
 # ----------------------------------------------------------------------------------------------- one-shot
 
 
-def _one_shot(preds: Tensor, target: Tensor, n_bins: int, task: Any, input: Any) -> CalibrationState:  # noqa: A002
+def _one_shot(preds: Tensor, target: Tensor, n_bins: int, task: Any, input: Any) -> CalibrationState:
     check_positive_int("n_bins", n_bins)
     _calibration_check(preds, target, task, input)
     _calibration_check_values(preds, target, task, input)
@@ -851,7 +955,7 @@ def expected_calibration_error(
     n_bins: int = 15,
     task: Task = "multiclass",
     norm: Norm = "l1",
-    input: Input = "auto",  # noqa: A002
+    input: Input = "auto",
 ) -> Tensor:
     """Calibration error over ``n_bins`` equal-width bins, equal to torchmetrics' for the same arguments.
 
@@ -876,7 +980,8 @@ def expected_calibration_error(
         ValueError: If shapes, values or arguments are invalid.
 
     Example:
-        >>> preds = torch.tensor([[0.25, 0.20, 0.55], [0.55, 0.05, 0.40], [0.10, 0.30, 0.60], [0.90, 0.05, 0.05]])
+        >>> preds = torch.tensor([[0.25, 0.20, 0.55], [0.55, 0.05, 0.40],
+        ...                       [0.10, 0.30, 0.60], [0.90, 0.05, 0.05]])
         >>> target = torch.tensor([0, 1, 2, 0])
         >>> expected_calibration_error(preds, target, n_bins=3)
         tensor(0.2000)
@@ -911,7 +1016,7 @@ def reliability_bins(
     target: Tensor,
     n_bins: int = 15,
     task: Task = "multiclass",
-    input: Input = "auto",  # noqa: A002
+    input: Input = "auto",
 ) -> dict[str, Tensor]:
     """What a reliability diagram plots: per equal-width bin, the count, mean outcome and mean confidence.
 
@@ -942,7 +1047,7 @@ def reliability_bins(
     return _reliability_compute(_one_shot(preds, target, n_bins, task, input))
 
 
-def brier_score(preds: Tensor, target: Tensor, task: Task = "multiclass", input: Input = "auto") -> Tensor:  # noqa: A002
+def brier_score(preds: Tensor, target: Tensor, task: Task = "multiclass", input: Input = "auto") -> Tensor:
     """Mean Brier score (Brier, 1950).
 
     Multiclass: ``sum_c (p_c - [y = c])**2`` per sample (0 best, 2 worst); binary and multilabel:
@@ -969,7 +1074,7 @@ def brier_score(preds: Tensor, target: Tensor, task: Task = "multiclass", input:
 
 
 def negative_log_likelihood(
-    preds: Tensor, target: Tensor, task: Task = "multiclass", input: Input = "auto"  # noqa: A002
+    preds: Tensor, target: Tensor, task: Task = "multiclass", input: Input = "auto"
 ) -> Tensor:
     """Mean negative log-likelihood in nats.
 
@@ -1032,7 +1137,8 @@ def fit_temperature(logits: Tensor, target: Tensor, max_iter: int = 50, task: Ta
     """
     check_positive_int("max_iter", max_iter)
     if task is None and isinstance(logits, Tensor) and isinstance(target, Tensor):
-        task = "binary" if logits.ndim == 1 else ("multilabel" if target.shape == logits.shape else "multiclass")
+        same_shape = target.shape == logits.shape
+        task = "binary" if logits.ndim == 1 else ("multilabel" if same_shape else "multiclass")
     _calibration_check(logits, target, task, "logits")
     _calibration_check_values(logits, target, task, "logits")  # type: ignore[arg-type]
     with torch.inference_mode(False), torch.enable_grad():

@@ -5,13 +5,13 @@ scheme is described in :mod:`lightning_xai.functional._shap_engine`); :func:`sha
 ``shap.GradientExplainer`` itself on the same model and inputs. Both return a :class:`ShapResult` whose
 ``relative_error`` says how far the attributions are from completeness, ``sum(phi) = f(x) - E f(background)``.
 
-Input contract (the library's): ``inputs`` is a tensor or a tuple of tensors, batch first. Every floating input
-is explained. An integer input that feeds the token embedding layer (``embedding_layer``; by default a Hugging
-Face model's ``get_input_embeddings()`` or the first ``nn.Embedding``, used only if an input feeds it) is
-explained at that layer's output: a forward hook substitutes the interpolated embeddings, so the model needs no
-change, and its attributions are summed over the embedding dimension, one per token. Other inputs (attention
-masks, ...) are passed through unchanged, row by row, also for the background points. Assumed: token ids reach
-the model's output only through the embedding layer (true of Hugging Face encoders).
+Input contract (the library's): ``inputs`` is a tensor or a tuple of tensors, batch first. Every floating
+input is explained. An integer input that feeds the token embedding layer (``embedding_layer``; by default a
+Hugging Face model's ``get_input_embeddings()`` or the first ``nn.Embedding``, used only if an input feeds it)
+is explained at that layer's output: a forward hook substitutes the interpolated embeddings, so the model
+needs no change, and its attributions are summed over the embedding dimension, one per token. Other inputs
+(attention masks, ...) are passed through unchanged, row by row, also for the background points. Assumed:
+token ids reach the model's output only through the embedding layer (true of Hugging Face encoders).
 
 Pure torch; shap is imported only by :func:`shap_gradient_reference`.
 """
@@ -83,16 +83,19 @@ def _hooked(model: nn.Module, embedding_layer: Any) -> Iterator[EmbeddingSwap | 
         return
     if isinstance(embedding_layer, str) and embedding_layer == "auto":
         try:
-            resolve_embedding_layer(model, None)
+            embedding_layer = resolve_embedding_layer(model, None)[1]
         except ValueError:
+            embedding_layer = None
+        if embedding_layer is None:  # no embedding layer: integer inputs are passed through
             yield None
             return
-        embedding_layer = None
     with embedding_hook(model, embedding_layer) as swap:
         yield swap
 
 
-def _result(prep: Prepared, phis: list[Tensor], points: Tensor, fx: Tensor, fbg: Tensor, tol: float | None) -> ShapResult:
+def _result(
+    prep: Prepared, phis: list[Tensor], points: Tensor, fx: Tensor, fbg: Tensor, tol: float | None
+) -> ShapResult:
     values, k = [], 0
     for role, x in zip(prep.roles, prep.inputs):
         if role in (FLOAT, TOKEN):
@@ -145,9 +148,10 @@ def expected_gradients(
 
     ``phi = E_{x' ~ baselines, a ~ U(0,1)} [(x - x') * grad f(x' + a (x - x'))]``, whose completeness is
     ``sum(phi) = f(x) - E f(baselines)``. Points are evaluated in chunks of at most ``max_batch`` rows (mixing
-    probes) on the model's device inside :func:`explanation_mode` (eval mode, grad on; flags, ``requires_grad``,
-    ``.grad``, hooks and RNG restored). Gradients are taken with ``torch.autograd.grad`` with respect to the
-    interpolated inputs only; parameters are frozen for the duration, so no weight gradient is ever computed.
+    probes) on the model's device inside :func:`explanation_mode` (eval mode, grad on; flags,
+    ``requires_grad``, ``.grad``, hooks and RNG restored). Gradients are taken with ``torch.autograd.grad``
+    with respect to the interpolated inputs only; parameters are frozen for the duration, so no weight
+    gradient is ever computed.
 
     Args:
         model: The model.
@@ -157,8 +161,8 @@ def expected_gradients(
             with the embedding's ``padding_idx`` (else 0) or truncated to the probes' length ``L``, or their
             embeddings ``(N, L, D)``.
         target: Class indices (an ``int`` or a ``(B,)`` integer tensor) scored as ``logits[:, target]`` (the
-            output itself, its ``.logits``, or its first item); or a callable mapping the output of any batch of
-            rows to one score per row.
+            output itself, its ``.logits``, or its first item); or a callable mapping the output of any batch
+            of rows to one score per row.
         forward_fn: ``forward_fn(model, *inputs)`` returns the output; default ``model(*inputs)``.
         nsamples: Gradient points per probe. ``"stratified"``/``"antithetic"``: every background point is a
             baseline with ``nsamples / N`` lattice points along its path, rounded up to a power of two (below
@@ -200,11 +204,15 @@ def expected_gradients(
     check_positive_int("max_nsamples", max_nsamples)
     check_choice("sampling", sampling, SAMPLINGS)
     if completeness_tol is not None and (
-        isinstance(completeness_tol, bool) or not isinstance(completeness_tol, (int, float)) or completeness_tol <= 0
+        isinstance(completeness_tol, bool)
+        or not isinstance(completeness_tol, (int, float))
+        or completeness_tol <= 0
     ):
         raise ValueError(expected("completeness_tol", "a number larger than 0 or None", completeness_tol))
     gen = _check_generator(generator)
-    explicit = embedding_layer is not None and not (isinstance(embedding_layer, str) and embedding_layer == "auto")
+    explicit = embedding_layer is not None and not (
+        isinstance(embedding_layer, str) and embedding_layer == "auto"
+    )
     with explanation_mode(model), _hooked(model, embedding_layer) as swap:
         for parameter in model.parameters():
             parameter.requires_grad_(False)  # gradients to the inputs only; the guard restores the flags
@@ -262,7 +270,9 @@ def shap_gradient_reference(
     check_positive_int("nsamples", nsamples)
     check_positive_int("max_batch", max_batch)
     gen = _check_generator(generator)
-    explicit = embedding_layer is not None and not (isinstance(embedding_layer, str) and embedding_layer == "auto")
+    explicit = embedding_layer is not None and not (
+        isinstance(embedding_layer, str) and embedding_layer == "auto"
+    )
     with explanation_mode(model), _hooked(model, embedding_layer) as swap:
         prep = prepare(model, inputs, baselines, target, forward_fn, swap, explicit)
         phis = shap_values(prep, nsamples, max_batch, gen)
@@ -278,7 +288,9 @@ def _as_values(values: Any) -> tuple[Tensor, ...]:
     if not values or not all(isinstance(v, Tensor) and v.ndim >= 1 for v in values):
         raise TypeError(expected("values", "a tensor or a tuple of tensors (batch first)", values))
     if len({v.shape[0] for v in values}) != 1:
-        raise ValueError(expected("values", "tensors with the same batch size", [tuple(v.shape) for v in values]))
+        raise ValueError(
+            expected("values", "tensors with the same batch size", [tuple(v.shape) for v in values])
+        )
     return values
 
 
@@ -309,4 +321,6 @@ def modality_shares(values: Tensor | tuple[Tensor, ...]) -> Tensor:
     """
     sums = torch.stack([v.detach().flatten(1).abs().float().sum(1) for v in _as_values(values)], dim=1)
     total = sums.sum(1, keepdim=True)
-    return torch.where(total > 0, sums / total.clamp_min(torch.finfo(torch.float32).tiny), torch.zeros_like(sums))
+    return torch.where(
+        total > 0, sums / total.clamp_min(torch.finfo(torch.float32).tiny), torch.zeros_like(sums)
+    )

@@ -1,0 +1,39 @@
+"""Smoke run of benchmarks/shap.py: it runs once on tiny sizes and prints its table (no timing asserts)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shap_benchmark_runs() -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "shap.py"), "--quick", "--threads", "1"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("model"))
+    for column in ("method", "points", "cpu s", "wall s", "x floor", "rel err", "corr", "peak MiB"):
+        assert column in header
+    for method in (
+        "ours stratified",
+        "ours adaptive",
+        "ours random",
+        "shap.GradientExplainer",
+        "captum GradientShap",
+    ):
+        assert any(method in line for line in lines), method
+    assert any(line.startswith("cnn") for line in lines) and any(line.startswith("bert") for line in lines)
+    assert any("time to median rel err" in line or "no configuration" in line for line in lines)
+    assert any("load average" in line for line in lines)
