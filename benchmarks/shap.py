@@ -8,13 +8,13 @@ vocab 1000) at sequence length 64, ``(input_ids, attention_mask)``, explained at
 ``resnet18`` -- torchvision ResNet-18 (weights=None) at 112 px on SyntheticShapes (budgets 64 and 256 only,
 reference at 512 points per probe). 16 probes, a background of 32, the top class.
 
-Methods, each at several budgets: ours ``expected_gradients`` with ``sampling="stratified"`` (every background
-point a baseline, nested shifted lattice along each path), ``"antithetic"`` and ``"random"`` (plain Monte
-Carlo), ours with adaptive rounds to ``completeness_tol=0.01`` (from 64 points per probe, at most 2048),
-shap's ``GradientExplainer`` (through ``shap_gradient_reference``: the explainer itself, one ``shap_values``
-call per probe on a wrapper returning the target score), captum's ``GradientShap`` (``n_samples`` split into
-calls of at most 256 rows, since it has no batching of its own). Every method evaluates at most 64 rows per
-model call.
+Methods, each at several budgets: ours ``expected_gradients`` with the default ``sampling="stratified"``
+(every background point a baseline, a nested shifted lattice along each path folded into antithetic pairs),
+``"lattice"`` (the same unfolded) and ``"random"`` (plain Monte Carlo), ours with adaptive rounds to
+``completeness_tol=0.01`` (from 64 points per probe, at most the reference's points), shap's
+``GradientExplainer`` (through ``shap_gradient_reference``: the explainer itself, one ``shap_values`` call per
+probe on a wrapper returning the target score), captum's ``GradientShap`` (``n_samples`` split into calls of
+at most 256 rows, since it has no batching of its own). Every method evaluates at most 64 rows per model call.
 
 Columns: points = gradient points (forward+backward rows) per probe; cpu s = process CPU seconds (robust to
 other jobs on a shared machine; 1 torch thread by default) and wall s; x floor = cpu s over the floor, one
@@ -354,9 +354,9 @@ def run_case(
     adaptive: dict[str, Any] = {"nsamples": 2 * n_bg, "completeness_tol": TOL, "max_nsamples": ref_points}
     methods: list[tuple[str, Callable[[], tuple[Tensor, Tensor]]]] = []
     methods += [(f"ours stratified n={n}", ours(nsamples=n)) for n in ladder]
-    methods += [(f"ours antithetic n={ladder[1]}", ours(nsamples=ladder[1], sampling="antithetic"))]
+    methods += [(f"ours lattice n={ladder[1]}", ours(nsamples=ladder[1], sampling="lattice"))]
     methods += [(f"ours adaptive tol={TOL}", ours(**adaptive))]
-    methods += [(f"ours adaptive antithetic tol={TOL}", ours(**adaptive, sampling="antithetic"))]
+    methods += [(f"ours adaptive lattice tol={TOL}", ours(**adaptive, sampling="lattice"))]
     methods += [(f"ours random n={n}", ours(nsamples=n, sampling="random")) for n in ladder[1:]]
     methods += [(f"shap.GradientExplainer n={n}", shap(n)) for n in shap_ladder]
     methods += [(f"captum GradientShap n={n}", captum(n)) for n in ladder]
@@ -382,7 +382,7 @@ def run_case(
 def key_line(case: Case, rows: list[Row]) -> str:
     good = [r for r in rows if r.rel <= TOL and r.corr >= 0.95]
     adaptive = next((r for r in rows if r.method.startswith("ours adaptive tol")), None)
-    anti = next((r for r in rows if r.method.startswith("ours adaptive antithetic")), None)
+    unfolded = next((r for r in rows if r.method.startswith("ours adaptive lattice")), None)
     fixed = min(
         (r for r in good if r.method.startswith("ours stratified")), key=lambda r: r.cpu, default=None
     )
@@ -392,8 +392,8 @@ def key_line(case: Case, rows: list[Row]) -> str:
     if adaptive is None or adaptive not in good:
         return head + "ours adaptive did not get there"
     line = head + f"ours adaptive (default sampling, no budget to tune) {adaptive.cpu:.2f} cpu s"
-    if anti is not None and anti in good:
-        line += f" (antithetic {anti.cpu:.2f} s)"
+    if unfolded is not None and unfolded in good:
+        line += f" (unfolded lattice {unfolded.cpu:.2f} s)"
     if fixed is not None:
         line += f", ours cheapest fixed budget of the ladder that does {fixed.cpu:.2f} s ({fixed.method})"
     if shap_ok is not None:

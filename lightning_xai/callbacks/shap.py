@@ -50,7 +50,9 @@ class SHAPCallback(XAICallback):
             it or ``max_nsamples`` is reached (``None``: a single round of ``nsamples``).
         max_nsamples: cap of the adaptive rounds per probe.
         engine: ``"gradient"`` (our expected gradients) or ``"shap-gradient"`` (``shap.GradientExplainer``).
-        sampling: ``"stratified"``, ``"antithetic"`` or ``"random"`` path sampling for ``engine="gradient"``.
+        sampling: path sampling for ``engine="gradient"``: ``"stratified"`` (default: a shifted lattice folded into
+            antithetic pairs; ``"antithetic"`` is an alias), ``"lattice"`` (unfolded; better on rough ReLU nets)
+            or ``"random"`` (plain Monte Carlo, like shap).
         embedding_layer: dotted name of the token embedding layer (default: found automatically).
         tokenizer: a Hugging Face tokenizer (or a local path to load one from) to show token strings.
         max_batch: most rows per forward/backward (bounds memory).
@@ -71,7 +73,7 @@ class SHAPCallback(XAICallback):
         completeness_tol: float | None = 0.01,
         max_nsamples: int = 2048,
         engine: Engine = "gradient",
-        sampling: Literal["stratified", "antithetic", "random"] = "stratified",
+        sampling: Literal["stratified", "antithetic", "lattice", "random"] = "stratified",
         embedding_layer: str | None = None,
         tokenizer: Any = None,
         max_batch: int = 64,
@@ -100,7 +102,7 @@ class SHAPCallback(XAICallback):
             raise ValueError(expected("completeness_tol", "None or a number larger than 0", completeness_tol))
         self.completeness_tol = completeness_tol
         self.engine = check_choice("engine", engine, ("gradient", "shap-gradient"))
-        self.sampling = check_choice("sampling", sampling, ("stratified", "antithetic", "random"))
+        self.sampling = check_choice("sampling", sampling, ("stratified", "antithetic", "lattice", "random"))
         self.embedding_layer = embedding_layer
         self.tokenizer = tokenizer
         self.mean, self.std = mean, std

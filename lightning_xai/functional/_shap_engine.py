@@ -2,23 +2,24 @@
 
 Expected gradients, ``phi = E_{x' ~ background, a ~ U(0,1)} [(x - x') * grad f(x' + a (x - x'))]``, is an
 average over *paths* ``(probe b, background point n)`` of a path integral whose exact value is known:
-``f(x_b) - f(x'_n)``. The stratified scheme uses that structure:
+``f(x_b) - f(x'_n)``. The stratified scheme (the default) uses that structure:
 
-* every background point is a baseline of every probe (no sampling error over the background at all; fewer
+* every background point is a baseline of every probe: no sampling error over the background at all (fewer
   baselines, drawn without replacement, only when ``nsamples`` is smaller than the background);
-* along each path, ``a`` lies on a randomly shifted lattice ``{u + k / K}``, visited in van der Corput order
-so
-  that the grid of ``K = 2^L`` points is the first half of the grid of ``2K`` (nested: refining reuses every
-  gradient already taken); the shifts of the paths of one probe are spread by the golden ratio, so that the
+* along each path, ``t`` lies on a randomly shifted lattice ``{u + k / K}``, visited in van der Corput order
+  so that the grid of ``K = 2^L`` points is the first half of the grid of ``2K`` (nested: refining reuses
+  every gradient already taken); the shifts of one probe's paths are spread by the golden ratio, so that the
   lattices of different baselines interleave;
-* ``sampling="antithetic"`` folds the lattice with the tent map ``a = 1 - |2t - 1|`` (pairs ``a``, ``1 - a``):
-  an order better on smooth models (transformers), a little worse on ReLU CNNs;
-* adaptive rounds: each path's quadrature error is known exactly (``f(x_b) - f(x'_n)`` minus its estimate), so
-a
-  probe that misses the completeness tolerance doubles the lattice of its worse half of paths only.
+* the lattice is folded by the tent map ``a = 1 - |2t - 1|``, which pairs ``a`` with ``1 - a`` (antithetic
+  pairs): the error on a smooth or strongly trending path falls from O(1/K) to O(1/K^2).
+  ``sampling="lattice"`` keeps the unfolded lattice. Measured (median relative completeness error at equal
+  points): the fold is 2-5x better on random-init ResNet-18 and on a BERT, up to ~2x worse on a small
+  trained ReLU CNN with global max pooling (a rough integrand, where plain stratification is best);
+* adaptive rounds: each path's quadrature error is known exactly (``f(x_b) - f(x'_n)`` minus its estimate),
+  so a probe that misses the completeness tolerance doubles the lattice of its worse half of paths only.
 
-``sampling="random"`` is plain Monte Carlo as in shap's ``GradientExplainer``: a random background point and a
-random ``a`` per row.
+``sampling="random"`` is plain Monte Carlo as in shap's ``GradientExplainer``: a random background point and
+a random ``a`` per row.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from lightning_xai.functional._shap_inputs import (
 
 __all__: list[str] = []
 
-SAMPLINGS = ("stratified", "antithetic", "random")
+SAMPLINGS = ("stratified", "antithetic", "lattice", "random")
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 _ACCUMULATOR_BYTES = 256 * 2**20  # per-path sums of one group of probes
 
@@ -178,7 +179,7 @@ class _Group:
         else:
             base = self.path_base[path]
             t = (self.shift[path] + _vdc(k)) % 1.0
-            alpha = t if self.s.sampling == "stratified" else 1.0 - (2.0 * t - 1.0).abs()
+            alpha = t if self.s.sampling == "lattice" else 1.0 - (2.0 * t - 1.0).abs()  # tent fold
         _accumulate(self.prep, self.acc, path, self.path_probe[path], base, alpha, self.s.max_batch)
         self.count.index_add_(0, paths, count)
 

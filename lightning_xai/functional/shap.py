@@ -159,23 +159,28 @@ def expected_gradients(
         baselines: The background, same structure as ``inputs``, ``(N, ...)`` each; entries of inputs passed
             through are ignored (may be ``None``). Token inputs take background token ids ``(N, L')``, padded
             with the embedding's ``padding_idx`` (else 0) or truncated to the probes' length ``L``, or their
-            embeddings ``(N, L, D)``.
+            embeddings ``(N, L, D)``. Measured on a random 2-layer BERT at ``L = 64``: 32 background
+            sequences reach a median relative completeness error of ~1% at 64 points per probe and 0.1% at
+            256; a single all-padding sequence converges far faster (0.004% at 64: every point lies on one
+            path) but explains relative to padding, not to data.
         target: Class indices (an ``int`` or a ``(B,)`` integer tensor) scored as ``logits[:, target]`` (the
             output itself, its ``.logits``, or its first item); or a callable mapping the output of any batch
             of rows to one score per row.
         forward_fn: ``forward_fn(model, *inputs)`` returns the output; default ``model(*inputs)``.
-        nsamples: Gradient points per probe. ``"stratified"``/``"antithetic"``: every background point is a
-            baseline with ``nsamples / N`` lattice points along its path, rounded up to a power of two (below
-            ``N``: that many background points, without replacement); ``"random"``: exactly ``nsamples``.
+        nsamples: Gradient points per probe. Lattice schemes: every background point is a baseline with
+            ``nsamples / N`` points along its path, rounded up to a power of two (below ``N``: that many
+            background points, without replacement); ``"random"``: exactly ``nsamples``.
         max_batch: Most rows per forward/backward.
         generator: Source of the random shifts and draws; default a fresh one seeded 0 (reproducible).
         completeness_tol: If set, add points in rounds until each probe's ``relative_error`` is at most this,
             or it has used ``max_nsamples`` points; each round doubles the lattice of the worse half of a
             probe's paths (by their exactly known errors) and reuses every point already taken.
         max_nsamples: Points per probe that adaptive rounds may reach.
-        sampling: ``"stratified"`` (default; best on ReLU networks), ``"antithetic"`` (the lattice folded into
-            pairs ``a, 1 - a``: better on smooth models such as transformers) or ``"random"`` (plain Monte
-            Carlo like shap, for comparison).
+        sampling: ``"stratified"`` (default): every background point a baseline, a nested shifted lattice
+            along each path folded into antithetic pairs ``a, 1 - a``; ``"antithetic"`` is the same scheme
+            under the name of its fold. ``"lattice"``: the lattice unfolded (up to ~2x more accurate on
+            rough ReLU CNNs, 2-5x less on smooth or deep models). ``"random"``: plain Monte Carlo like shap,
+            for comparison.
         embedding_layer: Where integer token inputs are explained: ``"auto"`` (find it, use it if an input
             feeds it), an ``nn.Module`` or dotted name (must be fed by an input), or ``None`` (integer inputs
             are passed through).
