@@ -136,3 +136,130 @@ def test_integer_inputs_without_embedding_name_the_argument(tmp_path):
 def test_constructor_arguments_are_checked(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SHAPCallback(**kwargs)
+
+
+# ------------------------------------------------------------------------------------ targets and heads
+class _TwoHeads(ShapesCNN):
+    """A Teacher/Student-like model: a dict of two heads over the same features."""
+
+    def __init__(self) -> None:
+        super().__init__(num_classes=3)
+        self.student = nn.Linear(3, 3)
+
+    def forward(self, x):
+        teacher = super().forward(x)
+        return {"teacher": teacher, "student": self.student(teacher)}
+
+    def validation_step(self, batch, batch_idx):
+        return None
+
+
+def _student(output):
+    return output["student"]
+
+
+def _npz(root):
+    return np.load(next(root.rglob("shap_values.npz")))
+
+
+@pytest.mark.parametrize("output", ["student", _student, "test_callback_shap._student"])
+def test_output_picks_the_head_by_key_or_callable(tmp_path, shapes_dm, output):
+    seed_everything(0)
+    model = _TwoHeads()
+    cb = SHAPCallback(num_samples=2, output=output, on_error="raise", stages=("validate",), **FAST)
+    tiny_trainer(tmp_path, [cb]).validate(model, datamodule=shapes_dm)
+    npz = _npz(tmp_path)
+    x = torch.from_numpy(npz["data_input"])
+    with torch.no_grad():
+        student = model.eval()(x)["student"]
+    np.testing.assert_array_equal(npz["predictions"], student.argmax(-1).numpy())
+    np.testing.assert_allclose(npz["outputs"], student.gather(1, student.argmax(-1, keepdim=True))[:, 0].numpy(),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_no_logits_like_output_says_how_to_set_output_or_forward_fn(tmp_path, shapes_dm):
+    cb = SHAPCallback(num_samples=2, on_error="raise", stages=("validate",), **FAST)
+    with pytest.raises(ValueError, match="(?s)`output=`.*`forward_fn=`"):
+        tiny_trainer(tmp_path, [cb]).validate(_TwoHeads(), datamodule=shapes_dm)
+    with pytest.raises(ValueError, match="`output`"):
+        SHAPCallback(output=2.5)
+
+
+def test_top_k_explains_the_ranked_classes(tmp_path, shapes_dm):
+    seed_everything(0)
+    model = ShapesCNN()
+    one = SHAPCallback(num_samples=3, on_error="raise", stages=("validate",), **FAST)
+    tiny_trainer(tmp_path / "one", [one]).validate(model, datamodule=shapes_dm)
+    top = SHAPCallback(num_samples=3, top_k=3, on_error="raise", stages=("validate",), **FAST)
+    tiny_trainer(tmp_path / "top", [top]).validate(model, datamodule=shapes_dm)
+    a, b = _npz(tmp_path / "one"), _npz(tmp_path / "top")
+    np.testing.assert_allclose(a["input"], b["input"], atol=1e-6)  # rank 1 is the usual artifact
+    assert b["input_top_k"].shape == (3, 3, 3, 32, 32) and b["top_k_classes"].shape == (3, 3)
+    np.testing.assert_array_equal(b["input_top_k"][:, 0], b["input"])
+    with torch.no_grad():
+        logits = model.eval()(torch.from_numpy(b["data_input"]))
+    np.testing.assert_array_equal(b["top_k_classes"], logits.topk(3, dim=-1).indices.numpy())
+    for r in range(3):  # each rank's values add up to its own f(x) - E f
+        total = b["input_top_k"][:, r].reshape(3, -1).sum(1)
+        np.testing.assert_allclose(total, b["outputs_top_k"][:, r] - b["base_values_top_k"][:, r], rtol=0.05,
+                                   atol=0.05)
+    assert {"xai/shap/input/top2", "xai/shap/input/top3"} <= set(read_events(tmp_path / "top")["images"])
+    folder = next((tmp_path / "top").rglob("shap_values.npz")).parent
+    explanation = load_shap_explanation(folder, top_k=True)
+    assert explanation.values.shape == (3, 3, 32, 32, 3) and explanation.base_values.shape == (3, 3)
+    summary = json.loads((folder / "summary.json").read_text())
+    assert [c["class"] for c in summary["samples"][0]["top_k"]] == b["top_k_classes"][0].tolist()
+    with pytest.raises(ValueError, match="`top_k`"):
+        SHAPCallback(top_k=2, target="label")
+
+
+# ------------------------------------------------------------------------------------ bad input, honestly reported
+def test_small_data_for_the_background_warns_and_uses_what_exists(tmp_path):
+    from lightning_xai.datasets import SyntheticShapes
+
+    loader = DataLoader(SyntheticShapes(num_samples=6, image_size=32), batch_size=4)
+    cb = SHAPCallback(num_samples=2, n_background=32, nsamples=16, max_nsamples=32, on_error="raise",
+                      stages=("validate",))
+    with pytest.warns(UserWarning, match="n_background=32 but the data has 6"):
+        tiny_trainer(tmp_path, [cb]).validate(ShapesCNN(), loader)
+    assert len(cb._background) == 6
+
+
+class _NaNGrad(torch.autograd.Function):
+    """Identity forward; its backward makes the gradient of the first feature NaN."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.clone()
+        grad[:, 0] = float("nan")
+        return grad
+
+
+class _Tabular(ShapesCNN):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(5, 2)
+
+    def forward(self, x):
+        return self.fc(_NaNGrad.apply(x))
+
+    def validation_step(self, batch, batch_idx):
+        return None
+
+
+def test_nonfinite_values_are_warned_logged_and_not_plotted(tmp_path):
+    x = torch.randn(16, 5, generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(list(zip(x, torch.arange(16) % 2)), batch_size=8)
+    cb = SHAPCallback(num_samples=4, n_background=8, nsamples=16, completeness_tol=None, on_error="raise",
+                      stages=("validate",))
+    with pytest.warns(RuntimeWarning, match="non-finite SHAP values"):
+        tiny_trainer(tmp_path, [cb]).validate(_Tabular(), loader)
+    from conftest import scalar_values
+
+    assert scalar_values(tmp_path, "xai/shap/nonfinite")[0][1] == 4  # one NaN feature per probe
+    npz = _npz(tmp_path)
+    assert np.isnan(npz["input"][:, 0]).all() and np.isfinite(npz["input"][:, 1:]).all()

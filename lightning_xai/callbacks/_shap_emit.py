@@ -112,6 +112,9 @@ def emit_shap(cb: SHAPCallback, result: dict[str, Any], inputs: ModelInputs, pro
                   completeness_error=r.completeness_error.float().cpu().numpy(),
                   predictions=np.asarray([] if result["pred"] is None else result["pred"].numpy()),
                   targets=np.asarray([] if result["target"] is None else result["target"].numpy()))
+    ranked = result.get("ranked")
+    if ranked:
+        _emit_top_k(cb, ranked, names, shown, raw, titles, attention, arrays, sink)
     sink.arrays("shap_values", arrays)
     samples = []
     for i in range(len(probe)):
@@ -124,6 +127,11 @@ def emit_shap(cb: SHAPCallback, result: dict[str, Any], inputs: ModelInputs, pro
         }
         for k, tokens in summary_tokens.items():
             sample[f"tokens_{names[shown[k]]}"] = tokens[i]
+        if ranked:
+            sample["top_k"] = [{"class": int(t[i]), "base_value": float(res.base_values[i]),
+                                "output": float(res.outputs[i]), "relative_error": float(res.relative_error[i]),
+                                "totals": {names[j]: float(res.values[j][i].float().sum()) for j in shown}}
+                               for t, res in ranked]
         samples.append(sample)
     sink.json("summary", {"inputs": [names[j] for j in shown], "engine": cb.engine, "samples": samples})
     if summary_tokens:
@@ -132,3 +140,28 @@ def emit_shap(cb: SHAPCallback, result: dict[str, Any], inputs: ModelInputs, pro
             for i, s in enumerate(samples)]
         sink.text("top_tokens", "| probe | top tokens by abs SHAP |\n|---|---|\n" + "\n".join(lines))
     sink.commit(method=cb.engine, inputs=[names[j] for j in shown])
+
+
+def _emit_top_k(cb: SHAPCallback, ranked: list[tuple[Tensor, ShapResult]], names: list[str], shown: list[int],
+                raw: list[Tensor], titles: list[str], attention: Tensor | None, arrays: dict[str, Any],
+                sink: ArtifactSink) -> None:
+    """Ranks 2..k of ``top_k``: figures ``<input>/top<r>``, stacked arrays and their completeness."""
+    ev = sink.event
+    classes = torch.stack([t for t, _ in ranked], dim=1)
+    arrays["top_k_classes"] = classes.numpy()
+    arrays["base_values_top_k"] = torch.stack([r.base_values.float().cpu() for _, r in ranked], 1).numpy()
+    arrays["outputs_top_k"] = torch.stack([r.outputs.float().cpu() for _, r in ranked], 1).numpy()
+    for k, j in enumerate(shown):
+        arrays[f"{names[j]}_top_k"] = torch.stack([r.values[j].detach().float().cpu() for _, r in ranked], 1).numpy()
+    rel = torch.cat([r.relative_error.float().cpu() for _, r in ranked])
+    sink.scalar("completeness/relative_median_top_k", float(rel.median()))
+    for rank, (target, res) in enumerate(ranked[1:], start=2):
+        rank_titles = [f"{t} | rank {rank}: {cb._class_name(int(c))}" for t, c in zip(titles, target)]
+        for k, j in enumerate(shown):
+            kind = input_kind(names[j], raw[k])
+            suptitle = (f"SHAP ({cb.engine}) · {names[j]} · class ranked {rank} · {ev.stage} · epoch {ev.epoch} · "
+                        f"step {ev.global_step}")
+            fig = _figure(cb, kind, names[j], raw[k], res.values[j].detach().float().cpu(), rank_titles, suptitle,
+                          attention)
+            if fig is not None:
+                sink.figure(f"{names[j]}/top{rank}", fig)

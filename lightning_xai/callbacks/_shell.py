@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
-from lightning_xai._checks import check_choice, check_choices, check_positive_int
+from lightning_xai._checks import check_choice, check_choices, check_positive_int, expected
 from lightning_xai.adapters import (
     ModelInputs,
     default_batch_to_inputs,
@@ -37,7 +37,9 @@ class CallbackShell(Callback):
     Args:
         batch_to_inputs: callable (or dotted path) mapping a batch to :class:`~lightning_xai.adapters.ModelInputs`.
         forward_fn: callable (or dotted path) ``forward_fn(model, inputs: ModelInputs)`` returning the model output.
-        output: which entry of a dict/tuple model output holds the logits (key or index); default ``logits``/first.
+        output: which head of the model output to use: a key of a dict/``ModelOutput``, an index of a tuple, or a
+            callable (or dotted path) mapping the whole output to a ``(batch, classes)`` tensor; default the
+            ``logits`` entry, else the first tensor.
         class_names: names shown in plots instead of class indices.
         every_n_epochs: run every n-th validation epoch during ``fit``.
         stages: the runs to work in: ``"fit"`` (validation during fit), ``"validate"``, ``"test"``.
@@ -56,7 +58,7 @@ class CallbackShell(Callback):
         self,
         batch_to_inputs: Callable[..., ModelInputs] | str | None = None,
         forward_fn: Callable[..., Any] | str | None = None,
-        output: str | int | None = None,
+        output: str | int | Callable[[Any], Tensor] | None = None,
         class_names: Sequence[str] | None = None,
         every_n_epochs: int = 1,
         stages: Sequence[Stage] = ("fit", "validate", "test"),
@@ -69,7 +71,7 @@ class CallbackShell(Callback):
         self.on_error = check_choice("on_error", on_error, ("warn", "raise"))
         self.batch_to_inputs = resolve_callable("batch_to_inputs", batch_to_inputs) or default_batch_to_inputs
         self.forward_fn = resolve_callable("forward_fn", forward_fn) or default_forward_fn
-        self.output = output
+        self.output = _check_output(output)
         self.class_names = list(class_names) if class_names is not None else None
         self.log_dir = log_dir
         self._ckpt_step: tuple[int, int] | None = None
@@ -139,6 +141,12 @@ class CallbackShell(Callback):
         return self.forward_fn(model, inputs)
 
     def _logits(self, output: Any) -> Tensor:
+        if callable(self.output):
+            logits = self.output(output)
+            if not isinstance(logits, Tensor):
+                raise ValueError(expected("output", "a callable returning a (batch, classes) tensor",
+                                          type(logits).__name__))
+            return logits
         return logits_from_output(output, self.output)
 
     def _class_name(self, index: int) -> str:
@@ -148,3 +156,13 @@ class CallbackShell(Callback):
 
     def _check_model(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Check the model and environment in ``setup``; raise with a clear message when it cannot work."""
+
+
+def _check_output(output: Any) -> str | int | Callable[[Any], Tensor] | None:
+    """``output=``: ``None``, a key, an index, a callable, or a dotted path (``"pkg.mod.fn"``) to a callable."""
+    if isinstance(output, str) and "." in output:
+        return resolve_callable("output", output)
+    if output is None or callable(output) or isinstance(output, str) or (
+            isinstance(output, int) and not isinstance(output, bool)):
+        return output
+    raise ValueError(expected("output", "None, an output key (str), a tuple index (int) or a callable", output))

@@ -39,7 +39,8 @@ class XAICallback(CallbackShell, ABC):
         forward_fn: callable (or dotted path) ``forward_fn(model, inputs: ModelInputs)`` returning the model output.
         target: what to explain: ``"pred"`` (predicted class), ``"label"``, a class index, or a callable (or dotted
             path) mapping the model output to one score per sample (regression, CTC, segmentation region...).
-        output: which entry of a dict/tuple model output holds the logits (key or index); default ``logits``/first.
+        output: which head of the model output: a key, a tuple index, or a callable (or dotted path) mapping the
+            output to ``(batch, classes)`` logits; default the ``logits`` entry, else the first tensor.
         class_names: names shown in plot titles instead of class indices.
         every_n_epochs: explain every n-th validation epoch during ``fit``.
         stages: the runs to explain in: ``"fit"`` (validation during fit), ``"validate"``, ``"test"``.
@@ -65,7 +66,7 @@ class XAICallback(CallbackShell, ABC):
         batch_to_inputs: Callable[..., ModelInputs] | str | None = None,
         forward_fn: Callable[..., Any] | str | None = None,
         target: TargetSpec = "pred",
-        output: str | int | None = None,
+        output: str | int | Callable[[Any], Tensor] | None = None,
         class_names: Sequence[str] | None = None,
         every_n_epochs: int = 1,
         stages: Sequence[Stage] = ("fit", "validate", "test"),

@@ -80,7 +80,7 @@ class GradCAMCallback(XAICallback):
         batch_to_inputs: Callable[..., ModelInputs] | str | None = None,
         forward_fn: Callable[..., Any] | str | None = None,
         target: TargetSpec = "pred",
-        output: str | int | None = None,
+        output: str | int | Callable[[Any], Tensor] | None = None,
         class_names: Sequence[str] | None = None,
         every_n_epochs: int = 1,
         stages: Sequence[Stage] = ("fit", "validate", "test"),

@@ -53,6 +53,10 @@ class SHAPCallback(XAICallback):
         sampling: path sampling for ``engine="gradient"``: ``"stratified"`` (default: a shifted lattice folded into
             antithetic pairs; ``"antithetic"`` is an alias), ``"lattice"`` (unfolded; better on rough ReLU nets)
             or ``"random"`` (plain Monte Carlo, like shap).
+        top_k: explain the ``k`` highest-scoring classes of each probe (``target="pred"`` only). Rank 1 is the
+            usual artifact; all ranks are added as ``<input>_top_k`` ``(num_samples, k, ...)``,
+            ``top_k_classes`` and ``base_values_top_k`` ``(num_samples, k)`` and figures ``<input>/top<r>``
+            (``load_shap_explanation(folder, top_k=True)`` gives shap's multi-output layout).
         embedding_layer: dotted name of the token embedding layer (default: found automatically).
         tokenizer: a Hugging Face tokenizer (or a local path to load one from) to show token strings.
         max_batch: most rows per forward/backward (bounds memory).
@@ -74,6 +78,7 @@ class SHAPCallback(XAICallback):
         max_nsamples: int = 2048,
         engine: Engine = "gradient",
         sampling: Literal["stratified", "antithetic", "lattice", "random"] = "stratified",
+        top_k: int = 1,
         embedding_layer: str | None = None,
         tokenizer: Any = None,
         max_batch: int = 64,
@@ -84,7 +89,7 @@ class SHAPCallback(XAICallback):
         batch_to_inputs: Callable[..., ModelInputs] | str | None = None,
         forward_fn: Callable[..., Any] | str | None = None,
         target: TargetSpec = "pred",
-        output: str | int | None = None,
+        output: str | int | Callable[[Any], Tensor] | None = None,
         class_names: Sequence[str] | None = None,
         every_n_epochs: int = 1,
         stages: Sequence[Stage] = ("fit", "validate", "test"),
@@ -103,11 +108,15 @@ class SHAPCallback(XAICallback):
         self.completeness_tol = completeness_tol
         self.engine = check_choice("engine", engine, ("gradient", "shap-gradient"))
         self.sampling = check_choice("sampling", sampling, ("stratified", "antithetic", "lattice", "random"))
+        self.top_k = check_positive_int("top_k", top_k)
+        if top_k > 1 and target != "pred":
+            raise ValueError(expected("top_k", "1 unless target='pred' (the top classes are ranked predictions)",
+                                      f"top_k={top_k} with target={target!r}"))
         self.embedding_layer = embedding_layer
         self.tokenizer = tokenizer
         self.mean, self.std = mean, std
         self._background: Probe | None = None
-        self._id.update(n_background=n_background, engine=engine)
+        self._id.update(n_background=n_background, engine=engine, **({"top_k": top_k} if top_k > 1 else {}))
 
     # ------------------------------------------------------------------ state: probe and background
     @override
@@ -161,21 +170,32 @@ class SHAPCallback(XAICallback):
         with torch.no_grad():
             logits = self._logits(self._model_output(model, inputs)).float()
         target = self.target if score_mode else self._targets(logits, inputs)
-        gen = torch.Generator(device="cpu").manual_seed(self.seed)
-        if self.engine == "shap-gradient":
-            result: ShapResult = shap_gradient_reference(model, flat, base_flat, target, nsamples=self.nsamples,
-                                                         forward_fn=fwd, generator=gen,
-                                                         embedding_layer=self.embedding_layer or "auto")
+        ranked = None
+        if self.top_k > 1:
+            classes = logits.topk(min(self.top_k, logits.shape[-1]), dim=-1).indices
+            ranked = [(classes[:, r], self._shap(model, flat, base_flat, classes[:, r], fwd, r))
+                      for r in range(classes.shape[1])]
+            result = ranked[0][1]
         else:
-            result = expected_gradients(model, flat, base_flat, target, forward_fn=fwd, nsamples=self.nsamples,
-                                        max_batch=self.max_batch, generator=gen,
-                                        completeness_tol=self.completeness_tol, max_nsamples=self.max_nsamples,
-                                        sampling=self.sampling, embedding_layer=self.embedding_layer or "auto")
+            result = self._shap(model, flat, base_flat, target, fwd, 0)
         display = ["input" if n_args == 1 and n == "0" else ("input_" + n if n.isdigit() else n) for n in names]
         return {"result": result, "names": display, "inputs": [t.detach().cpu() for t in flat],
                 "pred": logits.argmax(-1).cpu() if logits.dim() == 2 else None,
                 "confidence": logits.softmax(-1).max(-1).values.cpu() if logits.dim() == 2 else None,
-                "target": None if score_mode else target.cpu()}  # type: ignore[union-attr]
+                "target": None if score_mode else target.cpu(),  # type: ignore[union-attr]
+                "ranked": None if ranked is None else [(t.cpu(), r) for t, r in ranked]}
+
+    def _shap(self, model: nn.Module, flat: tuple[Tensor, ...], base_flat: tuple[Tensor, ...], target: Any,
+              fwd: Callable[..., Tensor], rank: int) -> ShapResult:
+        """One engine call; each top-k rank gets its own generator, so rank 1 equals a ``top_k=1`` run."""
+        gen = torch.Generator(device="cpu").manual_seed(self.seed + rank)
+        layer = self.embedding_layer or "auto"
+        if self.engine == "shap-gradient":
+            return shap_gradient_reference(model, flat, base_flat, target, nsamples=self.nsamples, forward_fn=fwd,
+                                           generator=gen, embedding_layer=layer)
+        return expected_gradients(model, flat, base_flat, target, forward_fn=fwd, nsamples=self.nsamples,
+                                  max_batch=self.max_batch, generator=gen, completeness_tol=self.completeness_tol,
+                                  max_nsamples=self.max_nsamples, sampling=self.sampling, embedding_layer=layer)
 
     @override
     def _emit(self, result: dict[str, Any], inputs: ModelInputs, probe: Probe, sink: ArtifactSink) -> None:
