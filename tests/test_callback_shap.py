@@ -130,7 +130,7 @@ def test_integer_inputs_without_embedding_name_the_argument(tmp_path):
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [({"n_background": 0}, "`n_background`"),
-                                               ({"engine": "deep"}, "`engine`"),
+                                               ({"engine": "lime"}, "`engine`"),
                                                ({"completeness_tol": -1.0}, "`completeness_tol`"),
                                                ({"sampling": "sobol"}, "`sampling`")])
 def test_constructor_arguments_are_checked(kwargs, match):
@@ -263,3 +263,57 @@ def test_nonfinite_values_are_warned_logged_and_not_plotted(tmp_path):
     assert scalar_values(tmp_path, "xai/shap/nonfinite")[0][1] == 4  # one NaN feature per probe
     npz = _npz(tmp_path)
     assert np.isnan(npz["input"][:, 0]).all() and np.isfinite(npz["input"][:, 1:]).all()
+
+
+# ------------------------------------------------------------------------------------ shap's own explainers as engines
+class _Linear(ShapesCNN):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(5, 2)
+
+    def forward(self, x):
+        return self.fc(x)
+
+    def validation_step(self, batch, batch_idx):
+        return None
+
+
+@pytest.mark.parametrize("engine", ["deep", "kernel", "partition", "shap-gradient", "gradient"])
+def test_every_engine_gives_the_closed_form_on_a_linear_model(tmp_path, engine):
+    """For f(x) = w x + b every engine's SHAP values are w (x - E x') for the background it uses; shap's
+    GradientExplainer draws its baselines at random, so it is only near (our engine uses every one)."""
+    seed_everything(0)
+    x = torch.randn(24, 5, generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(list(zip(x, torch.arange(24) % 2)), batch_size=8)
+    model = _Linear()
+    cb = SHAPCallback(num_samples=4, n_background=8, nsamples=256, engine=engine, on_error="raise",
+                      stages=("validate",))
+    tiny_trainer(tmp_path, [cb]).validate(model, loader)
+    npz = _npz(tmp_path)
+    background = cb._background.batch[0]
+    w = model.fc.weight.detach()[torch.from_numpy(npz["targets"])]
+    expected = w * (torch.from_numpy(npz["data_input"]) - background.mean(0))
+    tol = 0.1 if engine == "shap-gradient" else 1e-4
+    np.testing.assert_allclose(npz["input"], expected.numpy(), atol=tol)
+    np.testing.assert_allclose(npz["completeness_error"], 0, atol=tol)
+    summary = json.loads(next(tmp_path.rglob("summary.json")).read_text())
+    assert summary["engine"] == engine
+
+
+def test_deep_engine_names_the_layers_it_cannot_handle(tmp_path):
+    loader = DataLoader(_Tokens(32), batch_size=8)
+
+    class _Attention(_TextModel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+
+        def forward(self, input_ids, attention_mask):
+            e = self.emb(input_ids)
+            e = self.attn(e, e, e, need_weights=False)[0] * attention_mask[..., None]
+            return self.fc(e.sum(1) / attention_mask.sum(1, keepdim=True))
+
+    cb = SHAPCallback(num_samples=2, n_background=4, engine="deep", on_error="raise", stages=("validate",))
+    with pytest.warns(UserWarning, match="(?s)DeepExplainer does not handle.*attn.*engine='gradient'"):
+        tiny_trainer(tmp_path, [cb]).validate(_Attention(), loader)
+    assert "xai/shap/completeness/mean" in read_events(tmp_path)["scalars"]  # the additivity error, logged

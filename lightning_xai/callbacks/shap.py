@@ -22,7 +22,7 @@ from lightning_xai.sinks import ArtifactSink
 
 __all__ = ["SHAPCallback"]
 
-Engine = Literal["gradient", "shap-gradient"]
+Engine = Literal["gradient", "shap-gradient", "deep", "kernel", "partition"]
 
 
 class SHAPCallback(XAICallback):
@@ -45,11 +45,17 @@ class SHAPCallback(XAICallback):
     Args:
         num_samples: probe samples to explain.
         n_background: background samples (baselines).
-        nsamples: gradient points per probe (see :func:`~lightning_xai.functional.expected_gradients`).
+        nsamples: gradient points per probe (see :func:`~lightning_xai.functional.expected_gradients`); for
+            ``"kernel"`` the coalitions per probe, for ``"partition"`` shap's ``max_evals``; ``"deep"`` uses every
+            background sample as its reference.
         completeness_tol: relative completeness tolerance; points are added in rounds until every probe meets
             it or ``max_nsamples`` is reached (``None``: a single round of ``nsamples``).
         max_nsamples: cap of the adaptive rounds per probe.
-        engine: ``"gradient"`` (our expected gradients) or ``"shap-gradient"`` (``shap.GradientExplainer``).
+        engine: ``"gradient"`` (our expected gradients, adaptive), ``"shap-gradient"`` (``shap.GradientExplainer``,
+            the reference), ``"deep"`` (``shap.DeepExplainer``: its additivity error is the logged completeness
+            error, and the layers it cannot handle are named in a warning), ``"kernel"`` / ``"partition"``
+            (shap's model-agnostic explainers, for one small tabular or token input of at most 512 features;
+            missing tokens become the padding id; base value ``f(all masked)`` for tokens and partition).
         sampling: path sampling for ``engine="gradient"``: ``"stratified"`` (default: a shifted lattice folded into
             antithetic pairs; ``"antithetic"`` is an alias), ``"lattice"`` (unfolded; better on rough ReLU nets)
             or ``"random"`` (plain Monte Carlo, like shap).
@@ -106,7 +112,7 @@ class SHAPCallback(XAICallback):
         if completeness_tol is not None and (isinstance(completeness_tol, bool) or completeness_tol <= 0):
             raise ValueError(expected("completeness_tol", "None or a number larger than 0", completeness_tol))
         self.completeness_tol = completeness_tol
-        self.engine = check_choice("engine", engine, ("gradient", "shap-gradient"))
+        self.engine = check_choice("engine", engine, ("gradient", "shap-gradient", "deep", "kernel", "partition"))
         self.sampling = check_choice("sampling", sampling, ("stratified", "antithetic", "lattice", "random"))
         self.top_k = check_positive_int("top_k", top_k)
         if top_k > 1 and target != "pred":
@@ -190,6 +196,15 @@ class SHAPCallback(XAICallback):
         """One engine call; each top-k rank gets its own generator, so rank 1 equals a ``top_k=1`` run."""
         gen = torch.Generator(device="cpu").manual_seed(self.seed + rank)
         layer = self.embedding_layer or "auto"
+        if self.engine in ("deep", "kernel", "partition"):
+            from lightning_xai.functional._shap_peers import shap_deep, shap_kernel, shap_partition
+
+            if self.engine == "deep":
+                return shap_deep(model, flat, base_flat, target, forward_fn=fwd, max_batch=self.max_batch,
+                                 generator=gen, embedding_layer=layer)
+            peer = shap_kernel if self.engine == "kernel" else shap_partition
+            return peer(model, flat, base_flat, target, nsamples=self.nsamples, forward_fn=fwd,
+                        max_batch=self.max_batch, generator=gen, embedding_layer=layer)
         if self.engine == "shap-gradient":
             return shap_gradient_reference(model, flat, base_flat, target, nsamples=self.nsamples, forward_fn=fwd,
                                            generator=gen, embedding_layer=layer)

@@ -89,3 +89,6 @@ __all__ += [
     "modality_shares",
     "shap_gradient_reference",
 ]
+from lightning_xai.functional._shap_peers import shap_deep, shap_kernel, shap_partition  # noqa: E402
+
+__all__ += ["shap_deep", "shap_kernel", "shap_partition"]
