@@ -1,0 +1,33 @@
+"""Smoke run of benchmarks/drift.py: it starts, runs once on tiny maps and prints its table."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_drift_benchmark_runs() -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "drift.py"), "--quick"],
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("| operation"))
+    for column in ("maps", "seconds", "MB on disk", "vs scipy"):
+        assert column in header
+    for operation in ("store.write", "store.load", "drift_metrics (all 6)", "spearman", "scipy.stats.spearmanr loop",
+                      "store.compare"):
+        assert any(line.startswith(f"| {operation} ") for line in lines), operation
+    assert any("float16" in line for line in lines) and any("float32" in line for line in lines)
+    assert any(line.startswith("load average") for line in lines)
