@@ -10,14 +10,18 @@ from lightning_xai.adapters import ModelInputs, default_batch_to_inputs, default
 from lightning_xai.callbacks._shell import CallbackShell
 from lightning_xai.callbacks.base import XAICallback
 from lightning_xai.callbacks.calibration import CalibrationCallback
+from lightning_xai.callbacks.drift import AttributionDriftCallback
 from lightning_xai.callbacks.gradcam import GradCAMCallback
 from lightning_xai.callbacks.shap import SHAPCallback
 from lightning_xai.probe import Probe
 from lightning_xai.sinks.shap_io import load_shap_explanation, load_shap_values
+from lightning_xai.sinks.store import AttributionStore
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AttributionDriftCallback",
+    "AttributionStore",
     "CalibrationCallback",
     "CallbackShell",
     "GradCAMCallback",

@@ -1,4 +1,4 @@
-"""Run by tests/test_ddp.py in a subprocess: GradCAM and Calibration callbacks under strategy="ddp", 2 CPU ranks."""
+"""Run by tests/test_ddp.py in a subprocess: GradCAM, Calibration, SHAP and drift callbacks under strategy="ddp", 2 CPU ranks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from lightning_xai import CalibrationCallback, GradCAMCallback
+from lightning_xai import AttributionDriftCallback, CalibrationCallback, GradCAMCallback, SHAPCallback
 from lightning_xai.datasets import SyntheticShapesDataModule
 from lightning_xai.demo import ShapesCNN
 
@@ -22,9 +22,12 @@ if __name__ == "__main__":
     common = dict(accelerator="cpu", devices=devices, strategy=strategy, enable_progress_bar=False,
                   enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0)
     cbs = [GradCAMCallback(num_samples=4, methods=("gradcam", "scorecam"), on_error="raise"),
-           CalibrationCallback(n_bins=10, gallery_size=0, on_error="raise")]
+           CalibrationCallback(n_bins=10, gallery_size=0, on_error="raise"),
+           SHAPCallback(num_samples=2, n_background=4, nsamples=8, max_nsamples=16, on_error="raise"),
+           AttributionDriftCallback(num_samples=4, store=f"{out}/store.sqlite", run="validate", on_error="raise")]
     # validate first: the same weights on 1 and 2 processes must give the same maps and calibration
     Trainer(logger=TensorBoardLogger(out, name="validate"), callbacks=cbs, **common).validate(model, dm)
     fit_cb = GradCAMCallback(num_samples=4, on_error="raise")
-    Trainer(logger=TensorBoardLogger(out, name="fit"), callbacks=[fit_cb], max_epochs=2, limit_train_batches=2,
+    drift_cb = AttributionDriftCallback(num_samples=4, store=f"{out}/store.sqlite", run="fit", on_error="raise")
+    Trainer(logger=TensorBoardLogger(out, name="fit"), callbacks=[fit_cb, drift_cb], max_epochs=2, limit_train_batches=2,
             limit_val_batches=1, **common).fit(model, dm)

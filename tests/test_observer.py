@@ -11,7 +11,7 @@ from lightning.pytorch import seed_everything
 from torch import nn
 
 from conftest import tiny_trainer
-from lightning_xai import CalibrationCallback, GradCAMCallback, SHAPCallback
+from lightning_xai import AttributionDriftCallback, CalibrationCallback, GradCAMCallback, SHAPCallback
 from lightning_xai.adapters import ModelInputs
 from lightning_xai.demo import ShapesCNN
 from lightning_xai.functional import explanation_mode, observer_guard
@@ -97,6 +97,10 @@ def test_fit_with_callbacks_ends_with_bit_identical_weights(tmp_path):
         GradCAMCallback(num_samples=3, methods=("layercam",), target="label", on_error="raise"),
         CalibrationCallback(n_bins=10, per_class=True, source="forward", on_error="raise"),
         SHAPCallback(num_samples=2, n_background=4, nsamples=8, max_nsamples=16, on_error="raise"),
+        AttributionDriftCallback(num_samples=3, store=str(tmp_path / "store.sqlite"), on_error="raise"),
+        AttributionDriftCallback(method="shap", num_samples=2, store=str(tmp_path / "store.sqlite"), run="shap",
+                                 method_kwargs={"n_background": 4, "nsamples": 8, "max_nsamples": 16},
+                                 on_error="raise"),
     ]
     with_cbs = _fit(tmp_path / "b", callbacks)
     assert without.keys() == with_cbs.keys()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from lightning.pytorch.cli import LightningCLI
 
-from lightning_xai import CalibrationCallback, GradCAMCallback, SHAPCallback
+from lightning_xai import AttributionDriftCallback, CalibrationCallback, GradCAMCallback, SHAPCallback
 from lightning_xai.datasets import SyntheticShapesDataModule
 from lightning_xai.demo import ShapesCNN
 
@@ -27,11 +27,13 @@ def test_preset_instantiates_through_lightning_cli(preset, tmp_path):
         args=["--config", str(preset), "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false"],
     )
     expected = {"gradcam.yaml": GradCAMCallback, "calibration.yaml": CalibrationCallback,
-                "shap.yaml": SHAPCallback}[preset.name]
+                "shap.yaml": SHAPCallback, "drift.yaml": AttributionDriftCallback}[preset.name]
     ours = [cb for cb in cli.trainer.callbacks if isinstance(cb, expected)]
     assert len(ours) == 1
     if expected is GradCAMCallback:
         assert ours[0].methods == ("gradcam", "gradcam++") and ours[0].num_samples == 8
+    elif expected is AttributionDriftCallback:
+        assert ours[0].method == "gradcam" and ours[0].alert_below == 0.8 and ours[0].target == "label"
     elif expected is CalibrationCallback:
         assert ours[0].n_bins == 15 and ours[0].gallery_size == 8
     else:
@@ -41,7 +43,7 @@ def test_preset_instantiates_through_lightning_cli(preset, tmp_path):
 def test_cli_arguments_override_preset(tmp_path):
     cli = LightningCLI(
         ShapesCNN, SyntheticShapesDataModule, run=False, save_config_callback=None,
-        args=["--config", str(PRESETS[1]), "--trainer.logger", "false",
+        args=["--config", str(next(p for p in PRESETS if p.name == "gradcam.yaml")), "--trainer.logger", "false",
               "--trainer.callbacks.init_args.methods", "[layercam]",
               "--trainer.callbacks.init_args.target", "lightning_xai.adapters.default_forward_fn"],
     )

@@ -1,0 +1,186 @@
+"""What AttributionDriftCallback does with one explanation: compare, store, log, alert, draw."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor
+
+from lightning_xai.adapters import ModelInputs
+from lightning_xai.functional._fingerprint import tensor_fingerprint
+from lightning_xai.functional.drift import drift_metrics
+from lightning_xai.probe import Probe
+from lightning_xai.sinks import ArtifactSink
+
+if TYPE_CHECKING:
+    from lightning_xai.callbacks.drift import AttributionDriftCallback
+    from lightning_xai.sinks.store import AttributionStore, Snapshot
+
+__all__ = ["emit_drift", "probe_fingerprint"]
+
+_KEEP = "keep/"
+
+
+def probe_fingerprint(probe: Probe) -> str:
+    """Hash of the probe's tensors: snapshots of different probes are never compared.
+
+    Example:
+        >>> probe_fingerprint(Probe((torch.zeros(2, 3), torch.tensor([0, 1])), [0, 1])) == probe_fingerprint(
+        ...     Probe((torch.zeros(2, 3), torch.tensor([0, 1])), [5, 6]))
+        True
+    """
+    tensors: list[Tensor] = []
+
+    def collect(value: Any) -> None:
+        if isinstance(value, Tensor):
+            tensors.append(value)
+        elif isinstance(value, dict):
+            for key in sorted(value):
+                collect(value[key])
+        elif isinstance(value, (tuple, list)):
+            for item in value:
+                collect(item)
+
+    collect(probe.batch)
+    return tensor_fingerprint(*tensors)
+
+
+def _as_stored(values: Tensor, dtype: str) -> Tensor:
+    """The values as the store will give them back, so that live and stored snapshots compare exactly."""
+    return values.detach().float().cpu().to(getattr(torch, dtype)).float()
+
+
+def _kind(key: str, values: Tensor, keep: dict[str, Tensor]) -> str:
+    return "tokens" if key in keep else ("map" if values.dim() >= 3 else "vector")
+
+
+def _comparisons(cb: AttributionDriftCallback, store: AttributionStore, epoch: int) -> tuple[
+        dict[str, Snapshot], list[str]]:
+    """The snapshots to compare with (``previous``, ``first``, ``reference``), and why any is missing."""
+    found: dict[str, Snapshot] = {}
+    problems: list[str] = []
+    history = store.snapshots(cb._run_name, method=cb.method) if cb._run_name in {r.name for r in store.runs()} \
+        else []
+    if history:
+        found["previous"] = store.load(cb._run_name, history[-1].global_step, method=cb.method)
+        found["first"] = store.load(cb._run_name, history[0].global_step, method=cb.method)
+    if cb.reference_run is not None:
+        runs = [r.name for r in store.runs()]
+        if cb.reference_run not in runs:
+            problems.append(f"reference_run={cb.reference_run!r} is not in the store {store.path} (runs: {runs})")
+        else:
+            found["reference"] = store.reference_snapshot(cb.reference_run, epoch, method=cb.method)
+    return found, problems
+
+
+def emit_drift(cb: AttributionDriftCallback, result: dict[str, Any], inputs: ModelInputs, probe: Probe,
+               sink: ArtifactSink) -> None:
+    """Compare the new maps with the previous/first/reference snapshots, store them, log numbers and figures."""
+    store: AttributionStore = cb._store
+    ev = sink.event
+    fingerprint = probe_fingerprint(probe)
+    keep: dict[str, Tensor] = {k: v.bool().cpu() for k, v in result["keep"].items()}
+    arrays = {k: _as_stored(v, cb.dtype) for k, v in result["arrays"].items()}
+    found, problems = _comparisons(cb, store, ev.epoch)
+    per_probe: dict[str, dict[str, list[float]]] = {}
+    means: dict[str, dict[str, float]] = {}
+    for against, snap in found.items():
+        if snap.info.probe_fingerprint != fingerprint:
+            problems.append(f"the {against} snapshot ({snap.info.run!r}, epoch {snap.info.epoch}) was taken on "
+                            f"another probe (fingerprint {snap.info.probe_fingerprint} != {fingerprint}); give "
+                            "both runs the same `probe` or validation data")
+            continue
+        for key, values in arrays.items():
+            if key not in snap.arrays or snap.arrays[key].shape != values.shape:
+                problems.append(f"the {against} snapshot has no array {key!r} of shape {tuple(values.shape)}")
+                continue
+            metrics = drift_metrics(snap.arrays[key], values, kind=_kind(key, values, keep),  # type: ignore[arg-type]
+                                    k_fraction=cb.k_fraction, top_tokens=cb.top_tokens, keep=keep.get(key))
+            prefix = "" if len(arrays) == 1 else f"{key}/"
+            for metric, value in metrics.items():
+                tag = f"{prefix}{metric}"
+                means.setdefault(against, {})[tag] = float(value.mean())
+                per_probe.setdefault(against, {})[tag] = value.tolist()
+                sink.scalar(f"{tag}/{against}", float(value.mean()))
+    meta = {"stage": ev.stage, "drift": means,
+            "against": {a: {"run": s.info.run, "epoch": s.info.epoch, "global_step": s.info.global_step}
+                        for a, s in found.items() if a in means}}
+    info = store.write(cb._run_name, {**arrays, **{_KEEP + k: v for k, v in keep.items()}}, epoch=ev.epoch,
+                       global_step=ev.global_step, method=cb.method, probe_fingerprint=fingerprint,
+                       checkpoint_path=ev.ckpt_path, model_hash=ev.model_hash or None, meta=meta,
+                       run_meta={"reference_run": cb.reference_run}, dtype=cb.dtype)
+    _alert(cb, per_probe, probe, sink)
+    _figures(cb, store, result, arrays, keep, found, probe, sink)
+    sink.json("drift", {"run": cb._run_name, "store": str(store.path), "snapshot_id": info.id,
+                        "probe_fingerprint": fingerprint, "dataset_index": probe.indices, "against": meta["against"],
+                        "mean": means, "per_probe": per_probe})
+    sink.commit(method=cb.method, run=cb._run_name, store=str(store.path), snapshot_id=info.id)
+    if problems:
+        raise ValueError("lightning_xai: AttributionDriftCallback stored the snapshot but could not compare: "
+                         + "; ".join(problems) + ".")
+
+
+def _alert(cb: AttributionDriftCallback, per_probe: dict[str, dict[str, list[float]]], probe: Probe,
+           sink: ArtifactSink) -> None:
+    if cb.alert_below is None:
+        return
+    ev, lines = sink.event, []
+    for against, metrics in per_probe.items():
+        for tag, values in metrics.items():
+            if not tag.endswith("spearman"):
+                continue
+            mean = sum(values) / len(values)
+            if mean < cb.alert_below:
+                worst = sorted(range(len(values)), key=lambda i: values[i])[:3]
+                moved = ", ".join(f"#{probe.indices[i]} (rho {values[i]:.2f})" for i in worst)
+                lines.append(f"Spearman of {tag.removesuffix('spearman') or ''}maps vs {against} = {mean:.3f} < "
+                             f"alert_below={cb.alert_below}; moved most: {moved}")
+    if lines:
+        text = (f"Attribution drift alert · run {cb._run_name} · {ev.stage} · epoch {ev.epoch} · step "
+                f"{ev.global_step}\n\n" + "\n".join(f"- {line}" for line in lines))
+        rank_zero_warn(f"lightning_xai: {text}", category=RuntimeWarning)
+        sink.text("alert", text)
+
+
+def _figures(cb: AttributionDriftCallback, store: AttributionStore, result: dict[str, Any],
+             arrays: dict[str, Tensor], keep: dict[str, Tensor], found: dict[str, Snapshot], probe: Probe,
+             sink: ArtifactSink) -> None:
+    from lightning_xai.render.drift import drift_timeline, snapshot_grid, token_snapshot_grid
+    from lightning_xai.render.overlay import denormalize
+
+    ev = sink.event
+    history = store.snapshots(cb._run_name, method=cb.method)
+    series: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for info in history:
+        for against, metrics in info.meta.get("drift", {}).items():
+            for tag, value in metrics.items():
+                series.setdefault(tag, {}).setdefault(against, []).append((info.epoch, value))
+    if series:
+        reference = f" vs {cb.reference_run}" if cb.reference_run else ""
+        sink.figure("timeline", drift_timeline(series, title=f"{cb.method} attribution drift · run {cb._run_name}"
+                                               f"{reference}", alert_below=cb.alert_below))
+    key = next(iter(arrays))
+    shown = history[-cb.grid_snapshots:]
+    snaps = [store.load(cb._run_name, i.global_step, method=cb.method).arrays[key] for i in shown[:-1]] + [arrays[key]]
+    titles = [f"epoch {i.epoch}" for i in shown]
+    ref = found.get("reference")
+    if ref is not None and key in ref.arrays and ref.arrays[key].shape == arrays[key].shape:
+        snaps.append(ref.arrays[key])
+        titles.append(f"{cb.reference_run} · epoch {ref.info.epoch}")
+    stack = torch.stack(snaps, dim=1)
+    rows = [f"#{i}" if i >= 0 else f"probe {n}" for n, i in enumerate(probe.indices)]
+    what = cb.method if key == cb.method else f"{cb.method} · {key}"
+    suptitle = f"{what} across snapshots · run {cb._run_name} · {ev.stage} · epoch {ev.epoch}"
+    if key in keep:
+        fig = token_snapshot_grid(stack, result["tokens"][key], rows, titles, keep=keep[key], suptitle=suptitle)
+    elif stack.dim() == 4:
+        image = result["image"]
+        mean, std = getattr(cb._explainer, "mean", None), getattr(cb._explainer, "std", None)
+        images = denormalize(image, mean, std) if image is not None and image.dim() == 4 else None
+        fig = snapshot_grid(stack, rows, titles, suptitle=suptitle, images=images)
+    else:
+        features = [[f"x{j}" for j in range(stack.shape[-1])] for _ in rows]
+        fig = token_snapshot_grid(stack.flatten(2), features, rows, titles, suptitle=suptitle)
+    sink.figure("snapshots", fig)

@@ -1,0 +1,202 @@
+"""AttributionDriftCallback: how the explanations of a fixed probe move across epochs and across retrains."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor, nn
+from typing_extensions import override
+
+from lightning_xai._checks import check_choice, check_positive_int, check_probability, expected
+from lightning_xai.adapters import ModelInputs, TargetSpec
+from lightning_xai.callbacks._drift_emit import emit_drift
+from lightning_xai.callbacks._shell import Stage
+from lightning_xai.callbacks.base import XAICallback
+from lightning_xai.callbacks.gradcam import GradCAMCallback
+from lightning_xai.callbacks.shap import SHAPCallback
+from lightning_xai.functional import CAM_METHODS
+from lightning_xai.probe import Probe
+from lightning_xai.sinks import ArtifactSink
+
+__all__ = ["AttributionDriftCallback", "DRIFT_METHODS"]
+
+#: Attribution methods the drift callback can follow: every Grad-CAM family method, and SHAP.
+DRIFT_METHODS: tuple[str, ...] = (*CAM_METHODS, "shap")
+
+
+class AttributionDriftCallback(XAICallback):
+    """Explain the same probe every validation epoch, keep the maps in an :class:`AttributionStore`, log the drift.
+
+    Each scheduled validation (during ``fit``, and every checkpoint-only ``validate``) explains the probe with
+    ``method`` (the code of :class:`GradCAMCallback` or :class:`SHAPCallback`, configured by ``method_kwargs``),
+    saves the maps as one snapshot of ``run`` in the store, and compares them with three others: the run's
+    ``previous`` snapshot, the run's ``first`` one, and the ``reference`` run (a previous retrain) at the same
+    epoch, else its last. Logged: ``xai/drift/<metric>/<against>`` (mean over probes) for Spearman rank
+    correlation, nDCG of the importance ranking, top-k% IoU and cosine (1 = identical), centre-of-mass shift and
+    focus-radius change for maps (pixels, 0 = identical) and top-token overlap for text; a timeline figure
+    ``xai/drift/timeline``, a probe × snapshot grid ``xai/drift/snapshots``, and, when Spearman falls below
+    ``alert_below``, a warning and a text entry ``xai/drift/alert`` naming the epoch and the probes that moved
+    most. ``lightning-xai drift --store <file>`` reads the store later.
+
+    Comparisons are made on the values as stored (``dtype``), so a run compared with itself reads exactly
+    1.0 / 0. Snapshots of different probes are never compared (the probe's fingerprint is stored with each).
+    Under DDP every rank explains the probe and rank zero writes.
+
+    Args:
+        method: ``"gradcam"`` (or any Grad-CAM family method: ``gradcam++``, ``layercam``, ...) or ``"shap"``.
+        store: the SQLite file (default ``<default_root_dir>/xai_store.sqlite``); shared by many runs.
+        run: this run's name in the store (default ``<logger name>/version_<n>``); kept in the callback state,
+            so a resumed fit appends to the same run.
+        reference_run: a run already in the store to compare with (e.g. the previous retrain).
+        alert_below: warn when the mean Spearman correlation against any comparison is below this.
+        k_fraction: the top fraction of features of ``topk_iou``.
+        top_tokens: ``k`` of the top-token overlap (text).
+        dtype: how maps are stored: ``"float16"`` (half the size) or ``"float32"``.
+        grid_snapshots: the most recent snapshots shown in the grid figure.
+        target_layer: Grad-CAM's layer (dotted name; ``None`` finds it).
+        method_kwargs: further arguments of the method's callback, e.g. ``{"n_background": 16}`` for SHAP or
+            ``{"input_key": "pixel_values"}`` for Grad-CAM.
+        **base: ``num_samples``, ``probe``, ``batch_to_inputs``, ``forward_fn``, ``target``, ``output``,
+            ``class_names``, ``every_n_epochs``, ``stages``, ``on_error``, ``log_dir`` as in
+            :class:`~lightning_xai.XAICallback`. With ``target="pred"`` a change of prediction moves the map
+            too; ``target="label"`` follows one class.
+
+    Example:
+        >>> cb = AttributionDriftCallback(method="gradcam", store="xai_store.sqlite", run="resnet-v2",
+        ...                               reference_run="resnet-v1", alert_below=0.8)
+        >>> cb.method, cb.run
+        ('gradcam', 'resnet-v2')
+    """
+
+    name = "drift"
+
+    def __init__(
+        self,
+        method: str = "gradcam",
+        store: str | None = None,
+        run: str | None = None,
+        reference_run: str | None = None,
+        alert_below: float | None = None,
+        k_fraction: float = 0.1,
+        top_tokens: int = 5,
+        dtype: Literal["float16", "float32"] = "float16",
+        grid_snapshots: int = 6,
+        target_layer: str | None = None,
+        method_kwargs: dict[str, Any] | None = None,
+        num_samples: int = 8,
+        probe: Any = None,
+        batch_to_inputs: Callable[..., ModelInputs] | str | None = None,
+        forward_fn: Callable[..., Any] | str | None = None,
+        target: TargetSpec = "pred",
+        output: str | int | Callable[[Any], Tensor] | None = None,
+        class_names: Sequence[str] | None = None,
+        every_n_epochs: int = 1,
+        stages: Sequence[Stage] = ("fit", "validate"),
+        on_error: Literal["warn", "raise"] = "warn",
+        log_dir: str | None = None,
+    ) -> None:
+        super().__init__(num_samples, probe, batch_to_inputs, forward_fn, target, output, class_names,
+                         every_n_epochs, stages, on_error, log_dir)
+        self.method = check_choice("method", method, DRIFT_METHODS)
+        for arg, value in (("run", run), ("reference_run", reference_run), ("store", store)):
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ValueError(expected(arg, "None or a non-empty string", value))
+        self.store_path, self.run, self.reference_run = store, run, reference_run
+        if alert_below is not None and (isinstance(alert_below, bool) or not isinstance(alert_below, (int, float))
+                                        or not -1.0 <= alert_below <= 1.0):
+            raise ValueError(expected("alert_below", "None or a Spearman correlation in [-1, 1]", alert_below))
+        self.alert_below = alert_below
+        self.k_fraction = check_probability("k_fraction", k_fraction)
+        if self.k_fraction == 0:
+            raise ValueError(expected("k_fraction", "a fraction in (0, 1]", k_fraction))
+        self.top_tokens = check_positive_int("top_tokens", top_tokens)
+        self.dtype = check_choice("dtype", dtype, ("float16", "float32"))
+        self.grid_snapshots = check_positive_int("grid_snapshots", grid_snapshots)
+        shared = dict(num_samples=num_samples, batch_to_inputs=self.batch_to_inputs, forward_fn=self.forward_fn,
+                      target=self.target, output=self.output, class_names=class_names, on_error="raise")
+        extra = dict(method_kwargs or {})
+        if self.method == "shap":
+            if target_layer is not None:
+                raise ValueError(expected("target_layer", "None with method='shap'", target_layer))
+            self._explainer: GradCAMCallback | SHAPCallback = SHAPCallback(**shared, **extra)
+        else:
+            self._explainer = GradCAMCallback(**shared, methods=(self.method,), target_layer=target_layer, **extra)
+        self._run_name: str | None = run
+        self._store: Any = None
+        self._id.update(method=method, run=run, store=store)
+
+    # ------------------------------------------------------------------ state: run name, probe, SHAP background
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "run": self._run_name, "explainer": self._explainer.state_dict()}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        if self.run is None and state_dict.get("run"):
+            self._run_name = state_dict["run"]
+        if state_dict.get("explainer"):
+            self._explainer.load_state_dict(state_dict["explainer"])
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self._explainer._check_model(trainer, pl_module)
+        if self._run_name is None:
+            logger = trainer.logger
+            version = getattr(logger, "version", None)
+            self._run_name = (f"{logger.name}/" + (version if isinstance(version, str) else f"version_{version}")
+                              if logger is not None else os.path.basename(os.path.abspath(trainer.default_root_dir)))
+        if self.store_path is None:
+            self.store_path = os.path.join(trainer.default_root_dir, "xai_store.sqlite")
+
+    @override
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    # ------------------------------------------------------------------ explanation
+    @override
+    def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: Stage) -> None:
+        if isinstance(self._explainer, SHAPCallback) and self._explainer._background is None:
+            self._explainer._background = self._explainer._draw_background(trainer, stage)
+        super()._run(trainer, pl_module, stage)
+
+    @override
+    def _explain(self, model: nn.Module, inputs: ModelInputs) -> dict[str, Any]:
+        result = self._explainer._explain(model, inputs)
+        if isinstance(self._explainer, GradCAMCallback):
+            maps = result["maps"][self.method]
+            arrays = {self.method: maps.mean(1) if maps.dim() == 4 else maps}  # clips: the map over time
+            return {"arrays": arrays, "keep": {}, "tokens": {}, "image": result["image"], "raw": result}
+        shap = result["result"]
+        arrays, keep, tokens, image = {}, {}, {}, None
+        attention = next((x for n, x in zip(result["names"], result["inputs"]) if n == "attention_mask"), None)
+        for name, values, x, explained in zip(result["names"], shap.values, result["inputs"], shap.explained):
+            if not explained:
+                continue
+            values = values.detach().float().cpu()
+            if not x.is_floating_point():  # token ids: one value per token
+                arrays[name] = values
+                keep[name] = self._explainer._special_mask(x, attention)
+                tokens[name] = self._explainer._token_strings(x)
+            elif x.dim() >= 4:  # images (B, C, H, W), clips: summed over channels (and time)
+                arrays[name] = values.sum(1) if x.dim() == 4 else values.flatten(1, 2).sum(1)
+                image = x if x.dim() == 4 and image is None else image
+            else:
+                arrays[name] = values
+        return {"arrays": arrays, "keep": keep, "tokens": tokens, "image": image, "raw": result}
+
+    @override
+    def _emit(self, result: dict[str, Any], inputs: ModelInputs, probe: Probe, sink: ArtifactSink) -> None:
+        if self._store is None:
+            from lightning_xai.sinks.store import AttributionStore
+
+            self._store = AttributionStore(self.store_path)  # type: ignore[arg-type]
+        emit_drift(self, result, inputs, probe, sink)

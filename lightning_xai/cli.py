@@ -1,0 +1,130 @@
+"""The ``lightning-xai`` command line. Its first subcommand reads an :class:`AttributionStore`:
+
+    lightning-xai drift --store xai_store.sqlite [--reference RUN] [--metric spearman] [--out drift.png]
+
+prints a table of the runs (snapshots, epochs, drift against each run's first snapshot, its previous one and its
+reference run, and the last snapshots of every pair of runs compared), and writes a PNG timeline. Checkpoint
+audits and comparisons (``audit``, ``compare``) will join it as LightningCLI-based subcommands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+__all__ = ["main"]
+
+_AGAINST = ("first", "previous", "reference")
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A markdown table with aligned columns."""
+    cells = [[str(h) for h in headers]] + [["-" if c is None else (f"{c:.3f}" if isinstance(c, float) else str(c))
+                                            for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in cells]
+    lines.insert(1, "| " + " | ".join("-" * w for w in widths) + " |")
+    return "\n".join(lines)
+
+
+def _mean(metrics: dict[str, Any], metric: str) -> float | None:
+    """The mean over probes of ``metric`` (of the first array holding it) in a ``store.compare`` result."""
+    key = next((k for k in metrics if k == metric or k.endswith("/" + metric)), None)
+    return None if key is None else float(metrics[key].mean())
+
+
+def _drift(args: argparse.Namespace, out: TextIO) -> int:
+    from lightning_xai.render import figure_to_png_bytes
+    from lightning_xai.render.drift import drift_timeline
+    from lightning_xai.sinks.files import atomic_write_bytes
+    from lightning_xai.sinks.store import AttributionStore
+
+    if not Path(args.store).exists():
+        print(f"lightning-xai drift: no store at {args.store} (--store names the file an "
+              "AttributionDriftCallback wrote)", file=sys.stderr)
+        return 2
+    metric = args.metric
+    with AttributionStore(args.store, create=False) as store:
+        runs = store.runs()
+        names = [r.name for r in runs]
+        chosen = args.runs or names
+        unknown = [r for r in chosen + ([args.reference] if args.reference else []) if r not in names]
+        if unknown:
+            print(f"lightning-xai drift: runs {unknown} are not in {args.store}; it holds {names}", file=sys.stderr)
+            return 2
+        rows, series, last = [], {}, {}
+        for run in chosen:
+            snaps = store.snapshots(run)
+            if not snaps:
+                continue
+            final = snaps[-1]
+            last[run] = final
+            drift = {a: drift.get(metric) for a, drift in final.meta.get("drift", {}).items()}
+            ref_run = (final.meta.get("against", {}).get("reference", {}) or {}).get("run")
+            if args.reference is not None:
+                ref_run, drift["reference"] = args.reference, None
+                ref = store.reference_snapshot(args.reference, final.epoch, method=final.method)
+                if run != args.reference and ref.info.probe_fingerprint == final.probe_fingerprint:
+                    drift["reference"] = _mean(store.compare(ref, (run, final.global_step)), metric)
+            rows.append([run, final.method, len(snaps), f"{snaps[0].epoch}-{final.epoch}",
+                         *(drift.get(a) for a in _AGAINST), ref_run])
+            for info in snaps:
+                for against in _AGAINST:
+                    value = info.meta.get("drift", {}).get(against, {}).get(metric)
+                    if value is not None and against != "previous":
+                        series.setdefault(metric, {}).setdefault(f"{run} vs {against}", []).append(
+                            (info.epoch, value))
+        print(f"Attribution drift in {args.store}: {metric} of each run's last snapshot (1 = identical)\n", file=out)
+        print(_table(["run", "method", "snapshots", "epochs", "vs first", "vs previous", "vs reference",
+                      "reference run"], rows), file=out)
+        pairs = []
+        for i, a in enumerate(chosen):
+            for b in chosen[i + 1:]:
+                sa, sb = last.get(a), last.get(b)
+                if sa is None or sb is None or sa.probe_fingerprint != sb.probe_fingerprint or sa.method != sb.method:
+                    continue
+                value = _mean(store.compare((a, sa.global_step), (b, sb.global_step)), metric)
+                pairs.append([a, sa.epoch, b, sb.epoch, value])
+        if pairs:
+            print(f"\nLast snapshots compared run against run ({metric}, same probe and method):\n", file=out)
+            print(_table(["run a", "epoch a", "run b", "epoch b", metric], pairs), file=out)
+    if series:
+        fig = drift_timeline(series, title=f"Attribution drift · {Path(args.store).name}")
+        atomic_write_bytes(args.out, figure_to_png_bytes(fig))
+        print(f"\nTimeline written to {args.out}", file=out)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lightning-xai", description="Explain Lightning models: audit tools.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    drift = sub.add_parser("drift", help="runs in an attribution store and how their explanations drifted",
+                           description="Print the runs of an AttributionStore and their drift; write a PNG.")
+    drift.add_argument("--store", required=True, help="the SQLite file of AttributionDriftCallback(store=...)")
+    drift.add_argument("--runs", nargs="+", default=None, help="runs to show (default: all)")
+    drift.add_argument("--reference", default=None, help="name this run as every run's reference in the table")
+    drift.add_argument("--metric", default="spearman",
+                       choices=("spearman", "ndcg", "topk_iou", "cosine", "com_shift", "focus_radius_change",
+                                "top_token_overlap"), help="the metric shown (default: spearman)")
+    drift.add_argument("--out", default="drift.png", help="where to write the timeline PNG (default: drift.png)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Run the ``lightning-xai`` command line; returns the exit status.
+
+    Example:
+        >>> main(["drift", "--store", "no-such-store.sqlite"])
+        2
+    """
+    args = _parser().parse_args(argv)
+    if args.command == "drift":
+        return _drift(args, out or sys.stdout)
+    return 2  # pragma: no cover - argparse requires a known command
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,225 @@
+"""Pictures of attribution drift: a timeline of drift metrics and a probe × snapshot grid of maps or tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from lightning_xai._checks import expected
+from lightning_xai.render._utils import (
+    LABEL_FONTSIZE,
+    SUPTITLE_FONTSIZE,
+    TICK_FONTSIZE,
+    TITLE_FONTSIZE,
+    new_figure,
+    wrap_text,
+)
+
+__all__ = ["drift_timeline", "snapshot_grid", "token_snapshot_grid"]
+
+#: Metrics whose value for identical attributions is 0 (shifts, in pixels); every other one is 1 when identical.
+ZERO_WHEN_IDENTICAL = ("com_shift", "focus_radius_change")
+_STYLES = {"previous": dict(linestyle="-", marker="o", markersize=3.5),
+           "first": dict(linestyle="--", marker="o", markersize=7, markerfacecolor="none"),
+           "reference": dict(linestyle=":", marker="s", markersize=4)}
+_ORDER = ("spearman", "ndcg", "topk_iou", "cosine", "top_token_overlap", "com_shift", "focus_radius_change",
+          "previous", "first", "reference")
+
+
+def _ordered(names: Sequence[str]) -> list[str]:
+    """Known metrics and comparisons in their usual order (metric names may carry an ``<input>/`` prefix)."""
+    def rank(name: str) -> tuple[str, int]:
+        prefix, _, last = name.rpartition("/")
+        return prefix, _ORDER.index(last) if last in _ORDER else len(_ORDER)
+    return sorted(names, key=rank)
+
+
+def drift_timeline(
+    series: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]],
+    title: str | None = None,
+    alert_below: float | None = None,
+    xlabel: str = "epoch",
+) -> Figure:
+    """One panel per drift metric, one line per comparison, over epochs (or any integer axis).
+
+    Args:
+        series: ``{metric: {label: [(epoch, value), ...]}}``; labels are e.g. ``"previous"``, ``"first"``,
+            ``"reference"`` or run names. Similarity metrics (Spearman, nDCG, IoU, cosine, overlap) read 1.0 for
+            identical attributions; shifts (``com_shift``, ``focus_radius_change``, pixels) read 0.
+        title: Figure title.
+        alert_below: Draw this threshold on the ``spearman`` panel (the callback's ``alert_below``).
+        xlabel: Label of the horizontal axis.
+
+    Returns:
+        A :class:`matplotlib.figure.Figure` with an Agg canvas.
+
+    Example:
+        >>> fig = drift_timeline({"spearman": {"previous": [(1, 0.8), (2, 0.9)], "first": [(1, 0.8), (2, 0.7)]},
+        ...                       "com_shift": {"previous": [(1, 2.0), (2, 0.5)]}}, alert_below=0.75)
+        >>> [ax.get_title() for ax in fig.axes]
+        ['spearman (1 = identical)', 'com_shift (0 = identical, px)']
+    """
+    if not isinstance(series, Mapping) or not series:
+        raise ValueError(expected("series", "a non-empty mapping {metric: {label: [(epoch, value), ...]}}", series))
+    metrics = _ordered(list(series))
+    ncols = min(3, len(metrics))
+    nrows = -(-len(metrics) // ncols)
+    fig = new_figure(4.2 * ncols, 2.9 * nrows + (0.4 if title else 0.0))
+    axes = fig.subplots(nrows, ncols, squeeze=False).flatten()
+    for ax, metric in zip(axes, metrics):
+        zero = metric.rpartition("/")[2] in ZERO_WHEN_IDENTICAL
+        for label in _ordered(list(series[metric])):
+            points = series[metric][label]
+            if not points:
+                continue
+            xs, ys = zip(*sorted(points))
+            ax.plot(xs, ys, label=str(label), **_STYLES.get(label, dict(marker="o", markersize=3.5)))
+        ax.axhline(0.0 if zero else 1.0, color="0.6", linewidth=0.8)
+        if metric.endswith("spearman") and alert_below is not None:
+            ax.axhline(alert_below, color="tab:red", linewidth=1.0, linestyle="--", label=f"alert < {alert_below:g}")
+        ax.set_title(f"{metric} ({'0 = identical, px' if zero else '1 = identical'})", fontsize=TITLE_FONTSIZE)
+        ax.set_xlabel(xlabel, fontsize=LABEL_FONTSIZE)
+        ax.tick_params(labelsize=TICK_FONTSIZE)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=TICK_FONTSIZE, loc="best")
+    for ax in axes[len(metrics):]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=SUPTITLE_FONTSIZE)
+    return fig
+
+
+def _as_numpy(name: str, values: Tensor | np.ndarray, ndim: int, layout: str) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        array = values.detach().float().cpu().numpy()
+    else:
+        array = np.asarray(values, np.float32)
+    if array.ndim != ndim:
+        raise ValueError(expected(name, f"an array shaped {layout}", tuple(array.shape)))
+    return array
+
+
+def _relative(array: np.ndarray) -> np.ndarray:
+    """|values| divided by each map's own max |value| (NaN -> 0), so maps of any scale share one colour bar."""
+    mag = np.nan_to_num(np.abs(array), nan=0.0, posinf=0.0, neginf=0.0)
+    peak = mag.reshape(*mag.shape[:2], -1).max(-1)
+    return mag / np.where(peak > 0, peak, 1.0)[..., None, None]
+
+
+def snapshot_grid(
+    maps: Tensor | np.ndarray,
+    probe_titles: Sequence[str],
+    snapshot_titles: Sequence[str],
+    suptitle: str | None = None,
+    images: Tensor | None = None,
+    cmap: str = "inferno",
+) -> Figure:
+    """Rows are probes, columns snapshots: how each probe's map moved, on one relative colour scale.
+
+    Args:
+        maps: ``(P, S, H, W)`` maps (any sign; shown as ``|map| / max |map|`` of each map).
+        probe_titles: ``P`` row labels.
+        snapshot_titles: ``S`` column titles (e.g. ``"epoch 3"``, ``"ref epoch 3"``).
+        suptitle: Figure title.
+        images: Optional ``(P, C, H', W')`` probe images in ``[0, 1]``, shown as the first column.
+        cmap: Colour map of the maps.
+
+    Returns:
+        A :class:`matplotlib.figure.Figure` with an Agg canvas and one colour bar.
+
+    Example:
+        >>> fig = snapshot_grid(torch.rand(2, 3, 8, 8), ["#0", "#1"], ["e0", "e1", "e2"])
+        >>> len(fig.axes)  # 6 tiles and the colour bar
+        7
+    """
+    array = _relative(_as_numpy("maps", maps, 4, "(probes, snapshots, H, W)"))
+    n_probes, n_snaps = array.shape[:2]
+    if len(probe_titles) != n_probes or len(snapshot_titles) != n_snaps:
+        raise ValueError(expected("probe_titles/snapshot_titles", f"{n_probes} and {n_snaps} titles",
+                                  (len(probe_titles), len(snapshot_titles))))
+    lead = 1 if images is not None else 0
+    tile = 1.6
+    fig = new_figure(tile * (n_snaps + lead) + 1.0, tile * n_probes + (0.5 if suptitle else 0.2))
+    axes = fig.subplots(n_probes, n_snaps + lead, squeeze=False)
+    shown = None
+    for p in range(n_probes):
+        if images is not None:
+            picture = images[p].detach().float().cpu().clamp(0, 1)
+            picture = picture.permute(1, 2, 0).numpy() if picture.dim() == 3 else picture.numpy()
+            axes[p, 0].imshow(picture.squeeze(), cmap="gray" if picture.shape[-1] == 1 else None)
+            if p == 0:
+                axes[p, 0].set_title("input", fontsize=TITLE_FONTSIZE)
+        for s in range(n_snaps):
+            shown = axes[p, s + lead].imshow(array[p, s], cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
+            if p == 0:
+                axes[p, s + lead].set_title(wrap_text(snapshot_titles[s], tile), fontsize=TITLE_FONTSIZE)
+        axes[p, 0].set_ylabel(wrap_text(probe_titles[p], tile), fontsize=LABEL_FONTSIZE)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    bar = fig.colorbar(shown, ax=axes, shrink=0.8, pad=0.02)
+    bar.set_label("|map| / max |map|", fontsize=LABEL_FONTSIZE)
+    bar.ax.tick_params(labelsize=TICK_FONTSIZE)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=SUPTITLE_FONTSIZE)
+    return fig
+
+
+def token_snapshot_grid(
+    values: Tensor | np.ndarray,
+    tokens: Sequence[Sequence[str]],
+    probe_titles: Sequence[str],
+    snapshot_titles: Sequence[str],
+    keep: Tensor | None = None,
+    suptitle: str | None = None,
+    max_tokens: int = 32,
+) -> Figure:
+    """One panel per probe: snapshots (rows) × tokens (columns), shaded by relative |attribution|.
+
+    Args:
+        values: ``(P, S, L)`` token attributions.
+        tokens: ``P`` lists of ``L`` token strings.
+        probe_titles: ``P`` panel titles.
+        snapshot_titles: ``S`` row labels.
+        keep: Optional ``(P, L)`` bool mask of the tokens to show (padding and special tokens out).
+        suptitle: Figure title.
+        max_tokens: Most tokens shown per probe (the first ones kept).
+
+    Returns:
+        A :class:`matplotlib.figure.Figure` with an Agg canvas and one colour bar.
+
+    Example:
+        >>> fig = token_snapshot_grid(torch.rand(1, 2, 3), [["a", "b", "c"]], ["#0"], ["e0", "e1"])
+        >>> [t.get_text() for t in fig.axes[0].get_xticklabels()]
+        ['a', 'b', 'c']
+    """
+    array = _as_numpy("values", values, 3, "(probes, snapshots, tokens)")
+    n_probes, n_snaps, length = array.shape
+    if len(tokens) != n_probes or len(probe_titles) != n_probes or len(snapshot_titles) != n_snaps:
+        raise ValueError(expected("tokens/probe_titles/snapshot_titles", f"{n_probes}, {n_probes} and {n_snaps}",
+                                  (len(tokens), len(probe_titles), len(snapshot_titles))))
+    mask = np.ones((n_probes, length), bool) if keep is None else keep.detach().cpu().bool().numpy()
+    widths = [min(int(mask[p].sum()), max_tokens) for p in range(n_probes)]
+    fig = new_figure(max(4.0, 0.42 * max(widths) + 2.2), (0.32 * n_snaps + 1.1) * n_probes + 0.5)
+    axes = fig.subplots(n_probes, 1, squeeze=False)[:, 0]
+    shown = None
+    for p, ax in enumerate(axes):
+        columns = np.flatnonzero(mask[p])[:max_tokens]
+        rel = _relative(array[p : p + 1, :, columns][..., None])[0, ..., 0]
+        shown = ax.imshow(rel, cmap="inferno", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
+        ax.set_xticks(range(len(columns)), [str(tokens[p][c]) for c in columns], rotation=60, ha="right",
+                      fontsize=TICK_FONTSIZE)
+        ax.set_yticks(range(n_snaps), list(snapshot_titles), fontsize=TICK_FONTSIZE)
+        ax.set_title(probe_titles[p], fontsize=TITLE_FONTSIZE)
+    bar = fig.colorbar(shown, ax=list(axes), shrink=0.8, pad=0.02)
+    bar.set_label("|value| / max |value| per snapshot", fontsize=LABEL_FONTSIZE)
+    bar.ax.tick_params(labelsize=TICK_FONTSIZE)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=SUPTITLE_FONTSIZE)
+    return fig
