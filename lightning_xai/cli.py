@@ -38,7 +38,7 @@ def _mean(metrics: dict[str, Any], metric: str) -> float | None:
 
 def _drift(args: argparse.Namespace, out: TextIO) -> int:
     from lightning_xai.render import figure_to_png_bytes
-    from lightning_xai.render.drift import drift_timeline
+    from lightning_xai.render.drift import ZERO_WHEN_IDENTICAL, drift_timeline
     from lightning_xai.sinks.files import atomic_write_bytes
     from lightning_xai.sinks.store import AttributionStore
 
@@ -71,6 +71,8 @@ def _drift(args: argparse.Namespace, out: TextIO) -> int:
                     drift["reference"] = _mean(store.compare(ref, (run, final.global_step)), metric)
             rows.append([run, final.method, len(snaps), f"{snaps[0].epoch}-{final.epoch}",
                          *(drift.get(a) for a in _AGAINST), ref_run])
+            identical = 0.0 if metric in ZERO_WHEN_IDENTICAL else 1.0
+            series.setdefault(metric, {}).setdefault(f"{run} vs first", []).append((snaps[0].epoch, identical))
             for info in snaps:
                 for against in _AGAINST:
                     value = info.meta.get("drift", {}).get(against, {}).get(metric)

@@ -47,8 +47,8 @@ def drift_timeline(
     """One panel per drift metric, one line per comparison, over epochs (or any integer axis).
 
     Args:
-        series: ``{metric: {label: [(epoch, value), ...]}}``; labels are e.g. ``"previous"``, ``"first"``,
-            ``"reference"`` or run names. Similarity metrics (Spearman, nDCG, IoU, cosine, overlap) read 1.0 for
+        series: ``{metric: {label: [(epoch, value), ...]}}``; labels are ``"previous"``, ``"first"``,
+            ``"reference"``, or ``"<run> vs <against>"`` (one colour per run, one line style per comparison). Similarity metrics (Spearman, nDCG, IoU, cosine, overlap) read 1.0 for
             identical attributions; shifts (``com_shift``, ``focus_radius_change``, pixels) read 0.
         title: Figure title.
         alert_below: Draw this threshold on the ``spearman`` panel (the callback's ``alert_below``).
@@ -70,6 +70,7 @@ def drift_timeline(
     nrows = -(-len(metrics) // ncols)
     fig = new_figure(4.2 * ncols, 2.9 * nrows + (0.4 if title else 0.0))
     axes = fig.subplots(nrows, ncols, squeeze=False).flatten()
+    colours: dict[str, str] = {}
     for ax, metric in zip(axes, metrics):
         zero = metric.rpartition("/")[2] in ZERO_WHEN_IDENTICAL
         for label in _ordered(list(series[metric])):
@@ -77,7 +78,11 @@ def drift_timeline(
             if not points:
                 continue
             xs, ys = zip(*sorted(points))
-            ax.plot(xs, ys, label=str(label), **_STYLES.get(label, dict(marker="o", markersize=3.5)))
+            run, _, against = str(label).rpartition(" vs ")  # "<run> vs <against>": one colour per run
+            style = dict(_STYLES.get(against, dict(marker="o", markersize=3.5)))
+            if run:
+                style["color"] = colours.setdefault(run, f"C{len(colours) % 10}")
+            ax.plot(xs, ys, label=str(label), **style)
         ax.axhline(0.0 if zero else 1.0, color="0.6", linewidth=0.8)
         if metric.endswith("spearman") and alert_below is not None:
             ax.axhline(alert_below, color="tab:red", linewidth=1.0, linestyle="--", label=f"alert < {alert_below:g}")
