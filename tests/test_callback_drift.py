@@ -90,8 +90,9 @@ def test_checkpoint_audit_and_resumed_fit_append_to_the_run(tmp_path, shapes_dm)
 
 
 def test_alert_names_the_epoch_and_the_probes(tmp_path, shapes_dm):
-    with pytest.warns(RuntimeWarning, match=r"(?s)drift alert.*epoch 1.*moved most: #\d+"):
+    with pytest.warns(RuntimeWarning, match=r"(?s)drift alert.*epoch 1.*vs previous.*moved most: #\d+") as record:
         _fit(tmp_path, "a", shapes_dm, epochs=2, alert_below=1.0)
+    assert not any("vs first" in str(w.message) for w in record)  # 'first' does not alert by default
     assert "xai/drift/alert/text_summary" in read_events(tmp_path / "a")["tensors"]
 
 

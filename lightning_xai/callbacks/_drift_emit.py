@@ -129,7 +129,7 @@ def _alert(cb: AttributionDriftCallback, per_probe: dict[str, dict[str, list[flo
     ev, lines = sink.event, []
     for against, metrics in per_probe.items():
         for tag, values in metrics.items():
-            if not tag.endswith("spearman"):
+            if against not in cb.alert_against or not tag.endswith("spearman"):
                 continue
             mean = sum(values) / len(values)
             if mean < cb.alert_below:

@@ -12,7 +12,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
-from lightning_xai._checks import check_choice, check_positive_int, check_probability, expected
+from lightning_xai._checks import check_choice, check_choices, check_positive_int, check_probability, expected
 from lightning_xai.adapters import ModelInputs, TargetSpec
 from lightning_xai.callbacks._drift_emit import emit_drift
 from lightning_xai.callbacks._shell import Stage
@@ -53,7 +53,9 @@ class AttributionDriftCallback(XAICallback):
         run: this run's name in the store (default ``<logger name>/version_<n>``); kept in the callback state,
             so a resumed fit appends to the same run.
         reference_run: a run already in the store to compare with (e.g. the previous retrain).
-        alert_below: warn when the mean Spearman correlation against any comparison is below this.
+        alert_below: warn when the mean Spearman correlation against one of ``alert_against`` is below this.
+        alert_against: the comparisons that can alert; by default not ``"first"``, since moving away from the
+            first (often untrained) epoch is what training does.
         k_fraction: the top fraction of features of ``topk_iou``.
         top_tokens: ``k`` of the top-token overlap (text).
         dtype: how maps are stored: ``"float16"`` (half the size) or ``"float32"``.
@@ -82,6 +84,7 @@ class AttributionDriftCallback(XAICallback):
         run: str | None = None,
         reference_run: str | None = None,
         alert_below: float | None = None,
+        alert_against: Sequence[Literal["previous", "first", "reference"]] = ("previous", "reference"),
         k_fraction: float = 0.1,
         top_tokens: int = 5,
         dtype: Literal["float16", "float32"] = "float16",
@@ -111,6 +114,7 @@ class AttributionDriftCallback(XAICallback):
                                         or not -1.0 <= alert_below <= 1.0):
             raise ValueError(expected("alert_below", "None or a Spearman correlation in [-1, 1]", alert_below))
         self.alert_below = alert_below
+        self.alert_against = check_choices("alert_against", alert_against, ("previous", "first", "reference"))
         self.k_fraction = check_probability("k_fraction", k_fraction)
         if self.k_fraction == 0:
             raise ValueError(expected("k_fraction", "a fraction in (0, 1]", k_fraction))
