@@ -7,11 +7,15 @@ classifies well has to look at the decisive object, and the returned mask says w
 localisation metrics (:func:`~lightning_xai.functional.pointing_game`,
 :func:`~lightning_xai.functional.energy_in_mask`) have an answer to compare against.
 
+:class:`SentimentSentences` does the same for text: templated sentences whose label is decided by one sentiment
+word, with that word's token mask.
+
 Samples are generated lazily and deterministically from ``(seed, index)`` with a private
 :class:`torch.Generator`; the global random state is never read or written.
 """
 
 from lightning_xai.datasets.datamodule import SyntheticShapesDataModule
+from lightning_xai.datasets.sentiment import SentimentSentences
 from lightning_xai.datasets.shapes import SyntheticShapes, SyntheticShapesVideo
 
-__all__ = ["SyntheticShapes", "SyntheticShapesVideo", "SyntheticShapesDataModule"]
+__all__ = ["SentimentSentences", "SyntheticShapes", "SyntheticShapesVideo", "SyntheticShapesDataModule"]
