@@ -317,3 +317,41 @@ def test_deep_engine_names_the_layers_it_cannot_handle(tmp_path):
     with pytest.warns(UserWarning, match="(?s)DeepExplainer does not handle.*attn.*engine='gradient'"):
         tiny_trainer(tmp_path, [cb]).validate(_Attention(), loader)
     assert "xai/shap/completeness/mean" in read_events(tmp_path)["scalars"]  # the additivity error, logged
+
+
+class _TwoTowers(_TextModel):
+    """Teacher and Student text towers over the same token ids: two embeddings of one vocabulary."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.student_emb = nn.Embedding(50, 4, padding_idx=0)
+        self.student_fc = nn.Linear(4, 2)
+
+    def forward(self, input_ids, attention_mask):
+        pooled = attention_mask.sum(1, keepdim=True)
+        student = self.student_emb(input_ids) * attention_mask[..., None]
+        return {"teacher": super().forward(input_ids, attention_mask),
+                "student": self.student_fc(student.sum(1) / pooled)}
+
+
+def test_several_token_embeddings_must_be_named_per_head(tmp_path):
+    loader = DataLoader(_Tokens(32), batch_size=8)
+    seed_everything(0)
+    model = _TwoTowers()
+    guess = SHAPCallback(num_samples=2, output="student", on_error="raise", stages=("validate",), **FAST)
+    with pytest.raises(ValueError, match=r"(?s)`embedding_layer`.*emb \(50x16\), student_emb \(50x4\)"):
+        tiny_trainer(tmp_path / "guess", [guess]).validate(model, loader)
+    student = SHAPCallback(num_samples=2, output="student", embedding_layer="student_emb", name="shap_student",
+                           on_error="raise", stages=("validate",), **FAST)
+    teacher = SHAPCallback(num_samples=2, output="teacher", embedding_layer="emb", name="shap_teacher",
+                           on_error="raise", stages=("validate",), **FAST)
+    tiny_trainer(tmp_path / "named", [student, teacher]).validate(model, loader)
+    tags = read_events(tmp_path / "named")["scalars"]
+    assert {"xai/shap_student/completeness/mean", "xai/shap_teacher/completeness/mean"} <= set(tags)
+    for name in ("shap_student", "shap_teacher"):
+        npz = np.load(next((tmp_path / "named").rglob(f"{name}/*/shap_values.npz")))
+        assert np.abs(npz["input_ids"]).sum() > 0  # explained at the embedding that feeds this head
+        np.testing.assert_allclose(npz["input_ids"].sum(1), npz["outputs"] - npz["base_values"], atol=0.05)
+    assert student.state_key != teacher.state_key
+    with pytest.raises(ValueError, match="`name`"):
+        SHAPCallback(name="a/b")

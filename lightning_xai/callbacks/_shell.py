@@ -46,6 +46,8 @@ class CallbackShell(Callback):
         on_error: ``"warn"`` turns a failure inside the callback into a loud warning and training goes on;
             ``"raise"`` re-raises it.
         log_dir: where artifacts go (default: the trainer's ``log_dir``); files land under ``<log_dir>/xai``.
+        name: the namespace of this instance's tags and folders (``xai/<name>/...``; default the callback's own,
+            e.g. ``shap``): set it to run two of the same callback on one Trainer, e.g. ``name="shap_student"``.
 
     Example:
         >>> CallbackShell(stages=("validate",)).stages
@@ -64,6 +66,7 @@ class CallbackShell(Callback):
         stages: Sequence[Stage] = ("fit", "validate", "test"),
         on_error: Literal["warn", "raise"] = "warn",
         log_dir: str | None = None,
+        name: str | None = None,
     ) -> None:
         super().__init__()
         self.every_n_epochs = check_positive_int("every_n_epochs", every_n_epochs)
@@ -74,6 +77,11 @@ class CallbackShell(Callback):
         self.output = _check_output(output)
         self.class_names = list(class_names) if class_names is not None else None
         self.log_dir = log_dir
+        if name is not None:
+            if not isinstance(name, str) or not name or not all(c.isalnum() or c in "_-." for c in name):
+                raise ValueError(expected("name", "None or a non-empty string of letters, digits, '_', '-', '.'",
+                                          name))
+            self.name = name  # type: ignore[misc]
         self._ckpt_step: tuple[int, int] | None = None
         self._root: str | None = None
         self._id: dict[str, Any] = {}

@@ -47,6 +47,8 @@ class XAICallback(CallbackShell, ABC):
         on_error: ``"warn"`` turns a failure inside the callback into a loud warning and training goes on;
             ``"raise"`` re-raises it.
         log_dir: where artifacts go (default: the trainer's ``log_dir``); files land under ``<log_dir>/xai``.
+        name: namespace of this instance's tags and folders (default the callback's, e.g. ``gradcam``); give two
+            callbacks of one kind on one Trainer different names (e.g. ``output="student", name="shap_student"``).
 
     Example:
         >>> class Mean(XAICallback):
@@ -72,8 +74,10 @@ class XAICallback(CallbackShell, ABC):
         stages: Sequence[Stage] = ("fit", "validate", "test"),
         on_error: Literal["warn", "raise"] = "warn",
         log_dir: str | None = None,
+        name: str | None = None,
     ) -> None:
-        super().__init__(batch_to_inputs, forward_fn, output, class_names, every_n_epochs, stages, on_error, log_dir)
+        super().__init__(batch_to_inputs, forward_fn, output, class_names, every_n_epochs, stages, on_error, log_dir,
+                         name)
         self.num_samples = check_positive_int("num_samples", num_samples)
         if isinstance(target, str) and target not in ("pred", "label"):
             target = resolve_callable("target", target)  # type: ignore[assignment]
@@ -82,7 +86,8 @@ class XAICallback(CallbackShell, ABC):
         self.target = target
         self._user_probe = probe
         self._probe: Probe | None = None
-        self._id = {"num_samples": num_samples, "target": target if not callable(target) else target.__name__}
+        self._id = {"num_samples": num_samples, "target": target if not callable(target) else target.__name__,
+                    **({"name": name} if name is not None else {})}
 
     # ------------------------------------------------------------------ Lightning hooks
     @override

@@ -64,7 +64,7 @@ class AttributionDriftCallback(XAICallback):
         method_kwargs: further arguments of the method's callback, e.g. ``{"n_background": 16}`` for SHAP or
             ``{"input_key": "pixel_values"}`` for Grad-CAM.
         **base: ``num_samples``, ``probe``, ``batch_to_inputs``, ``forward_fn``, ``target``, ``output``,
-            ``class_names``, ``every_n_epochs``, ``stages``, ``on_error``, ``log_dir`` as in
+            ``class_names``, ``every_n_epochs``, ``stages``, ``on_error``, ``log_dir``, ``name`` as in
             :class:`~lightning_xai.XAICallback`. With ``target="pred"`` a change of prediction moves the map
             too; ``target="label"`` follows one class.
 
@@ -102,9 +102,10 @@ class AttributionDriftCallback(XAICallback):
         stages: Sequence[Stage] = ("fit", "validate"),
         on_error: Literal["warn", "raise"] = "warn",
         log_dir: str | None = None,
+        name: str | None = None,
     ) -> None:
         super().__init__(num_samples, probe, batch_to_inputs, forward_fn, target, output, class_names,
-                         every_n_epochs, stages, on_error, log_dir)
+                         every_n_epochs, stages, on_error, log_dir, name)
         self.method = check_choice("method", method, DRIFT_METHODS)
         for arg, value in (("run", run), ("reference_run", reference_run), ("store", store)):
             if value is not None and (not isinstance(value, str) or not value):

@@ -54,7 +54,7 @@ class GradCAMCallback(XAICallback):
         pointing_tolerance: pixels by which masks are dilated in the pointing game; ``None`` uses Zhang et al.'s
             15 pixels at 224², scaled to the image size (2 pixels at 32²).
         **base: ``probe``, ``batch_to_inputs``, ``forward_fn``, ``target``, ``output``, ``class_names``,
-            ``every_n_epochs``, ``stages``, ``on_error``, ``log_dir`` as in :class:`XAICallback`.
+            ``every_n_epochs``, ``stages``, ``on_error``, ``log_dir``, ``name`` as in :class:`XAICallback`.
 
     Example:
         >>> cb = GradCAMCallback(num_samples=8, methods=("gradcam", "gradcam++"))
@@ -86,9 +86,10 @@ class GradCAMCallback(XAICallback):
         stages: Sequence[Stage] = ("fit", "validate", "test"),
         on_error: Literal["warn", "raise"] = "warn",
         log_dir: str | None = None,
+        name: str | None = None,
     ) -> None:
         super().__init__(num_samples, probe, batch_to_inputs, forward_fn, target, output, class_names,
-                         every_n_epochs, stages, on_error, log_dir)
+                         every_n_epochs, stages, on_error, log_dir, name)
         self.methods = check_choices("methods", methods, CAM_METHODS)
         if target_layer is not None and (not isinstance(target_layer, str) or not target_layer):
             raise ValueError(expected("target_layer", "None or a dotted module name such as 'layer4.1'", target_layer))

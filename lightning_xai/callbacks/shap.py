@@ -101,9 +101,10 @@ class SHAPCallback(XAICallback):
         stages: Sequence[Stage] = ("fit", "validate", "test"),
         on_error: Literal["warn", "raise"] = "warn",
         log_dir: str | None = None,
+        name: str | None = None,
     ) -> None:
         super().__init__(num_samples, probe, batch_to_inputs, forward_fn, target, output, class_names,
-                         every_n_epochs, stages, on_error, log_dir)
+                         every_n_epochs, stages, on_error, log_dir, name)
         self.n_background = check_positive_int("n_background", n_background)
         self.nsamples = check_positive_int("nsamples", nsamples)
         self.max_nsamples = check_positive_int("max_nsamples", max_nsamples)

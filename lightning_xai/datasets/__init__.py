@@ -7,6 +7,7 @@ classifies well has to look at the decisive object, and the returned mask says w
 localisation metrics (:func:`~lightning_xai.functional.pointing_game`,
 :func:`~lightning_xai.functional.energy_in_mask`) have an answer to compare against.
 
+:class:`PatchKeywordPairs` pairs a patch image with a keyword sentence (the class needs both), and
 :class:`SentimentSentences` does the same for text: templated sentences whose label is decided by one sentiment
 word, with that word's token mask.
 
@@ -15,7 +16,8 @@ Samples are generated lazily and deterministically from ``(seed, index)`` with a
 """
 
 from lightning_xai.datasets.datamodule import SyntheticShapesDataModule
+from lightning_xai.datasets.multimodal import PatchKeywordPairs
 from lightning_xai.datasets.sentiment import SentimentSentences
 from lightning_xai.datasets.shapes import SyntheticShapes, SyntheticShapesVideo
 
-__all__ = ["SentimentSentences", "SyntheticShapes", "SyntheticShapesVideo", "SyntheticShapesDataModule"]
+__all__ = ["PatchKeywordPairs", "SentimentSentences", "SyntheticShapes", "SyntheticShapesVideo", "SyntheticShapesDataModule"]

@@ -56,7 +56,8 @@ def _no_embedding_error(model: nn.Module, got: Any) -> ValueError:
 
 def find_embedding_layer(model: nn.Module) -> tuple[str, nn.Module]:
     """Find the token embedding layer: a Hugging Face model's ``get_input_embeddings()``, else the first
-    ``nn.Embedding``.
+    ``nn.Embedding``. Several ``nn.Embedding`` of one vocabulary (a Teacher's and a Student's, say) are ambiguous:
+    the error lists them, so that ``embedding_layer`` names the one feeding the explained output.
 
     Args:
         model: The model.
@@ -65,7 +66,8 @@ def find_embedding_layer(model: nn.Module) -> tuple[str, nn.Module]:
         ``(name, module)`` with ``name`` as listed by ``model.named_modules()``.
 
     Raises:
-        ValueError: If the model has no ``nn.Embedding`` (the message names ``embedding_layer``).
+        ValueError: If the model has no ``nn.Embedding``, or several of the same vocabulary size (the message
+            names ``embedding_layer``).
 
     Example:
         >>> net = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(12, 2))
@@ -75,10 +77,16 @@ def find_embedding_layer(model: nn.Module) -> tuple[str, nn.Module]:
     layer = _hf_input_embeddings(model)
     if layer is not None:
         return _name_of(model, layer) or "", layer
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Embedding):
-            return name, module
-    raise _no_embedding_error(model, None)
+    found = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Embedding)]
+    if not found:
+        raise _no_embedding_error(model, None)
+    name, module = found[0]
+    same = [(n, m) for n, m in found if m.num_embeddings == module.num_embeddings]
+    if len(same) > 1:
+        listed = ", ".join(f"{n} ({m.num_embeddings}x{m.embedding_dim})" for n, m in same)
+        raise ValueError(expected("embedding_layer", "set: the model has several token embeddings of one vocabulary "
+                                  f"({listed}); name the one feeding the explained output", None))
+    return name, module
 
 
 def resolve_embedding_layer(

@@ -85,6 +85,8 @@ def _hooked(model: nn.Module, embedding_layer: Any) -> Iterator[EmbeddingSwap | 
         try:
             embedding_layer = resolve_embedding_layer(model, None)[1]
         except ValueError:
+            if any(isinstance(m, nn.Embedding) for m in model.modules()):
+                raise  # ambiguous: several token embeddings
             embedding_layer = None
         if embedding_layer is None:  # no embedding layer: integer inputs are passed through
             yield None
