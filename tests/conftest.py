@@ -66,3 +66,17 @@ def shapes_dm() -> Any:
     from lightning_xai.datasets import SyntheticShapesDataModule
 
     return SyntheticShapesDataModule(batch_size=16, num_train=64, num_val=32, num_test=32, image_size=32)
+
+
+def run_benchmark(script: str, *args: str, timeout: int = 300) -> list[str]:
+    """Run ``benchmarks/<script>`` with ``args`` in a subprocess (1 thread) and return its stdout lines."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, str(root / "benchmarks" / script), *args], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=timeout, check=False)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result.stdout.splitlines()

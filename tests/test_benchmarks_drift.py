@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import run_benchmark
 
 
 def test_drift_benchmark_runs() -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "drift.py"), "--quick"],
-        check=False,
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    lines = run_benchmark("drift.py", "--quick")
     header = next(line for line in lines if line.startswith("| operation"))
     for column in ("maps", "seconds", "MB on disk", "vs scipy"):
         assert column in header
