@@ -1,4 +1,4 @@
-"""Smoke run of benchmarks/calibration.py: it starts, runs once on a small stream and prints its table."""
+"""Smoke run of benchmarks/calibration.py: it starts, runs once on a small stream and prints its tables."""
 
 from __future__ import annotations
 
@@ -30,3 +30,6 @@ def test_calibration_benchmark_runs() -> None:
         assert any(line.startswith(impl + " ") for line in lines), impl
     agreement = next(line for line in lines if line.startswith("ECE lightning_xai"))
     assert agreement.endswith(": agree"), agreement
+    for impl in ("lightning_xai", "lightning_xai (no sample)"):  # ratios, also from the interleaved run
+        assert any(line.startswith(f"{impl} / torchmetrics: time ") and "range" in line for line in lines), impl
+        assert any(line.startswith(f"paired {impl} / torchmetrics: time ") for line in lines), impl

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.functional.classification import binary_calibration_error, multiclass_calibration_error
 
-from lightning_xai.functional import calibration as calibration_module
+from lightning_xai.functional import _calibration_state
+from lightning_xai.functional._calibration_compute import _sample
 from lightning_xai.functional.calibration import (
-    _sample,
     brier_score,
     calibration_compute,
     calibration_merge,
@@ -44,7 +44,7 @@ def _one_thread():
 def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run a test on the CPU fast path and on the device-sync-free path used off the CPU."""
     if request.param == "sync-free":
-        monkeypatch.setattr(calibration_module, "_branch_on_values", lambda preds: False)
+        monkeypatch.setattr(_calibration_state, "_branch_on_values", lambda x: False)
     return request.param
 
 
@@ -245,6 +245,56 @@ def test_streaming_uneven_batches_equals_one_shot(task: str, path: str) -> None:
 
 
 @pytest.mark.parametrize("task", TASKS)
+def test_pending_rows_across_flushes_dtypes_and_large_batches(task: str, path: str) -> None:
+    # Rows wait in a buffer of _PENDING_ROWS and are binned when it fills, when the dtype changes, for a batch
+    # larger than the buffer and before every read: none of it may change a number.
+    rows = _calibration_state._PENDING_ROWS
+    per_row = 3 if task == "multilabel" else 1  # predictions per row of preds
+    logits, target = make_data(task, n=3 * rows, classes=3, seed=23)
+    sizes = [(rows - 5) // per_row, 7, 2 * rows + 1, 500]  # fills the buffer, then a batch too large for it
+    sizes.append(3 * rows - sum(sizes))
+    state = calibration_state(15, adaptive_sample=50_000)
+    start = 0
+    for i, size in enumerate(sizes):
+        part = slice(start, start + size)
+        preds = logits[part].double() if i == 3 else logits[part]  # a float64 batch forces a flush
+        calibration_update(state, preds, target[part], task)
+        start += size
+        if i == 0:
+            assert state.pending_fill == sizes[0] * per_row and int(state.counts.sum()) > 0  # a read bins them
+            assert state.pending_fill == 0
+    mixed = torch.cat([logits[: sum(sizes[:3])], logits[sum(sizes[:3]) : sum(sizes[:4])].double().float(),
+                       logits[sum(sizes[:4]) :]])
+    whole = calibration_compute(stream(task, mixed, target, [3 * rows], adaptive_sample=50_000))
+    assert_same(whole, calibration_compute(state), EXACT + ("ace",), atol=1e-6)
+    for norm in NORMS:
+        ref = reference(task, to_probs(task, logits), target, 15, norm)
+        assert float(calibration_compute(state)[KEY[norm]]) == pytest.approx(ref, abs=1e-6)
+
+
+def test_state_made_in_inference_mode_is_used_outside() -> None:
+    # Lightning's validation hooks run under inference mode; the state may be read or updated outside it later.
+    logits, target = make_data("multiclass", n=300, seed=24)
+    logits[7, 2] = float("nan")  # a weighted-out row, whose weight is written into the pending buffer
+    expected = calibration_compute(stream("multiclass", logits, target, [200, 100], adaptive_sample=1000))
+    with torch.inference_mode():
+        inside = calibration_update(calibration_state(15, adaptive_sample=1000), logits[:200], target[:200],
+                                    "multiclass")
+    outside = calibration_state(15, adaptive_sample=1000)
+    with torch.inference_mode():
+        calibration_update(outside, logits[:200], target[:200], "multiclass")
+    for state in (inside, outside):
+        assert state.pending_fill == 200
+        calibration_update(state, logits[200:], target[200:], "multiclass")  # outside inference mode
+        assert_same(expected, calibration_compute(state), EXACT + ("ace",))
+        state_from_tensors(state, [t.clone() for t in state_tensors(state)])
+        assert int(calibration_compute(state)["nonfinite"]) == 1
+    with torch.inference_mode():  # all inside, as in Lightning's validation loop
+        state = calibration_update(calibration_state(15, adaptive_sample=1000), logits, target, "multiclass")
+        assert_same(expected, calibration_compute(state), EXACT + ("ace",))
+
+
+@pytest.mark.parametrize("task", TASKS)
 def test_merge_of_halves_equals_whole(task: str) -> None:
     logits, target = make_data(task, n=1000, seed=12)
     state_kwargs = {
@@ -425,21 +475,23 @@ def test_reservoir_is_bounded_deterministic_and_uniform() -> None:
 
 
 def test_threshold_cut_keeps_the_exact_sample(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The CPU's cheap cut (by a key threshold) must keep exactly the rows the exact topk cut keeps.
-    preds = torch.rand(20_000, generator=torch.Generator().manual_seed(5))
+    # The CPU's cheap cut and drop on arrival (by a key threshold) keep exactly the rows the sync-free path keeps
+    # with topk cuts alone: the same keys, so the same sample.
+    preds = torch.rand(60_000, generator=torch.Generator().manual_seed(5))
     target = (preds > 0.3).long()
 
     def run() -> torch.Tensor:
         state = calibration_state(10, adaptive_sample=700, seed=4)
-        for start in range(0, 20_000, 333):
+        for start in range(0, 60_000, 333):
             calibration_update(state, preds[start : start + 333], target[start : start + 333], "binary")
-        assert state.sample_threshold < 1.0  # the cheap cut has been in use
-        return torch.sort(_sample(state)[0]).values
+        return torch.sort(_sample(state)[0]).values, state
 
-    cheap = run()
-    exact_compact = calibration_module._compact
-    monkeypatch.setattr(calibration_module, "_compact", lambda state, exact=False: exact_compact(state, True))
-    assert torch.equal(cheap, run())
+    cheap, state = run()
+    assert state.sample_threshold < 0.1 and state.sample_fill <= 1400  # the threshold has been in use
+    monkeypatch.setattr(_calibration_state, "_branch_on_values", lambda x: False)
+    exact, state = run()
+    assert state.sample_threshold == float("inf")
+    assert torch.equal(cheap, exact)
 
 
 def test_reservoir_with_batches_larger_than_the_sample() -> None:
@@ -518,6 +570,18 @@ def test_brier_and_nll_against_direct_formulas(task: str, path: str) -> None:
     assert float(negative_log_likelihood(logits, target, task=task)) == pytest.approx(
         float(reference_ce), abs=1e-6
     )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_nll_of_underflowing_probabilities_is_cross_entropy(dtype: torch.dtype, path: str) -> None:
+    # Logits spanning more than -log(tiny): p_y underflows to 0 (or a subnormal) for some rows, and the NLL must
+    # still be F.cross_entropy's; spans below that skip the underflow check.
+    logits, target = make_data("multiclass", n=200, seed=25)
+    for scale in (1.0, 400.0):
+        wide = (logits * scale).to(dtype)
+        ours = negative_log_likelihood(wide, target, input="logits")
+        assert float(ours) == pytest.approx(float(F.cross_entropy(wide.double(), target)), rel=1e-5)
+        assert torch.isfinite(ours)
 
 
 def test_nll_from_probs_is_clamped_like_bce() -> None:

@@ -1,0 +1,144 @@
+"""Calibration metrics from a state: ECE/MCE/RMSCE over equal-width bins, ACE over equal-mass bins of the
+reservoir sample, Brier, NLL, accuracy and mean confidence, and the bins a reliability diagram plots.
+
+Pure torch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lightning_xai._checks import expected
+from lightning_xai.functional._calibration_reservoir import _reservoir_rows
+from lightning_xai.functional._calibration_state import _F64, CalibrationState, calibration_state  # noqa: F401
+from lightning_xai.functional._calibration_update import _settle, calibration_update  # noqa: F401  (examples)
+
+__all__ = ["calibration_compute"]
+
+
+def _bin_errors(counts: Tensor, confidence_sum: Tensor, correct_sum: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """ECE, MCE, RMSCE over the last dimension, as torchmetrics' ``_ce_compute``; NaN where no predictions."""
+    total = counts.sum(dim=-1)
+    accuracy = torch.nan_to_num(correct_sum / counts)
+    confidence = torch.nan_to_num(confidence_sum / counts)
+    gap = (accuracy - confidence).abs()
+    share = counts / total.unsqueeze(-1)
+    ece = (gap * share).sum(dim=-1)
+    mce = gap.amax(dim=-1)
+    rmsce = (gap.square() * share).sum(dim=-1).sqrt()
+    empty = total == 0
+    nan = torch.full_like(ece, torch.nan)
+    return torch.where(empty, nan, ece), torch.where(empty, nan, mce), torch.where(empty, nan, rmsce)
+
+
+def _sample(state: CalibrationState) -> tuple[Tensor, Tensor]:
+    """The reservoir sample: (confidence, outcome) of the ``adaptive_sample`` smallest finite keys."""
+    _settle(state)
+    rows = _reservoir_rows(state)
+    return rows[:, 1], rows[:, 2]
+
+
+def _equal_mass_ece(confidence: Tensor, correct: Tensor, n_bins: int) -> Tensor:
+    """ECE over ``n_bins`` bins of equal count (Nixon et al., 2019), split as ``numpy.array_split`` does.
+
+    The predictions are sorted by confidence (stable sort); bin ``b`` weighs ``size_b / m`` and its gap is
+    ``|mean(correct) - mean(confidence)|``, so the sum is ``sum_b |sum(correct) - sum(confidence)| / m``.
+    """
+    m = confidence.numel()
+    if m == 0:
+        return torch.tensor(torch.nan, dtype=_F64, device=confidence.device)
+    # confidences lie in [0, 1]: as int32 their bits sort in the same order, and integers sort much faster
+    keys = confidence.view(torch.int32) if confidence.dtype == torch.float32 else confidence
+    order = torch.sort(keys, stable=True).indices
+    conf = confidence[order].to(_F64)
+    acc = correct[order].to(_F64)
+    q, r = divmod(m, n_bins)
+    position = torch.arange(m, device=conf.device)
+    big = r * (q + 1)
+    bin_id = torch.where(position < big, position // (q + 1), r + (position - big) // max(q, 1))
+    diff = torch.zeros(n_bins, dtype=_F64, device=conf.device).index_add_(0, bin_id, acc - conf)
+    return diff.abs().sum() / m
+
+
+def _calibration_compute(state: CalibrationState) -> dict[str, Tensor]:
+    _settle(state)
+    dtype = torch.get_default_dtype()
+    ece, mce, rmsce = _bin_errors(state.counts, state.confidence_sum, state.correct_sum)
+    count = state.counts.sum()
+    out = {
+        "ece": ece,
+        "mce": mce,
+        "rmsce": rmsce,
+        "ace": _equal_mass_ece(*_sample(state), state.n_bins) if state.adaptive_sample else ece * torch.nan,
+        "brier": state.brier_sum / count,
+        "nll": state.nll_sum / count,
+        "accuracy": state.correct_sum.sum() / count,
+        "confidence": state.confidence_sum.sum() / count,
+    }
+    if state.class_bins is not None:
+        out["per_class_ece"] = _bin_errors(*state.class_bins.unbind(dim=-1))[0]
+    out = {key: value.to(dtype) for key, value in out.items()}
+    out["count"] = count.round().long()
+    out["nonfinite"] = state.nonfinite.round().long()
+    return out
+
+
+def calibration_compute(state: CalibrationState) -> dict[str, Tensor]:
+    """Calibration metrics from a state; its statistics are not changed (waiting predictions are binned).
+
+    Keys (0-dim tensors in the default dtype unless noted; NaN when the state holds no prediction):
+
+    * ``ece``, ``mce``, ``rmsce``: the l1 / max / l2 calibration errors over the equal-width bins, exactly
+      torchmetrics' ``norm="l1" | "max" | "l2"``.
+    * ``ace``: ECE over ``n_bins`` equal-mass bins, from the reservoir sample (exact when the sample holds
+      every prediction; NaN with ``adaptive_sample=0``).
+    * ``brier``: mean Brier score (multiclass: ``sum_c (p_c - [y = c])**2`` per sample; binary/multilabel:
+      ``(p - y)**2`` per prediction).
+    * ``nll``: mean negative log-likelihood in nats (cross-entropy for multiclass, binary cross-entropy per
+      prediction otherwise). From logits it is exact; from probabilities ``log p`` is clamped at -100, as
+      ``F.binary_cross_entropy`` does, so one confident mistake costs at most 100 nats.
+    * ``accuracy``: mean outcome -- top-1 accuracy for multiclass, the fraction of positives for binary and
+      multilabel; ``confidence``: mean confidence (mean probability of the positive class for binary and
+      multilabel). Their difference is the calibration-in-the-large.
+    * ``count``: int64, predictions binned (``N``, or ``N * L`` for multilabel), ``nonfinite``: int64, rows
+      left out.
+    * ``per_class_ece`` (only with ``per_class``): ``(C,)`` one-vs-rest l1 ECE per class (every prediction
+      counts for every class, so it is NaN only before the first update).
+
+    Args:
+        state: A :class:`CalibrationState`.
+
+    Returns:
+        Dict of tensors as listed above.
+
+    Example:
+        >>> state = calibration_state(n_bins=2, adaptive_sample=0)
+        >>> preds, target = torch.tensor([0.25, 0.25, 0.55, 0.75, 0.75]), torch.tensor([0, 0, 1, 1, 1])
+        >>> out = calibration_compute(calibration_update(state, preds, target, "binary"))
+        >>> out["ece"], out["mce"], out["count"]
+        (tensor(0.2900), tensor(0.3167), tensor(5))
+    """
+    if not isinstance(state, CalibrationState):
+        raise TypeError(expected("state", "a CalibrationState", type(state).__name__))
+    return _calibration_compute(state)
+
+
+
+
+def _reliability_compute(state: CalibrationState) -> dict[str, Tensor]:
+    """Reliability-diagram bins of a state: the exactly-1.0 slot folded into the last bin."""
+    _settle(state)
+    dtype = torch.get_default_dtype()
+    counts = state.counts[: state.n_bins].clone()
+    conf = state.confidence_sum[: state.n_bins].clone()
+    correct = state.correct_sum[: state.n_bins].clone()
+    counts[-1] += state.counts[-1]
+    conf[-1] += state.confidence_sum[-1]
+    correct[-1] += state.correct_sum[-1]
+    return {
+        "edges": torch.linspace(0, 1, state.n_bins + 1, dtype=dtype, device=state.device),
+        "counts": counts.round().long(),
+        "accuracy": (correct / counts).to(dtype),
+        "confidence": (conf / counts).to(dtype),
+    }

@@ -1,0 +1,85 @@
+"""Temperature scaling (Guo et al., "On Calibration of Modern Neural Networks", ICML 2017) as a diagnostic.
+
+Pure torch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lightning_xai._checks import check_positive_int, expected
+from lightning_xai.functional._calibration_format import (
+    _calibration_check,
+    _calibration_check_values,
+    _finite_rows,
+)
+from lightning_xai.functional._calibration_state import _F64, Task
+
+__all__ = ["fit_temperature"]
+
+
+def fit_temperature(logits: Tensor, target: Tensor, max_iter: int = 50, task: Task | None = None) -> float:
+    """Temperature scaling (Guo et al., 2017): the ``T > 0`` minimising the NLL of ``logits / T``.
+
+    LBFGS (strong-Wolfe line search) on ``log T`` from ``T = 1``, in float64, on a detached clone of the
+    inputs: no model is touched and the caller's tensors keep no graph. It leaves inference mode and enables
+    gradients itself, so it can be called from Lightning's validation hooks. Multiclass logits use softmax,
+    binary and multilabel logits sigmoid. Rows with NaN or infinities are left out. Divide the logits by the
+    returned ``T`` to calibrate them (``T > 1``: the model was over-confident).
+
+    Args:
+        logits: ``(N,)`` (binary), ``(N, C)`` (multiclass) or ``(N, L)`` (multilabel) logits.
+        target: ``(N,)`` 0/1, ``(N,)`` class indices or ``(N, L)`` 0/1.
+        max_iter: Most LBFGS iterations.
+        task: The task; None infers it from the shapes: ``(N,)`` binary, ``(N, C)`` with ``(N,)`` targets
+            multiclass, ``(N, L)`` with ``(N, L)`` targets multilabel.
+
+    Returns:
+        The temperature ``T`` as a Python float.
+
+    Raises:
+        TypeError: If ``logits``/``target`` are not tensors of the right kind.
+        ValueError: If shapes or values are invalid, or no row is finite.
+
+    Example:
+        >>> logits = torch.tensor([[3.0, 0.0], [0.0, 3.0], [3.0, 0.0], [0.0, 3.0]])
+        >>> target = torch.tensor([0, 1, 1, 0])  # half wrong at high confidence: T grows
+        >>> fit_temperature(logits, target) > 5.0
+        True
+    """
+    check_positive_int("max_iter", max_iter)
+    if task is None and isinstance(logits, Tensor) and isinstance(target, Tensor):
+        same_shape = target.shape == logits.shape
+        task = "binary" if logits.ndim == 1 else ("multilabel" if same_shape else "multiclass")
+    _calibration_check(logits, target, task, "logits")
+    _calibration_check_values(logits, target, task, "logits")  # type: ignore[arg-type]
+    with torch.inference_mode(False), torch.enable_grad():
+        dtype = torch.float32 if logits.device.type == "mps" else _F64
+        finite = _finite_rows(logits)
+        z = logits.detach().clone()[finite].to(dtype)
+        y = target.detach().clone().to(logits.device)[finite]
+        if z.shape[0] == 0:
+            raise ValueError(expected("logits", "a tensor with at least one finite row", tuple(logits.shape)))
+        y = y.long() if task == "multiclass" else y.to(dtype)
+        log_t = torch.zeros((), dtype=dtype, device=z.device, requires_grad=True)
+
+        def loss() -> Tensor:
+            scaled = z / log_t.exp()
+            if task == "multiclass":
+                return F.cross_entropy(scaled, y)
+            return F.binary_cross_entropy_with_logits(scaled, y)
+
+        optimizer = torch.optim.LBFGS([log_t], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+        def closure() -> Tensor:
+            value = loss()
+            (log_t.grad,) = torch.autograd.grad(value, log_t)
+            return value.detach()
+
+        optimizer.step(closure)
+        temperature = float(log_t.detach().exp())
+    if not 0.0 < temperature < float("inf"):
+        raise ValueError(expected("logits", "logits with a finite optimal temperature", temperature))
+    return temperature

@@ -1,0 +1,219 @@
+"""The streaming update: formatted predictions into the bins, the per-class bins and the reservoir.
+
+Pure torch. An update copies its per-prediction values ``(weight, confidence, outcome, Brier, NLL)`` into the
+state's pending buffer; every 8192 predictions (and before any read, see :func:`_settle`) the buffer is binned
+with one ``bucketize`` and one ``index_add_`` and offered to the reservoir. Per batch that is one copy instead
+of a dozen small ops, which is what a stream of small batches pays for; the numbers are those of binning each
+batch at once (sums are float64; the order of additions changes only the last bits).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import Tensor
+
+from lightning_xai._checks import expected
+from lightning_xai.functional._calibration_format import (
+    _Batch,
+    _calibration_check,
+    _calibration_check_values,
+    _calibration_format,
+)
+from lightning_xai.functional._calibration_reservoir import _reservoir_offer
+from lightning_xai.functional._calibration_state import (
+    _F64,
+    _PENDING_ROWS,
+    CalibrationState,
+    Input,
+    Task,
+    _make_generator,
+    calibration_state,  # noqa: F401  (the docstring examples use it)
+)
+
+__all__ = ["calibration_update"]
+
+
+def _bin_index(state: CalibrationState, confidence: Tensor) -> Tensor:
+    """torchmetrics' bin of each confidence: ``bucketize(c, linspace(0, 1, n_bins + 1), right=True) - 1``.
+
+    Computed as ``bucketize(c, boundaries[1:], right=True)``, the same for every ``c >= 0`` (the dropped
+    boundary 0 is always ``<= c``), with the boundaries in ``c``'s dtype and cached on the state.
+    """
+    key = ("edges", confidence.dtype)
+    if key not in state.cache:
+        edges = torch.linspace(0, 1, state.n_bins + 1, dtype=confidence.dtype, device=state.device)
+        state.cache[key] = edges[1:].contiguous()
+    return torch.bucketize(confidence, state.cache[key], right=True)
+
+
+def _bin_add(bins: Tensor, index: Tensor, columns: tuple[Tensor, ...], weight: Tensor | None) -> None:
+    """Scatter rows ``(1, *columns)`` into the float64 table ``bins``; weight False leaves one out."""
+    rows = torch.stack((torch.ones_like(columns[0]),) + columns, dim=1)
+    if weight is not None:
+        rows = rows * weight[:, None]
+    bins.index_add_(0, index, rows.to(_F64))
+
+
+def _bin_rows(state: CalibrationState, columns: Tensor, bin_dtype: torch.dtype, weighted: bool) -> None:
+    """Bin ``(5, m)`` columns ``(weight, confidence, outcome, Brier, NLL)`` and offer them to the reservoir.
+
+    The confidences are binned in ``bin_dtype``, the dtype they were computed in (exact: the columns hold them
+    in that dtype or a wider one). The sums run over columns (an ``index_add_`` along a contiguous dimension is
+    about twice as fast as along rows of five).
+    """
+    confidence = columns[1]
+    index = _bin_index(state, confidence if confidence.dtype == bin_dtype else confidence.to(bin_dtype))
+    weight = columns[0]
+    source = (columns * weight if weighted else columns).to(_F64)
+    sums = torch.zeros(5, state.n_bins + 1, dtype=_F64, device=source.device).index_add_(1, index, source)
+    state.table.add_(sums.T)
+    if state.generator is not None:
+        _reservoir_offer(state, confidence, columns[2], weight > 0 if weighted else None)
+
+
+def _flush(state: CalibrationState) -> None:
+    """Bin the pending rows, if any; column 0 (the weights) is left all ones again."""
+    fill, state.pending_fill = state.pending_fill, 0
+    if fill:
+        columns = state.pending[:, :fill]  # type: ignore[index]
+        _bin_rows(state, columns, state.pending_dtype, state.pending_weighted)  # type: ignore[arg-type]
+        if state.pending_weighted:
+            columns[0] = 1
+    state.pending_weighted = False
+
+
+def _inference_needed(state: CalibrationState) -> bool:
+    """Whether tensors of the state were made under ``torch.inference_mode`` and we are outside it now.
+
+    Such tensors can only be written to inside inference mode, so state changes then run inside it (Lightning
+    updates a state in its validation loop, which runs in inference mode; a user may read it later outside).
+    """
+    if torch.is_inference_mode_enabled():
+        return False
+    for tensor in (state.pending, state.table, state.sample, state.nonfinite, state.class_bins):
+        if tensor is not None and tensor.is_inference():
+            return True
+    return False
+
+
+def _settle(state: CalibrationState) -> None:
+    """Bin the pending rows before a read (see :func:`_inference_needed`)."""
+    if not state.pending_fill:
+        return
+    with torch.inference_mode() if _inference_needed(state) else contextlib.nullcontext():
+        _flush(state)
+
+
+def _push(state: CalibrationState, columns: tuple[Tensor, ...], weight: Tensor | None,
+          bin_dtype: torch.dtype) -> None:
+    """Queue per-prediction columns (confidence, outcome, Brier, NLL), all of one dtype, for binning.
+
+    They are copied into rows 1-4 of the ``(5, R)`` pending buffer, whose row 0 holds ones (the weights)
+    unless a batch brings weights of its own.
+    """
+    count, like = columns[0].shape[0], columns[0]
+    pending, fill = state.pending, state.pending_fill
+    if (pending is None or pending.dtype != like.dtype or state.pending_dtype != bin_dtype
+            or fill + count > _PENDING_ROWS or pending.device != like.device):
+        _flush(state)
+        fill = 0
+        if count > _PENDING_ROWS:  # a large batch: bin it at once
+            first = like.new_ones(count) if weight is None else weight.to(like.dtype)
+            _bin_rows(state, torch.stack((first, *columns)), bin_dtype, weight is not None)
+            return
+        if pending is None or pending.dtype != like.dtype or pending.device != like.device:
+            state.pending = pending = like.new_ones(5, _PENDING_ROWS)
+        state.pending_dtype = bin_dtype
+    block = pending[:, fill:fill + count]  # type: ignore[index]
+    torch.stack(columns, out=block[1:])
+    if weight is not None:
+        block[0] = weight
+        state.pending_weighted = True
+    state.pending_fill = fill + count
+
+
+def _to_device(state: CalibrationState, device: torch.device) -> None:
+    if state.table.device == device:
+        return
+    _flush(state)
+    state.table, state.nonfinite = state.table.to(device), state.nonfinite.to(device)
+    state.sample, state.pending = state.sample.to(device), None
+    if state.class_bins is not None:
+        state.class_bins = state.class_bins.to(device)
+    state.cache.clear()
+    if state.generator is not None and state.seen == 0:
+        state.generator = _make_generator(device, state.seed)
+
+
+def _calibration_update(state: CalibrationState, batch: _Batch) -> None:
+    """Add one formatted batch to the state, in place; no device sync."""
+    _to_device(state, batch.confidence.device)
+    confidence = batch.confidence
+    columns = (confidence, batch.correct, batch.brier, batch.nll)
+    if batch.brier.dtype != confidence.dtype:  # float64 multiclass preds: keep the float64 losses
+        dtype = torch.promote_types(confidence.dtype, batch.brier.dtype)
+        columns = tuple(c.to(dtype) for c in columns)
+    _push(state, columns, batch.weight, confidence.dtype)
+    if batch.weight is not None:
+        state.nonfinite += batch.nonfinite
+    if state.class_bins is not None and batch.class_prob is not None and batch.class_correct is not None:
+        prob, slots = batch.class_prob, state.n_bins + 1
+        offset = torch.arange(prob.shape[1], device=prob.device) * slots
+        index = (_bin_index(state, prob) + offset).flatten()
+        rows = None if batch.row_weight is None else batch.row_weight[:, None].expand_as(prob).flatten()
+        _bin_add(state.class_bins.view(-1, 3), index, (prob.flatten(), batch.class_correct.flatten()), rows)
+    state.seen += batch.rows
+
+
+def calibration_update(
+    state: CalibrationState,
+    preds: Tensor,
+    target: Tensor,
+    task: Task,
+    input: Input = "auto",
+    validate_args: bool = True,
+) -> CalibrationState:
+    """Add a batch of predictions to ``state`` (in place) and return it.
+
+    With ``validate_args=False`` the update makes no device sync (useful on accelerators, every batch); the
+    value checks on ``target`` and on ``input="probs"`` are then skipped.
+
+    Args:
+        state: From :func:`calibration_state`.
+        preds: ``(N,)`` for binary, ``(N, C)`` for multiclass, ``(N, L)`` for multilabel; float.
+        target: ``(N,)`` of 0/1 (binary), ``(N,)`` of class indices (multiclass), ``(N, L)`` of 0/1
+            (multilabel).
+        task: ``"binary"``, ``"multiclass"`` or ``"multilabel"``; the same for every update of one state.
+        input: ``"probs"``, ``"logits"`` or ``"auto"`` (see :mod:`lightning_xai.functional.calibration`).
+        validate_args: Check the values of ``target`` and, with ``input="probs"``, of ``preds``.
+
+    Returns:
+        ``state``, updated.
+
+    Raises:
+        TypeError: If ``preds``/``target`` are not tensors of the right kind.
+        ValueError: If shapes, values or arguments are invalid, e.g. ``input="probs"`` with multiclass rows
+            that do not sum to 1.
+
+    Example:
+        >>> state = calibration_state(n_bins=2, adaptive_sample=0)
+        >>> _ = calibration_update(state, torch.tensor([0.25, 0.25, 0.55]), torch.tensor([0, 0, 1]), "binary")
+        >>> _ = calibration_update(state, torch.tensor([0.75, 0.75]), torch.tensor([1, 1]), "binary")
+        >>> state.counts
+        tensor([2., 3., 0.], dtype=torch.float64)
+    """
+    _calibration_check(preds, target, task, input, state.num_classes)
+    if state.task is not None and task != state.task:
+        raise ValueError(expected("task", f"{state.task!r}, the task of this state's earlier updates", task))
+    if state.per_class and task == "binary":
+        raise ValueError(expected("task", "'multiclass' or 'multilabel' for a state with `per_class=True`",
+                                  task))
+    if validate_args:
+        _calibration_check_values(preds, target, task, input)
+    batch = _calibration_format(preds, target, task, input, per_class=state.per_class)
+    with torch.inference_mode() if _inference_needed(state) else contextlib.nullcontext():
+        _calibration_update(state, batch)
+    state.task = task
+    return state
