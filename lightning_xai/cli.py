@@ -30,10 +30,19 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def _mean(metrics: dict[str, Any], metric: str) -> float | None:
-    """The mean over probes of ``metric`` (of the first array holding it) in a ``store.compare`` result."""
+def _pick(metrics: dict[str, Any], metric: str, array: str | None) -> Any:
+    """``metric`` of ``array`` (``"<array>/<metric>"`` keys of several explained inputs), else of the first array
+    that has it; ``None`` when missing."""
+    if array is not None:
+        return metrics.get(f"{array}/{metric}", metrics.get(metric))
     key = next((k for k in metrics if k == metric or k.endswith("/" + metric)), None)
-    return None if key is None else float(metrics[key].mean())
+    return None if key is None else metrics[key]
+
+
+def _mean(metrics: dict[str, Any], metric: str, array: str | None) -> float | None:
+    """The mean over probes of ``metric`` in a ``store.compare`` result."""
+    value = _pick(metrics, metric, array)
+    return None if value is None else float(value.mean())
 
 
 def _drift(args: argparse.Namespace, out: TextIO) -> int:
@@ -62,24 +71,26 @@ def _drift(args: argparse.Namespace, out: TextIO) -> int:
                 continue
             final = snaps[-1]
             last[run] = final
-            drift = {a: drift.get(metric) for a, drift in final.meta.get("drift", {}).items()}
+            drift = {a: _pick(d, metric, args.input) for a, d in final.meta.get("drift", {}).items()}
             ref_run = (final.meta.get("against", {}).get("reference", {}) or {}).get("run")
             if args.reference is not None:
                 ref_run, drift["reference"] = args.reference, None
                 ref = store.reference_snapshot(args.reference, final.epoch, method=final.method)
                 if run != args.reference and ref.info.probe_fingerprint == final.probe_fingerprint:
-                    drift["reference"] = _mean(store.compare(ref, (run, final.global_step)), metric)
+                    drift["reference"] = _mean(store.compare(ref, (run, final.global_step)), metric,
+                                               args.input)
             rows.append([run, final.method, len(snaps), f"{snaps[0].epoch}-{final.epoch}",
                          *(drift.get(a) for a in _AGAINST), ref_run])
             identical = 0.0 if metric in ZERO_WHEN_IDENTICAL else 1.0
             series.setdefault(metric, {}).setdefault(f"{run} vs first", []).append((snaps[0].epoch, identical))
             for info in snaps:
                 for against in _AGAINST:
-                    value = info.meta.get("drift", {}).get(against, {}).get(metric)
+                    value = _pick(info.meta.get("drift", {}).get(against, {}), metric, args.input)
                     if value is not None and against != "previous":
                         series.setdefault(metric, {}).setdefault(f"{run} vs {against}", []).append(
                             (info.epoch, value))
-        print(f"Attribution drift in {args.store}: {metric} of each run's last snapshot (1 = identical)\n", file=out)
+        shown = f"{metric} of {args.input}" if args.input else metric
+        print(f"Attribution drift in {args.store}: {shown} of each run's last snapshot\n", file=out)
         print(_table(["run", "method", "snapshots", "epochs", "vs first", "vs previous", "vs reference",
                       "reference run"], rows), file=out)
         pairs = []
@@ -88,7 +99,7 @@ def _drift(args: argparse.Namespace, out: TextIO) -> int:
                 sa, sb = last.get(a), last.get(b)
                 if sa is None or sb is None or sa.probe_fingerprint != sb.probe_fingerprint or sa.method != sb.method:
                     continue
-                value = _mean(store.compare((a, sa.global_step), (b, sb.global_step)), metric)
+                value = _mean(store.compare((a, sa.global_step), (b, sb.global_step)), metric, args.input)
                 pairs.append([a, sa.epoch, b, sb.epoch, value])
         if pairs:
             print(f"\nLast snapshots compared run against run ({metric}, same probe and method):\n", file=out)
@@ -111,6 +122,9 @@ def _parser() -> argparse.ArgumentParser:
     drift.add_argument("--metric", default="spearman",
                        choices=("spearman", "ndcg", "topk_iou", "cosine", "com_shift", "focus_radius_change",
                                 "top_token_overlap"), help="the metric shown (default: spearman)")
+    drift.add_argument("--input", default=None,
+                       help="for snapshots of several explained inputs (image+text SHAP): the one shown, e.g. "
+                            "input_ids (default: the first by name)")
     drift.add_argument("--out", default="drift.png", help="where to write the timeline PNG (default: drift.png)")
     return parser
 

@@ -57,6 +57,13 @@ def _figure(cb: SHAPCallback, kind: str, name: str, x: Tensor, v: Tensor, titles
     return None
 
 
+def _who(cb: SHAPCallback) -> str:
+    """`` · <head>`` in titles when the callback explains a named head or runs under its own ``name``."""
+    if cb.name != "shap":
+        return f" · {cb.name}"
+    return f" · {cb.output}" if isinstance(cb.output, (str, int)) else ""
+
+
 def emit_shap(cb: SHAPCallback, result: dict[str, Any], inputs: ModelInputs, probe: Probe, sink: ArtifactSink) -> None:
     """Log the numbers, figures and artifacts of one SHAP explanation."""
     r: ShapResult = result["result"]
@@ -93,7 +100,7 @@ def emit_shap(cb: SHAPCallback, result: dict[str, Any], inputs: ModelInputs, pro
     summary_tokens: dict[int, list[list[Any]]] = {}
     for k, j in enumerate(shown):
         kind = input_kind(names[j], raw[k])
-        suptitle = f"SHAP ({cb.engine}) · {names[j]} · {ev.stage} · epoch {ev.epoch} · step {ev.global_step}"
+        suptitle = f"SHAP ({cb.engine}){_who(cb)} · {names[j]} · {ev.stage} · epoch {ev.epoch} · step {ev.global_step}"
         fig = _figure(cb, kind, names[j], raw[k], values[k], titles, suptitle, attention)
         if fig is not None:
             sink.figure(names[j], fig)
@@ -104,7 +111,7 @@ def emit_shap(cb: SHAPCallback, result: dict[str, Any], inputs: ModelInputs, pro
     if len(shown) > 1:
         from lightning_xai.render import modality_shares as shares_figure
 
-        sink.figure("shares", shares_figure(shares, [names[j] for j in shown], title=f"Share of |SHAP| per input · "
+        sink.figure("shares", shares_figure(shares, [names[j] for j in shown], title=f"Share of |SHAP| per input{_who(cb)} · "
                                             f"epoch {ev.epoch}", labels=titles))
     arrays = {names[j]: v.numpy() for j, v in zip(shown, values)}
     arrays.update({f"data_{names[j]}": x.numpy() for j, x in zip(shown, raw)})
@@ -159,7 +166,7 @@ def _emit_top_k(cb: SHAPCallback, ranked: list[tuple[Tensor, ShapResult]], names
         rank_titles = [f"{t} | rank {rank}: {cb._class_name(int(c))}" for t, c in zip(titles, target)]
         for k, j in enumerate(shown):
             kind = input_kind(names[j], raw[k])
-            suptitle = (f"SHAP ({cb.engine}) · {names[j]} · class ranked {rank} · {ev.stage} · epoch {ev.epoch} · "
+            suptitle = (f"SHAP ({cb.engine}){_who(cb)} · {names[j]} · class ranked {rank} · {ev.stage} · epoch {ev.epoch} · "
                         f"step {ev.global_step}")
             fig = _figure(cb, kind, names[j], raw[k], res.values[j].detach().float().cpu(), rank_titles, suptitle,
                           attention)
