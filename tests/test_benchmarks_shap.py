@@ -34,6 +34,12 @@ def test_shap_benchmark_runs() -> None:
         "captum GradientShap",
     ):
         assert any(method in line for line in lines), method
-    assert any(line.startswith("cnn") for line in lines) and any(line.startswith("bert") for line in lines)
-    assert any("time to median rel err" in line or "no configuration" in line for line in lines)
+    rows = [line.split(" | ") for line in lines if line.count(" | ") == len(header.split(" | ")) - 1]
+    models = {row[0].split()[0] for row in rows[1:]}
+    assert {"cnn", "resnet18", "bert-1x32"} <= models, models
+    for row in rows[1:]:  # numbers in every numeric column
+        assert all(float(cell) >= 0 for cell in row[2:]), row
+    assert any("time to median rel err" in line and "shap.GradientExplainer" in line for line in lines)
+    assert any("reference" in line and "points per probe" in line for line in lines)
     assert any("load average" in line for line in lines)
+    assert not list((ROOT / "benchmarks" / ".cache").glob("cnn16-*"))  # --quick writes no cache

@@ -175,8 +175,12 @@ def expected_gradients(
         max_batch: Most rows per forward/backward.
         generator: Source of the random shifts and draws; default a fresh one seeded 0 (reproducible).
         completeness_tol: If set, add points in rounds until each probe's ``relative_error`` is at most this,
-            or it has used ``max_nsamples`` points; each round doubles the lattice of the worse half of a
-            probe's paths (by their exactly known errors) and reuses every point already taken.
+            or it has used ``max_nsamples`` points. A round first brings in the rest of the background as
+            baselines, then splits the path cells that carry the largest parts of the probe's error (known
+            exactly per segment between sample points from the ``f`` values the forward passes give) and
+            keeps every point already taken. A split cell's old point is re-weighted from a kept row, or
+            evaluated once more where the row store (64 MiB) is full; such re-evaluated rows count in
+            ``nsamples``.
         max_nsamples: Points per probe that adaptive rounds may reach.
         sampling: ``"stratified"`` (default): every background point a baseline, a nested shifted lattice
             along each path folded into antithetic pairs ``a, 1 - a``; ``"antithetic"`` is the same scheme
