@@ -77,7 +77,7 @@ def cached(name: str, key: dict[str, Any], make: Callable[[], Any]) -> Any:
     if path.exists():
         try:
             return torch.load(path, weights_only=True)
-        except Exception:  # noqa: BLE001 - a damaged cache file: rebuild it
+        except Exception:
             path.unlink()
     value = make()
     tmp = path.with_suffix(".tmp")

@@ -42,8 +42,8 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lightning_xai.functional.drift import drift_metrics, spearman  # noqa: E402
-from lightning_xai.sinks.store import AttributionStore  # noqa: E402
+from lightning_xai.functional.drift import drift_metrics, spearman
+from lightning_xai.sinks.store import AttributionStore
 
 HEADER = ("operation", "maps", "seconds", "MB on disk", "vs scipy")
 

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lightning_xai.functional import find_target_layer, grad_cam, resolve_layer  # noqa: E402
+from lightning_xai.functional import find_target_layer, grad_cam, resolve_layer
 
 HEADER = ("model", "method", "impl", "seconds", "x floor", "speed-up vs pgc", "max abs diff")
 

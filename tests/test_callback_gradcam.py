@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
-from conftest import read_events, scalar_values, tiny_trainer
+from conftest import read_events, tiny_trainer
 from lightning_xai import GradCAMCallback
 from lightning_xai.demo import ShapesCNN
 from lightning_xai.sinks import read_manifest

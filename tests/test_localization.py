@@ -165,7 +165,7 @@ def test_energy_matches_a_reference_and_handles_video_and_resizing() -> None:
         (torch.zeros(2, 8, 8), [[0]], TypeError, "`masks` to be a torch.Tensor"),
     ],
 )
-def test_shape_errors_name_the_argument(metric, cams, masks, error: type, match: str) -> None:  # noqa: ANN001
+def test_shape_errors_name_the_argument(metric, cams, masks, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         metric(cams, masks)
 

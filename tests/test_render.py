@@ -94,7 +94,7 @@ def test_denormalize_channels_scales_and_non_finite() -> None:
         (torch.rand(1, 3, 4, 4), {"std": "abc"}, TypeError, "`std`"),
     ],
 )
-def test_denormalize_errors(images, kwargs: dict, error: type, match: str) -> None:  # noqa: ANN001
+def test_denormalize_errors(images, kwargs: dict, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         denormalize(images, **kwargs)
 

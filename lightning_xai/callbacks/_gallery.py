@@ -122,7 +122,7 @@ class Gallery:
         """Confidences of the kept mistakes, largest first."""
         return torch.tensor([m.confidence for m in self.kept])
 
-    def offer(self, preds: Tensor, labels: Tensor, inputs: ModelInputs, input: str = "auto") -> None:  # noqa: A002
+    def offer(self, preds: Tensor, labels: Tensor, inputs: ModelInputs, input: str = "auto") -> None:
         """Consider one batch of multiclass predictions; keep the top ``size`` confident mistakes overall.
 
         ``preds`` are logits or, with ``input="probs"`` (or ``"auto"`` and rows that are distributions),

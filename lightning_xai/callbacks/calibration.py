@@ -75,7 +75,7 @@ class CalibrationCallback(CallbackShell):
         self,
         n_bins: int = 15,
         task: Task = "auto",
-        input: Literal["auto", "logits", "probs"] = "auto",  # noqa: A002
+        input: Literal["auto", "logits", "probs"] = "auto",
         per_class: bool = False,
         temperature_scaling: bool = True,
         gallery_size: int = 8,

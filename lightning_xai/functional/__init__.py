@@ -34,11 +34,11 @@ __all__ = [
     "vit_reshape_transform",
 ]
 
-from lightning_xai.functional.localization import energy_in_mask, pointing_game, zhang_tolerance  # noqa: E402
+from lightning_xai.functional.localization import energy_in_mask, pointing_game, zhang_tolerance
 
 __all__ += ["energy_in_mask", "pointing_game", "zhang_tolerance"]
 
-from lightning_xai.functional.calibration import (  # noqa: E402
+from lightning_xai.functional.calibration import (
     CalibrationState,
     brier_score,
     calibration_compute,
@@ -68,7 +68,7 @@ __all__ += [
     "state_tensors",
 ]
 
-from lightning_xai.functional.shap import (  # noqa: E402
+from lightning_xai.functional.shap import (
     EmbeddingSwap,
     ShapResult,
     embedding_hook,
@@ -89,6 +89,6 @@ __all__ += [
     "modality_shares",
     "shap_gradient_reference",
 ]
-from lightning_xai.functional._shap_peers import shap_deep, shap_kernel, shap_partition  # noqa: E402
+from lightning_xai.functional._shap_peers import shap_deep, shap_kernel, shap_partition
 
 __all__ += ["shap_deep", "shap_kernel", "shap_partition"]

@@ -6,7 +6,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 from matplotlib.gridspec import GridSpec
 from torch import Tensor

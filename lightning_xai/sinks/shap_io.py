@@ -36,7 +36,7 @@ def load_shap_values(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         return {k: npz[k] for k in npz.files}
 
 
-def load_shap_explanation(path: str | os.PathLike[str], input: str | None = None,  # noqa: A002
+def load_shap_explanation(path: str | os.PathLike[str], input: str | None = None,
                           top_k: bool = False) -> Any:
     """A ``shap.Explanation`` for one explained input of a SHAPCallback artifact, ready for shap's plots.
 

@@ -136,7 +136,7 @@ class AttributionStore:
         if not isinstance(arrays, Mapping) or not arrays or not all(isinstance(k, str) and k for k in arrays):
             raise ValueError(expected("arrays", "a non-empty dict of name -> tensor or array", arrays))
         rows = [schema.encode_array(k, to_numpy(k, v), dtype) for k, v in arrays.items()]
-        created = datetime.now(timezone.utc).isoformat(timespec="milliseconds")  # noqa: UP017 (3.10)
+        created = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         checkpoint = None if checkpoint_path is None else str(checkpoint_path)
         db = self._db()
         db.execute("BEGIN IMMEDIATE")
@@ -296,7 +296,7 @@ class AttributionStore:
             self._conn.close()
         self._conn = None
 
-    def __enter__(self) -> AttributionStore:  # noqa: PYI034 (typing.Self needs 3.11)
+    def __enter__(self) -> AttributionStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
