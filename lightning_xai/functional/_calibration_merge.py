@@ -13,7 +13,10 @@ from torch import Tensor
 
 from lightning_xai._checks import expected
 from lightning_xai.functional._calibration_reservoir import _reservoir_extend
-from lightning_xai.functional._calibration_state import CalibrationState
+from lightning_xai.functional._calibration_state import (  # noqa: F401 - calibration_state: the examples use it
+    CalibrationState,
+    calibration_state,
+)
 from lightning_xai.functional._calibration_update import (  # noqa: F401  (calibration_update: examples)
     _inference_needed,
     _settle,

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import math
 
+import torch  # noqa: F401 - the docstring examples use it
 from torch import Tensor
 
 from lightning_xai._checks import expected
-
 
 _MAX_PREFIX_TOKENS = 8
 

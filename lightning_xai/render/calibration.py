@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+import torch  # noqa: F401 - the docstring examples use it
 from matplotlib.figure import Figure
 from matplotlib.gridspec import GridSpec
 from torch import Tensor

@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 from collections.abc import Mapping
@@ -31,12 +30,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
+import torch  # noqa: F401  (the docstring examples use it)
 from torch import Tensor
 
-from lightning_xai._checks import check_choice, check_non_negative_int, expected
+from lightning_xai._checks import expected
+from lightning_xai.sinks import _store_read as read
 from lightning_xai.sinks import _store_schema as schema
-from lightning_xai.sinks._store_records import (
+from lightning_xai.sinks._store_compare import compare_snapshots
+from lightning_xai.sinks._store_read import _SNAPSHOT_COLUMNS  # noqa: F401  (re-exported, as before)
+from lightning_xai.sinks._store_records import (  # noqa: F401  (the helpers: re-exported, as before)
     RunInfo,
     Snapshot,
     SnapshotInfo,
@@ -45,13 +47,9 @@ from lightning_xai.sinks._store_records import (
     select,
     to_numpy,
 )
+from lightning_xai.sinks._store_write import check_and_encode, insert_snapshot
 
 __all__ = ["AttributionStore", "RunInfo", "Snapshot", "SnapshotInfo"]
-
-_SNAPSHOT_COLUMNS = (
-    "s.id, r.name, s.epoch, s.global_step, s.method, s.probe_fingerprint, s.checkpoint_path, s.model_hash,"
-    " s.created, s.meta"
-)
 
 
 class AttributionStore:
@@ -127,38 +125,23 @@ class AttributionStore:
             >>> info.run, info.global_step
             ('run-a', 5)
         """
-        non_empty_str("run", run)
-        non_empty_str("method", method)
-        non_empty_str("probe_fingerprint", probe_fingerprint)
-        check_non_negative_int("epoch", epoch)
-        check_non_negative_int("global_step", global_step)
-        check_choice("dtype", dtype, tuple(schema.FLOAT_DTYPES))
-        if not isinstance(arrays, Mapping) or not arrays or not all(isinstance(k, str) and k for k in arrays):
-            raise ValueError(expected("arrays", "a non-empty dict of name -> tensor or array", arrays))
-        rows = [schema.encode_array(k, to_numpy(k, v), dtype) for k, v in arrays.items()]
-        created = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        rows = check_and_encode(run, arrays, epoch, global_step, method, probe_fingerprint, dtype)
+        created = datetime.now(timezone.utc).isoformat(timespec="milliseconds")  # noqa: UP017  (3.10: no UTC)
         checkpoint = None if checkpoint_path is None else str(checkpoint_path)
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.execute("INSERT OR IGNORE INTO runs (name, created, meta) VALUES (?, ?, ?)",
-                       (run, created, schema.dumps(run_meta)))
-            snapshot_id = db.execute(
-                "INSERT INTO snapshots (run_id, epoch, global_step, method, probe_fingerprint,"
-                " checkpoint_path, model_hash, created, meta)"
-                " SELECT id, ?, ?, ?, ?, ?, ?, ?, ? FROM runs WHERE name = ?",
-                (epoch, global_step, method, probe_fingerprint, checkpoint, model_hash, created,
-                 schema.dumps(meta), run),
-            ).lastrowid
-            db.executemany("INSERT INTO arrays (snapshot_id, name, dtype, shape, scale, data)"
-                           " VALUES (?, ?, ?, ?, ?, ?)", [(snapshot_id, *row) for row in rows])
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:  # SQLite may have rolled back already (disk full, I/O error)
-                db.execute("ROLLBACK")
-            raise
-        return SnapshotInfo(int(snapshot_id), run, epoch, global_step, method, probe_fingerprint, checkpoint,
-                            model_hash, created, json.loads(schema.dumps(meta)))
+        return insert_snapshot(
+            self._db(),
+            run,
+            rows,
+            epoch=epoch,
+            global_step=global_step,
+            method=method,
+            probe_fingerprint=probe_fingerprint,
+            checkpoint=checkpoint,
+            model_hash=model_hash,
+            created=created,
+            meta=meta,
+            run_meta=run_meta,
+        )
 
     def runs(self) -> list[RunInfo]:
         """Every run, in the order they were created.
@@ -168,11 +151,7 @@ class AttributionStore:
             >>> AttributionStore(pathlib.Path(tempfile.mkdtemp()) / "s.sqlite").runs()
             []
         """
-        rows = self._db().execute(
-            "SELECT r.name, r.created, r.meta, COUNT(s.id), MIN(s.epoch), MAX(s.epoch), MAX(s.global_step)"
-            " FROM runs r LEFT JOIN snapshots s ON s.run_id = r.id GROUP BY r.id ORDER BY r.id"
-        ).fetchall()
-        return [RunInfo(n, c, json.loads(m), k, e0, e1, s1) for n, c, m, k, e0, e1, s1 in rows]
+        return read.run_infos(self._db())
 
     def snapshots(self, run: str, *, method: str | None = None) -> list[SnapshotInfo]:
         """A run's snapshots (of one ``method``, if given), ordered by global step, then by id (write order).
@@ -186,19 +165,11 @@ class AttributionStore:
             >>> [s.global_step for s in store.snapshots("a")]
             [10, 20]
         """
-        db = self._db()
-        if db.execute("SELECT 1 FROM runs WHERE name = ?", (run,)).fetchone() is None:
-            names = [r[0] for r in db.execute("SELECT name FROM runs ORDER BY id")]
-            raise ValueError(expected("run", f"the name of a run in {self._path}: {listing(names)}", run))
-        query = f"SELECT {_SNAPSHOT_COLUMNS} FROM snapshots s JOIN runs r ON r.id = s.run_id WHERE r.name = ?"
-        params: tuple[Any, ...] = (run,)
-        if method is not None:
-            query, params = query + " AND s.method = ?", (run, method)
-        rows = db.execute(query + " ORDER BY s.global_step, s.id", params).fetchall()
-        return [SnapshotInfo(*row[:-1], json.loads(row[-1])) for row in rows]
+        return read.snapshot_infos(self._db(), self._path, run, method)
 
-    def load(self, run: str, step: int | None = None, *, epoch: int | None = None,
-             method: str | None = None) -> Snapshot:
+    def load(
+        self, run: str, step: int | None = None, *, epoch: int | None = None, method: str | None = None
+    ) -> Snapshot:
         """Load a run's snapshot at global step ``step`` (and/or ``epoch``); ``None``: its last one.
 
         Of several snapshots that match, the last written is taken; if they are of different methods, pass
@@ -214,16 +185,7 @@ class AttributionStore:
             (7, torch.Size([2, 3]), torch.float32, '<f2')
         """
         infos = self.snapshots(run, method=method)
-        chosen = select(run, infos, step, epoch, method)
-        if chosen is None:
-            which = "" if method is None else f" of method {method!r}"
-            if not infos:
-                raise ValueError(f"Run {run!r} of {self._path} has no snapshots{which}.")
-            name, value, known = ("step", step, [i.global_step for i in infos]) if step is not None else (
-                "epoch", epoch, [i.epoch for i in infos])
-            raise ValueError(expected(name, f"one of the {name}s of run {run!r}{which}: "
-                                      f"{listing(sorted(set(known)))}", value))
-        return self._load_arrays(chosen)
+        return self._load_arrays(read.pick_snapshot(self._path, run, infos, step, epoch, method))
 
     def reference_snapshot(self, run: str, epoch: int, *, method: str | None = None) -> Snapshot:
         """The run's last snapshot at ``epoch``, or else its last one: what to compare a new epoch against.
@@ -237,13 +199,16 @@ class AttributionStore:
             3
         """
         infos = self.snapshots(run, method=method)
-        chosen = select(run, infos, None, epoch, method) or select(run, infos, None, None, method)
-        if chosen is None:
-            raise ValueError(f"Run {run!r} of {self._path} has no snapshots to compare against.")
-        return self._load_arrays(chosen)
+        return self._load_arrays(read.pick_reference(self._path, run, infos, epoch, method))
 
-    def compare(self, a: Snapshot | tuple[str, int | None], b: Snapshot | tuple[str, int | None], *,
-                key: str | None = None, **metric_options: Any) -> dict[str, Tensor]:
+    def compare(
+        self,
+        a: Snapshot | tuple[str, int | None],
+        b: Snapshot | tuple[str, int | None],
+        *,
+        key: str | None = None,
+        **metric_options: Any,
+    ) -> dict[str, Tensor]:
         """Drift metrics between two snapshots of the same probes: ``a`` is the reference.
 
         Args:
@@ -264,31 +229,7 @@ class AttributionStore:
             >>> sorted(store.compare(("a", 1), ("a", None)))[:2]
             ['m/com_shift', 'm/cosine']
         """
-        from lightning_xai.functional.drift import drift_metrics  # loaded only when comparing
-
-        a, b = self._as_snapshot("a", a), self._as_snapshot("b", b)
-        if a.info.probe_fingerprint != b.info.probe_fingerprint:
-            raise ValueError(
-                "Cannot compare snapshots of different probe sets: "
-                f"{a.info.run!r} step {a.info.global_step} has probe fingerprint "
-                f"{a.info.probe_fingerprint!r}, {b.info.run!r} step {b.info.global_step} has "
-                f"{b.info.probe_fingerprint!r}."
-            )
-        if key is not None:
-            for name, snap in (("a", a), ("b", b)):
-                if key not in snap.arrays:
-                    allowed = f"an array of snapshot `{name}`: {sorted(snap.arrays)}"
-                    raise ValueError(expected("key", allowed, key))
-            return drift_metrics(a.arrays[key], b.arrays[key], **metric_options)
-        if set(a.arrays) != set(b.arrays):
-            raise ValueError(f"Snapshots hold different arrays ({sorted(a.arrays)} and {sorted(b.arrays)}): "
-                             "pass `key` to compare one of them.")
-        out: dict[str, Tensor] = {}
-        for name in sorted(a.arrays):
-            if a.arrays[name].is_floating_point():
-                metrics = drift_metrics(a.arrays[name], b.arrays[name], **metric_options)
-                out.update({f"{name}/{metric}": value for metric, value in metrics.items()})
-        return out
+        return compare_snapshots(self._as_snapshot("a", a), self._as_snapshot("b", b), key, metric_options)
 
     def close(self) -> None:
         """Close the connection (idempotent); the last one to close folds the WAL back into the file."""
@@ -296,7 +237,7 @@ class AttributionStore:
             self._conn.close()
         self._conn = None
 
-    def __enter__(self) -> AttributionStore:
+    def __enter__(self) -> AttributionStore:  # noqa: PYI034  (typing.Self is Python 3.11+)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -306,10 +247,7 @@ class AttributionStore:
         return f"AttributionStore({str(self._path)!r})"
 
     def _load_arrays(self, info: SnapshotInfo) -> Snapshot:
-        rows = self._db().execute("SELECT name, dtype, shape, scale, data FROM arrays WHERE snapshot_id = ?"
-                                  " ORDER BY rowid", (info.id,)).fetchall()
-        arrays = {row[0]: torch.from_numpy(schema.decode_array(*row)) for row in rows}
-        return Snapshot(info, arrays, {row[0]: row[1] for row in rows})
+        return read.load_arrays(self._db(), info)
 
     def _as_snapshot(self, name: str, value: Any) -> Snapshot:
         if isinstance(value, Snapshot):

@@ -1,0 +1,67 @@
+"""Argument checks of the CAM engines: inputs, target, target layer (shared with ``reference_cam``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lightning_xai._checks import expected
+
+__all__: list[str] = []
+
+_Target = Tensor | int | Callable[[Any], Tensor]
+
+
+# ------------------------------------------------------------------------------------- argument checks
+def _check_inputs(inputs: Any, input_index: Any) -> tuple[tuple[Any, ...], Tensor]:
+    inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+    if not inputs or not any(isinstance(x, Tensor) for x in inputs):
+        raise TypeError(expected("inputs", "a tensor or a tuple of tensors (batch first)", inputs))
+    valid_index = isinstance(input_index, int) and not isinstance(input_index, bool)
+    if not valid_index or not -len(inputs) <= input_index < len(inputs):
+        raise ValueError(expected("input_index", f"an index into the {len(inputs)} inputs", input_index))
+    image = inputs[input_index]
+    if not isinstance(image, Tensor) or image.ndim not in (4, 5):
+        got = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
+        raise ValueError(
+            expected(
+                f"inputs[{input_index}]",
+                "an image batch (B, C, H, W) or a video batch (B, C, T, H, W) / (B, T, C, H, W)",
+                got,
+            )
+        )
+    return inputs, image
+
+
+def _check_target(target: Any, batch: int) -> Tensor | Callable[[Any], Tensor]:
+    allowed = "class indices (a LongTensor of shape (B,)) or a callable"
+    if isinstance(target, bool):
+        raise TypeError(expected("target", allowed, target))
+    if isinstance(target, int):
+        return torch.full((batch,), target, dtype=torch.long)
+    if isinstance(target, Tensor):
+        if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool:
+            raise TypeError(expected("target", "an integer tensor of class indices", target.dtype))
+        if target.ndim == 0:
+            return target.reshape(1).expand(batch)
+        if tuple(target.shape) != (batch,):
+            raise ValueError(expected("target", f"class indices of shape ({batch},)", tuple(target.shape)))
+        return target
+    if callable(target):
+        return target
+    raise TypeError(expected("target", allowed, target))
+
+
+def _check_layer(target_layer: Any) -> nn.Module:
+    if not isinstance(target_layer, nn.Module):
+        allowed = "an nn.Module (resolve names with `resolve_layer`)"
+        raise TypeError(expected("target_layer", allowed, type(target_layer).__name__))
+    return target_layer
+
+
+def _no_inference_tensors(inputs: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Clone tensors created under ``torch.inference_mode``: autograd cannot record them."""
+    return tuple(x.clone() if isinstance(x, Tensor) and x.is_inference() else x for x in inputs)
