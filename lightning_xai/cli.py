@@ -1,10 +1,20 @@
-"""The ``lightning-xai`` command line. Its first subcommand reads an :class:`AttributionStore`:
+"""The ``lightning-xai`` command line: read an attribution store, audit and compare checkpoints.
 
     lightning-xai drift --store xai_store.sqlite [--reference RUN] [--metric spearman] [--out drift.png]
 
-prints a table of the runs (snapshots, epochs, drift against each run's first snapshot, its previous one and its
-reference run, and the last snapshots of every pair of runs compared), and writes a PNG timeline. Checkpoint
-audits and comparisons (``audit``, ``compare``) will join it as LightningCLI-based subcommands.
+prints a table of the runs of an :class:`AttributionStore` (snapshots, epochs, drift against each run's first
+snapshot, its previous one and its reference run, and the last snapshots of every pair of runs compared), and
+writes a PNG timeline.
+
+    lightning-xai audit --config audit.yaml --ckpt_path model.ckpt [LightningCLI flags]
+    lightning-xai compare --config audit.yaml --ckpt_path a.ckpt b.ckpt [--names v1 v2] [--store FILE]
+        [--method gradcam] [--metric spearman] [--out compare.png] [LightningCLI flags]
+
+build model, data, trainer and callbacks with Lightning's ``LightningCLI`` (``--config``, ``--model``,
+``--data``, ``--trainer.*``; model and data by ``class_path``) and re-validate checkpoints without training:
+``audit`` prints the ``xai/...`` scalars and where the artifacts went; ``compare`` validates two or more
+checkpoints of one model config as runs of one store (each after the first with the first as its reference)
+and prints the ``drift`` tables of those runs (see :mod:`lightning_xai._cli_audit`).
 """
 
 from __future__ import annotations
@@ -18,12 +28,19 @@ from typing import Any, TextIO
 __all__ = ["main"]
 
 _AGAINST = ("first", "previous", "reference")
+_METRICS = ("spearman", "ndcg", "topk_iou", "cosine", "com_shift", "focus_radius_change", "top_token_overlap")
+_LIGHTNING_FLAGS = (
+    "Every other flag goes to LightningCLI: --config FILE (YAML with model, data, trainer and "
+    "trainer.callbacks), --model CLASS_PATH, --data CLASS_PATH, --trainer.*, --seed_everything "
+    "(default 0), --print_config."
+)
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A markdown table with aligned columns."""
-    cells = [[str(h) for h in headers]] + [["-" if c is None else (f"{c:.3f}" if isinstance(c, float) else str(c))
-                                            for c in row] for row in rows]
+    cells = [[str(h) for h in headers]] + [
+        ["-" if c is None else (f"{c:.3f}" if isinstance(c, float) else str(c)) for c in row] for row in rows
+    ]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in cells]
     lines.insert(1, "| " + " | ".join("-" * w for w in widths) + " |")
@@ -52,8 +69,11 @@ def _drift(args: argparse.Namespace, out: TextIO) -> int:
     from lightning_xai.sinks.store import AttributionStore
 
     if not Path(args.store).exists():
-        print(f"lightning-xai drift: no store at {args.store} (--store names the file an "
-              "AttributionDriftCallback wrote)", file=sys.stderr)
+        print(
+            f"lightning-xai drift: no store at {args.store} (--store names the file an "
+            "AttributionDriftCallback wrote)",
+            file=sys.stderr,
+        )
         return 2
     metric = args.metric
     with AttributionStore(args.store, create=False) as store:
@@ -62,7 +82,10 @@ def _drift(args: argparse.Namespace, out: TextIO) -> int:
         chosen = args.runs or names
         unknown = [r for r in chosen + ([args.reference] if args.reference else []) if r not in names]
         if unknown:
-            print(f"lightning-xai drift: runs {unknown} are not in {args.store}; it holds {names}", file=sys.stderr)
+            print(
+                f"lightning-xai drift: runs {unknown} are not in {args.store}; it holds {names}",
+                file=sys.stderr,
+            )
             return 2
         rows, series, last = [], {}, {}
         for run in chosen:
@@ -77,27 +100,58 @@ def _drift(args: argparse.Namespace, out: TextIO) -> int:
                 ref_run, drift["reference"] = args.reference, None
                 ref = store.reference_snapshot(args.reference, final.epoch, method=final.method)
                 if run != args.reference and ref.info.probe_fingerprint == final.probe_fingerprint:
-                    drift["reference"] = _mean(store.compare(ref, (run, final.global_step)), metric,
-                                               args.input)
-            rows.append([run, final.method, len(snaps), f"{snaps[0].epoch}-{final.epoch}",
-                         *(drift.get(a) for a in _AGAINST), ref_run])
+                    drift["reference"] = _mean(
+                        store.compare(ref, (run, final.global_step)), metric, args.input
+                    )
+            rows.append(
+                [
+                    run,
+                    final.method,
+                    len(snaps),
+                    f"{snaps[0].epoch}-{final.epoch}",
+                    *(drift.get(a) for a in _AGAINST),
+                    ref_run,
+                ]
+            )
             identical = 0.0 if metric in ZERO_WHEN_IDENTICAL else 1.0
-            series.setdefault(metric, {}).setdefault(f"{run} vs first", []).append((snaps[0].epoch, identical))
+            series.setdefault(metric, {}).setdefault(f"{run} vs first", []).append(
+                (snaps[0].epoch, identical)
+            )
             for info in snaps:
                 for against in _AGAINST:
                     value = _pick(info.meta.get("drift", {}).get(against, {}), metric, args.input)
                     if value is not None and against != "previous":
                         series.setdefault(metric, {}).setdefault(f"{run} vs {against}", []).append(
-                            (info.epoch, value))
+                            (info.epoch, value)
+                        )
         shown = f"{metric} of {args.input}" if args.input else metric
         print(f"Attribution drift in {args.store}: {shown} of each run's last snapshot\n", file=out)
-        print(_table(["run", "method", "snapshots", "epochs", "vs first", "vs previous", "vs reference",
-                      "reference run"], rows), file=out)
+        print(
+            _table(
+                [
+                    "run",
+                    "method",
+                    "snapshots",
+                    "epochs",
+                    "vs first",
+                    "vs previous",
+                    "vs reference",
+                    "reference run",
+                ],
+                rows,
+            ),
+            file=out,
+        )
         pairs = []
         for i, a in enumerate(chosen):
-            for b in chosen[i + 1:]:
+            for b in chosen[i + 1 :]:
                 sa, sb = last.get(a), last.get(b)
-                if sa is None or sb is None or sa.probe_fingerprint != sb.probe_fingerprint or sa.method != sb.method:
+                if (
+                    sa is None
+                    or sb is None
+                    or sa.probe_fingerprint != sb.probe_fingerprint
+                    or sa.method != sb.method
+                ):
                     continue
                 value = _mean(store.compare((a, sa.global_step), (b, sb.global_step)), metric, args.input)
                 pairs.append([a, sa.epoch, b, sb.epoch, value])
@@ -112,34 +166,110 @@ def _drift(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lightning-xai", description="Explain Lightning models: audit tools.")
+    parser = argparse.ArgumentParser(
+        prog="lightning-xai", description="Explain Lightning models: audit tools."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    drift = sub.add_parser("drift", help="runs in an attribution store and how their explanations drifted",
-                           description="Print the runs of an AttributionStore and their drift; write a PNG.")
-    drift.add_argument("--store", required=True, help="the SQLite file of AttributionDriftCallback(store=...)")
+    drift = sub.add_parser(
+        "drift",
+        help="runs in an attribution store and how their explanations drifted",
+        description="Print the runs of an AttributionStore and their drift; write a PNG.",
+    )
+    drift.add_argument(
+        "--store", required=True, help="the SQLite file of AttributionDriftCallback(store=...)"
+    )
     drift.add_argument("--runs", nargs="+", default=None, help="runs to show (default: all)")
-    drift.add_argument("--reference", default=None, help="name this run as every run's reference in the table")
-    drift.add_argument("--metric", default="spearman",
-                       choices=("spearman", "ndcg", "topk_iou", "cosine", "com_shift", "focus_radius_change",
-                                "top_token_overlap"), help="the metric shown (default: spearman)")
-    drift.add_argument("--input", default=None,
-                       help="for snapshots of several explained inputs (image+text SHAP): the one shown, e.g. "
-                            "input_ids (default: the first by name)")
-    drift.add_argument("--out", default="drift.png", help="where to write the timeline PNG (default: drift.png)")
+    drift.add_argument(
+        "--reference", default=None, help="name this run as every run's reference in the table"
+    )
+    drift.add_argument(
+        "--metric", default="spearman", choices=_METRICS, help="the metric shown (default: spearman)"
+    )
+    drift.add_argument(
+        "--input",
+        default=None,
+        help="for snapshots of several explained inputs (image+text SHAP): the one shown, e.g. "
+        "input_ids (default: the first by name)",
+    )
+    drift.add_argument(
+        "--out", default="drift.png", help="where to write the timeline PNG (default: drift.png)"
+    )
+    audit = sub.add_parser(
+        "audit",
+        allow_abbrev=False,
+        epilog=_LIGHTNING_FLAGS,
+        help="re-validate a checkpoint with the configured callbacks (LightningCLI config)",
+        description="Validate a checkpoint with the model, data, trainer and callbacks of a "
+        "LightningCLI config, no training; print the xai/ scalars and where the "
+        "artifacts went.",
+    )
+    audit.add_argument("--ckpt_path", required=True, help="the checkpoint to validate")
+    compare = sub.add_parser(
+        "compare",
+        allow_abbrev=False,
+        epilog=_LIGHTNING_FLAGS,
+        help="validate checkpoints of one model config and compare their explanations",
+        description="Validate two or more checkpoints of one LightningCLI model config, keep "
+        "each one's explanations as a run of an attribution store (every run after "
+        "the first with the first as its reference), print the drift tables of "
+        "those runs and write a PNG.",
+    )
+    compare.add_argument("--ckpt_path", nargs="+", required=True, help="two or more checkpoints of the model")
+    compare.add_argument(
+        "--names",
+        nargs="+",
+        default=None,
+        help="run names, one per checkpoint (default: the checkpoint file stems)",
+    )
+    compare.add_argument(
+        "--store",
+        default=None,
+        help="the SQLite store (default: the config's AttributionDriftCallback store, else "
+        "<trainer.default_root_dir>/xai_store.sqlite)",
+    )
+    compare.add_argument(
+        "--method",
+        default=None,
+        help="the attribution method of the AttributionDriftCallback added when the config has "
+        "none (default: gradcam); given, it also replaces the config's",
+    )
+    compare.add_argument(
+        "--metric", default="spearman", choices=_METRICS, help="the metric shown (default: spearman)"
+    )
+    compare.add_argument("--out", default="compare.png", help="where to write the PNG (default: compare.png)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Run the ``lightning-xai`` command line; returns the exit status.
 
+    Our own flags are parsed here; for ``audit`` and ``compare`` every other argument goes to LightningCLI.
+
+    Args:
+        argv: the arguments (default ``sys.argv[1:]``).
+        out: where the report goes (default ``sys.stdout``); errors go to ``sys.stderr``.
+
+    Returns:
+        0 on success, 1 when a run did not produce what was asked, 2 for a wrong argument.
+
     Example:
         >>> main(["drift", "--store", "no-such-store.sqlite"])
         2
+        >>> main(["audit", "--ckpt_path", "no-such.ckpt"])
+        2
     """
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    out = out or sys.stdout
     if args.command == "drift":
-        return _drift(args, out or sys.stdout)
-    return 2  # pragma: no cover - argparse requires a known command
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        return _drift(args, out)
+    from lightning_xai import _cli_audit  # LightningCLI and jsonargparse load only for these two
+
+    return (
+        _cli_audit.audit(args, rest, out) if args.command == "audit" else _cli_audit.compare(args, rest, out)
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_write_bytes", "save_npy", "save_json", "append_manifest", "read_manifest"]
+__all__ = ["append_manifest", "atomic_write_bytes", "manifest_path", "read_manifest", "save_json", "save_npy"]
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -63,6 +63,16 @@ def save_json(path: str | os.PathLike[str], obj: Any) -> Path:
         {'a': 1}
     """
     return atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+
+def manifest_path(log_dir: str | os.PathLike[str]) -> Path:
+    """The manifest that the sinks of a run logging to ``log_dir`` append to: ``<log_dir>/xai/manifest.jsonl``.
+
+    Example:
+        >>> manifest_path("logs/version_0").as_posix()
+        'logs/version_0/xai/manifest.jsonl'
+    """
+    return Path(log_dir) / "xai" / "manifest.jsonl"
 
 
 def append_manifest(manifest: str | os.PathLike[str], record: dict[str, Any]) -> Path:

@@ -1,9 +1,10 @@
 """The artifact sink: every picture, number and array an explanation produces goes through here.
 
 Everything is written under ``<log_dir>/xai/<callback>/<stage>-epoch=E-step=S/`` (PNG, ``.npy``, JSON) and listed in
-``<log_dir>/xai/manifest.jsonl``; TensorBoard gets images, scalars, histograms and text under
-``xai/<callback>/<name>``; other loggers get scalars through ``log_metrics`` and images through their own
-``log_image`` where they have one, with a one-time warning naming what they could not receive.
+``<log_dir>/xai/manifest.jsonl`` (one line per artifact set, with the scalars logged for it); TensorBoard gets
+images, scalars, histograms and text under ``xai/<callback>/<name>``; other loggers get scalars through
+``log_metrics`` and images through their own ``log_image`` where they have one, with a one-time warning naming
+what they could not receive.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from lightning_xai.sinks.files import append_manifest, atomic_write_bytes, save_json, save_npy
+from lightning_xai.sinks.files import append_manifest, atomic_write_bytes, manifest_path, save_json, save_npy
 
-__all__ = ["Event", "ArtifactSink"]
+__all__ = ["ArtifactSink", "Event"]
 
 _WARNED: set[tuple[int, str]] = set()  # (id(logger), what): warn once per logger instance
 
@@ -64,8 +65,8 @@ class ArtifactSink:
         >>> import tempfile
         >>> sink = ArtifactSink([], tempfile.mkdtemp(), Event("gradcam", "validate", 0, 0))
         >>> sink.scalar("gradcam/pointing_game", 0.9)
-        >>> rec = sink.commit(method="gradcam"); rec["files"]
-        []
+        >>> rec = sink.commit(method="gradcam"); rec["files"], rec["scalars"]
+        ([], {'xai/gradcam/gradcam/pointing_game': 0.9})
     """
 
     loggers: list[Any]
@@ -73,6 +74,7 @@ class ArtifactSink:
     event: Event
     write: bool = True
     files: list[str] = field(default_factory=list)
+    logged: dict[str, float] = field(default_factory=dict)
 
     @property
     def root(self) -> Path:
@@ -127,16 +129,17 @@ class ArtifactSink:
                 self._warn_once(lg, "images")
 
     def scalar(self, name: str, value: float) -> None:
-        """Log one number at the event's global step."""
+        """Log one number at the event's global step; the next manifest line records it under its tag."""
         if not self.write:
             return
+        self.logged[self.tag(name)] = float(value)
         for exp in self._tb():
             exp.add_scalar(self.tag(name), float(value), self.event.global_step)
         for lg in self._others():
             lg.log_metrics({self.tag(name): float(value)}, step=self.event.global_step)
 
     def scalars(self, values: dict[str, float]) -> None:
-        """Log several numbers; they are also collected into the event's ``summary.json``."""
+        """Log several numbers (each recorded in the next manifest line, as :meth:`scalar` does)."""
         for k, v in values.items():
             self.scalar(k, v)
 
@@ -186,14 +189,22 @@ class ArtifactSink:
             save_json(self._file(name, ".json"), obj)
 
     def commit(self, method: str, **extra: Any) -> dict[str, Any]:
-        """Append one manifest line listing the files written since the last commit, then flush the loggers."""
-        record = {**asdict(self.event), "method": method, "files": list(self.files), "timestamp": time.time()}
+        """Append one manifest line listing the files written and the scalars logged (by tag) since the last
+        commit, then flush the loggers."""
+        record = {
+            **asdict(self.event),
+            "method": method,
+            "files": list(self.files),
+            "scalars": dict(self.logged),
+            "timestamp": time.time(),
+        }
         record.update(extra)
         if self.write:
-            append_manifest(self.root / "manifest.jsonl", record)
+            append_manifest(manifest_path(self.log_dir), record)
             for exp in self._tb():
                 exp.flush()
         self.files.clear()
+        self.logged.clear()
         return record
 
 
