@@ -47,18 +47,19 @@ a random ``a`` per row; adaptive rounds double a probe's rows.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from lightning_xai.functional._shap_inputs import (
-    FLOAT,
-    TOKEN,
-    Prepared,
-    forward_rows,
-    pass_through_groups,
-    score_rows,
+from lightning_xai.functional._shap_cells import CellSplitting
+from lightning_xai.functional._shap_inputs import FLOAT, TOKEN, Prepared, forward_rows, score_rows
+from lightning_xai.functional._shap_rows import (
+    Settings,
+    _Batch,
+    _explained_shapes,
+    _Store,
+    _vdc,
+    forward_values,
 )
 
 __all__: list[str] = []
@@ -67,51 +68,6 @@ SAMPLINGS = ("stratified", "antithetic", "lattice", "random")
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 _ACCUMULATOR_BYTES = 256 * 2**20  # per-probe sums of one group of probes
 _STORE_BYTES = 64 * 2**20  # attribution rows kept for re-weighting when a cell is split
-_MASS = 0.3  # a round splits the fewest cells that carry this share of a probe's discrepancies...
-_MAX_SPLIT = 0.25  # ...but at most this share of its cells
-_MIN_CELL = 2.0**-40
-
-
-@dataclass
-class Settings:
-    nsamples: int
-    max_batch: int
-    generator: torch.Generator
-    completeness_tol: float | None
-    max_nsamples: int
-    sampling: str
-
-
-def _vdc(k: Tensor) -> Tensor:
-    """Base-2 van der Corput radical inverse of non-negative integers (float64)."""
-    out = torch.zeros(k.shape, dtype=torch.float64)
-    k, scale = k.clone(), 0.5
-    while bool((k > 0).any()):
-        out += scale * (k & 1).double()
-        k >>= 1
-        scale /= 2
-    return out
-
-
-def forward_values(prep: Prepared, max_batch: int) -> tuple[Tensor, Tensor]:
-    """``f(x_b)`` (B,) and ``f(x'_n)`` (B, N) for each probe's target and passed-through inputs (no grad)."""
-    batch, n_bg = prep.batch, prep.n_background
-    fx = torch.empty(batch, dtype=torch.float64)
-    fbg = torch.empty(batch, n_bg, dtype=torch.float64)
-    with torch.no_grad():
-        for start in range(0, batch, max_batch):
-            idx = torch.arange(start, min(batch, start + max_batch))
-            fx[idx] = score_rows(forward_rows(prep, idx, None), prep.target, idx).double().cpu()
-        for group in pass_through_groups(prep):
-            for start in range(0, n_bg, max_batch):
-                bg_idx = torch.arange(start, min(n_bg, start + max_batch))
-                rep = torch.full_like(bg_idx, group[0])
-                output = forward_rows(prep, rep, [bg[bg_idx] for bg in prep.bg])
-                for b in group:
-                    fbg[b, bg_idx] = (
-                        score_rows(output, prep.target, torch.full_like(bg_idx, b)).double().cpu()
-                    )
-    return fx, fbg
 
 
 def _relative(err: Tensor, fx: Tensor, base: Tensor) -> Tensor:
@@ -119,76 +75,7 @@ def _relative(err: Tensor, fx: Tensor, base: Tensor) -> Tensor:
     return err.abs() / torch.maximum((fx - base).abs(), floor)
 
 
-def _explained_shapes(prep: Prepared) -> list[torch.Size]:
-    roles = [role for role in prep.roles if role in (FLOAT, TOKEN)]
-    return [x.shape[1:-1] if role == TOKEN else x.shape[1:] for x, role in zip(prep.x, roles)]
-
-
-class _Store:
-    """Attribution rows kept for re-weighting, up to ``budget`` bytes, in one buffer allocated at the first row
-    (one allocation rather than one per chunk, so that kept rows do not fragment the heap between the model's
-    activations; its pages are touched only as rows arrive). A row's slot is its index."""
-
-    def __init__(self, shapes: list[torch.Size], device: torch.device, budget: int) -> None:
-        self.shapes, self.device = shapes, device
-        self.widths = [max(1, shape.numel()) for shape in shapes]
-        self.capacity = budget // (4 * sum(self.widths))
-        self.parts: list[Tensor] = []
-        self.size = 0
-
-    def _allocate(self) -> None:
-        buffer = torch.empty(self.capacity * sum(self.widths), device=self.device)
-        start = 0
-        for width, shape in zip(self.widths, self.shapes):
-            self.parts.append(buffer[start : start + self.capacity * width].view(self.capacity, *shape))
-            start += self.capacity * width
-
-    def add(self, rows: list[Tensor], keep: Tensor) -> Tensor:
-        """Copy the ``keep`` rows of ``rows`` (one tensor per input) while there is room; their slots, -1 where
-        not kept."""
-        index = torch.nonzero(keep).flatten()
-        room = max(0, min(len(index), self.capacity - self.size))
-        slots = torch.full((len(index),), -1, dtype=torch.long)
-        if room == 0:
-            return slots
-        if not self.parts:
-            self._allocate()
-        slots[:room] = torch.arange(self.size, self.size + room)
-        part = index[:room]
-        for stored, row in zip(self.parts, rows):
-            torch.index_select(row, 0, part.to(row.device), out=stored[self.size : self.size + room])
-        self.size += room
-        return slots
-
-    def subtract(self, acc: list[Tensor], slots: Tensor, probe: Tensor, amount: Tensor, chunk: int) -> None:
-        """``acc[probe] -= amount * row`` for the stored rows at ``slots``, ``chunk`` rows at a time (the
-        gathered rows are the only temporary)."""
-        for start in range(0, len(slots), chunk):
-            part = slice(start, start + chunk)
-            index = slots[part].to(self.device)
-            w = amount[part].to(device=self.device, dtype=torch.float32)
-            for a, stored in zip(acc, self.parts):
-                rows = stored[index].mul_(w.view(-1, *([1] * (stored.ndim - 1))))
-                a.index_add_(0, probe[part].to(a.device), rows.to(a.device), alpha=-1.0)
-
-
-@dataclass
-class _Batch:
-    """Rows to evaluate: local probe, baseline, ``a``, weight in the probe's estimate, whether to keep the row
-    (a new sample point) or only add it (a re-evaluated point whose weight changes)."""
-
-    probe: Tensor
-    base: Tensor
-    alpha: Tensor
-    weight: Tensor
-    keep: Tensor
-
-    @staticmethod
-    def cat(parts: list[_Batch]) -> _Batch:
-        return _Batch(*(torch.cat([getattr(p, name) for p in parts]) for name in _Batch.__dataclass_fields__))
-
-
-class _Group:
+class _Group(CellSplitting):
     """A group of probes: per-probe sums of weighted ``(x - x') * grad`` rows, and per kept row its path, its
     point ``a``, its cell ``[lo, hi)``, ``f`` at the point and its summed attributions ``s``."""
 
@@ -377,125 +264,6 @@ class _Group:
         weight = 1.0 / new_used.repeat_interleave(add).double()
         batch = _Batch(probe, base, alpha, weight, torch.ones_like(probe, dtype=torch.bool))
         return batch, (torch.zeros_like(alpha), torch.ones_like(alpha))
-
-    def _indicators(self, rows: Tensor) -> Tensor:
-        """Per kept row (``rows``: a set of whole paths), the discrepancy its cell carries: the share of the
-        exactly known error of each segment (between consecutive points of a path) that the cell covers."""
-        path = self.probe[rows] * self.prep.n_background + self.base[rows]
-        order = torch.argsort(path.double() * 2.0 + self.a[rows])
-        idx = rows[order]
-        p, a, lo, hi, f, s = path[order], self.a[idx], self.lo[idx], self.hi[idx], self.f[idx], self.sum[idx]
-        first = torch.ones_like(p, dtype=torch.bool)
-        first[1:] = p[1:] != p[:-1]
-        last = torch.ones_like(p, dtype=torch.bool)
-        last[:-1] = p[1:] != p[:-1]
-        probe, base = self.probe[idx], self.base[idx]
-        f_prev = torch.where(first, self.fbg[probe, base], torch.roll(f, 1))
-        a_prev = torch.where(first, torch.zeros_like(a), torch.roll(a, 1))
-        s_prev = torch.where(first, torch.zeros_like(s), torch.roll(s, 1))
-        hi_prev = torch.where(first, torch.zeros_like(hi), torch.roll(hi, 1))
-        # segment [a_prev, a]: the previous cell covers [a_prev, hi_prev), this cell [lo, a]
-        gap = (a - a_prev).clamp_min(1e-300)
-        d_before = (f - f_prev) - ((hi_prev - a_prev) * s_prev + (a - lo) * s)
-        own = (d_before * (a - lo) / gap).abs()
-        to_prev = (d_before * (hi_prev - a_prev) / gap).abs()
-        to_prev = torch.roll(to_prev, -1)
-        to_prev[last] = 0.0
-        after = torch.where(last, (self.fx[probe] - f - (hi - a) * s).abs(), torch.zeros_like(a))
-        out = torch.empty(len(rows), dtype=torch.float64)
-        out[order] = own + to_prev + after
-        return out
-
-    def _split_cells(self, refine: Tensor, budget: Tensor) -> tuple[_Batch, tuple[Tensor, Tensor]] | None:
-        """Split the cells with the largest discrepancies of each refined probe: per probe, its cells ranked by
-        discrepancy, as many as its budget pays for (a stored cell costs one new row, another two); of those,
-        the fewest that carry ``_MASS`` of their discrepancies, at most ``_MAX_SPLIT`` of its cells."""
-        rows = torch.nonzero(refine[self.probe]).flatten()
-        if len(rows) == 0:
-            return None
-        ind = self._indicators(rows)
-        ind[(self.hi[rows] - self.lo[rows]) < 2 * _MIN_CELL] = -1.0  # too small to split
-        stored = self.slot[rows] >= 0
-        # probes ascending, discrepancies descending within a probe (unsplittable cells last)
-        order = torch.argsort(ind, descending=True, stable=True)
-        order = order[torch.argsort(self.probe[rows][order], stable=True)]
-        probe, values = self.probe[rows][order], ind[order]
-        n = len(self.probes)
-        mine = torch.bincount(probe, minlength=n)
-        start = torch.cumsum(mine, 0) - mine
-        valid = values >= 0
-        cost = (2 - stored[order].long()) * valid
-        eligible = valid & (_segment_cumsum(cost, probe, start) <= budget[probe])
-        mass = torch.where(eligible, values, torch.zeros_like(values))
-        total = torch.zeros(n, dtype=torch.float64).index_add_(0, probe, mass)
-        within = eligible & (_segment_cumsum(mass, probe, start) < _MASS * total[probe])
-        count = torch.bincount(probe[eligible], minlength=n)
-        k = torch.bincount(probe[within], minlength=n) + 1
-        k = torch.minimum(torch.minimum(k, (_MAX_SPLIT * mine).long()), count).clamp_min(1)
-        keep = count > 0
-        if not bool(keep.any()):
-            return None
-        ranked = list(torch.split(order[eligible], count[keep].tolist()))
-        wanted = self._fill_chunks(ranked, k[keep].tolist(), stored, rows)
-        chosen = rows[torch.cat([r[:w] for r, w in zip(ranked, wanted)])]
-        return self._split(chosen)
-
-    def _fill_chunks(
-        self, ranked: list[Tensor], wanted: list[int], stored: Tensor, rows: Tensor
-    ) -> list[int]:
-        """Top the round up to whole chunks with the next cells of its probes, if that at most doubles it."""
-        cost = [int((2 - stored[r[:k]].long()).sum()) for r, k in zip(ranked, wanted)]
-        total = sum(cost)
-        deficit = -total % self.s.max_batch
-        if deficit == 0 or deficit > total:
-            return wanted
-        wanted = list(wanted)
-        moved = True
-        while deficit > 0 and moved:
-            moved = False
-            for j, r in enumerate(ranked):
-                if deficit <= 0:
-                    break
-                if wanted[j] < len(r):
-                    deficit -= int(2 - stored[r[wanted[j]]].long())
-                    wanted[j] += 1
-                    moved = True
-        return wanted
-
-    def _split(self, chosen: Tensor) -> tuple[_Batch, tuple[Tensor, Tensor]]:
-        """The point of each chosen cell keeps the half it lies in; a new uniform point fills the other."""
-        lo, hi, a = self.lo[chosen], self.hi[chosen], self.a[chosen]
-        mid = 0.5 * (lo + hi)
-        left = a < mid
-        new_lo, new_hi = torch.where(left, mid, lo), torch.where(left, hi, mid)
-        u = torch.rand(len(chosen), generator=self.s.generator, dtype=torch.float64)
-        new_a = new_lo + (new_hi - new_lo) * u
-        self.lo[chosen], self.hi[chosen] = torch.where(left, lo, mid), torch.where(left, mid, hi)
-        probe, base = self.probe[chosen], self.base[chosen]
-        half = 0.5 * (hi - lo) / self.used[probe].double()
-        # the old point's weight halves: subtract half of its row, from the store or by evaluating it again
-        stored = self.slot[chosen] >= 0
-        self.store.subtract(
-            self.acc, self.slot[chosen[stored]], probe[stored], half[stored], self.s.max_batch
-        )
-        again = ~stored
-        n_new, n_again = len(chosen), int(again.sum())
-        batch = _Batch(
-            torch.cat([probe, probe[again]]),
-            torch.cat([base, base[again]]),
-            torch.cat([new_a, a[again]]),
-            torch.cat([half, -half[again]]),
-            torch.cat([torch.ones(n_new, dtype=torch.bool), torch.zeros(n_again, dtype=torch.bool)]),
-        )
-        return batch, (new_lo, new_hi)
-
-
-def _segment_cumsum(x: Tensor, segment: Tensor, start: Tensor) -> Tensor:
-    """Inclusive cumulative sum of ``x`` within each run of equal ``segment`` (sorted), runs starting at
-    ``start[segment]``."""
-    c = torch.cumsum(x, 0)
-    before = torch.where(start > 0, c[(start - 1).clamp_min(0)], torch.zeros_like(c[:1]).expand(len(start)))
-    return c - before[segment]
 
 
 def estimate(prep: Prepared, s: Settings) -> tuple[list[Tensor], Tensor, Tensor, Tensor]:
