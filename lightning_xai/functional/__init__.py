@@ -92,3 +92,7 @@ __all__ += [
 from lightning_xai.functional._shap_peers import shap_deep, shap_kernel, shap_partition
 
 __all__ += ["shap_deep", "shap_kernel", "shap_partition"]
+
+from lightning_xai.functional.faithfulness import deletion_auc, deletion_curve, insertion_auc, insertion_curve
+
+__all__ += ["deletion_auc", "deletion_curve", "insertion_auc", "insertion_curve"]
