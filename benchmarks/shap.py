@@ -14,8 +14,8 @@ probe; default ``sampling="stratified"`` and ``"lattice"``), ours at fixed budge
 ``GradientShap`` (``n_samples`` split into calls of at most 256 rows), each on a ladder of nsamples (x4 from
 64) that stops at the first rung meeting the accuracy criteria below, or at the model's cap (shap: 4096,
 1024 for the ResNet; captum: 4096 for the CNN, 1024 for the BERT, 64 for the ResNet -- a ResNet-18 point costs
-~25 ms on one thread). The run pins glibc's mmap/trim thresholds (see ``pin_allocator``) and takes ~20
-minutes with the weights and references cached (~27 the first time: training, references).
+~25 ms on one thread). The run pins glibc's mmap/trim thresholds (see ``pin_allocator``) and takes ~17
+minutes with the weights and references cached (~28 the first time: training, references).
 
 Columns: points = gradient points (forward+backward rows) per probe, re-evaluated rows included; cpu s =
 process CPU seconds (1 torch thread by default) and wall s; x floor = cpu s over points x the floor's cost per
