@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-import torch
 from torch import Tensor, nn
 
 from lightning_xai._checks import expected
+from lightning_xai.functional._targets import check_class_target
 
 __all__: list[str] = []
 
@@ -37,22 +37,7 @@ def _check_inputs(inputs: Any, input_index: Any) -> tuple[tuple[Any, ...], Tenso
 
 
 def _check_target(target: Any, batch: int) -> Tensor | Callable[[Any], Tensor]:
-    allowed = "class indices (a LongTensor of shape (B,)) or a callable"
-    if isinstance(target, bool):
-        raise TypeError(expected("target", allowed, target))
-    if isinstance(target, int):
-        return torch.full((batch,), target, dtype=torch.long)
-    if isinstance(target, Tensor):
-        if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool:
-            raise TypeError(expected("target", "an integer tensor of class indices", target.dtype))
-        if target.ndim == 0:
-            return target.reshape(1).expand(batch)
-        if tuple(target.shape) != (batch,):
-            raise ValueError(expected("target", f"class indices of shape ({batch},)", tuple(target.shape)))
-        return target
-    if callable(target):
-        return target
-    raise TypeError(expected("target", allowed, target))
+    return cast("Tensor | Callable[[Any], Tensor]", check_class_target(target, batch))
 
 
 def _check_layer(target_layer: Any) -> nn.Module:

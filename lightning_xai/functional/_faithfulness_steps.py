@@ -5,7 +5,7 @@ checks, feature ranks, baselines and the batched evaluation of every perturbed r
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from lightning_xai._checks import expected
 from lightning_xai.functional._shap_inputs import logits_of
+from lightning_xai.functional._targets import check_class_target
 
 __all__: list[str] = []
 
@@ -37,21 +38,7 @@ def check_inputs(inputs: Any) -> Tensor:
 
 def check_target(target: Any, batch: int) -> Tensor | None:
     """``None`` or ``(B,)`` int64 class indices (not yet checked against the number of classes)."""
-    allowed = f"None, an int or an integer tensor of shape ({batch},)"
-    if target is None:
-        return None
-    if isinstance(target, bool) or not isinstance(target, (int, Tensor)):
-        raise TypeError(expected("target", allowed, target))
-    target = torch.tensor(target) if isinstance(target, int) else target.detach()
-    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-        raise TypeError(expected("target", allowed, target.dtype))
-    if target.ndim == 0:
-        target = target.expand(batch)
-    if tuple(target.shape) != (batch,):
-        raise ValueError(expected("target", allowed, tuple(target.shape)))
-    if bool((target < 0).any()):
-        raise ValueError(expected("target", "class indices of at least 0", target.tolist()))
-    return target.long()
+    return cast("Tensor | None", check_class_target(target, batch, allow_callable=False, allow_none=True))
 
 
 def feature_ranks(attributions: Any, x: Tensor) -> Tensor:

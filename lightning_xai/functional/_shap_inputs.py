@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
 from lightning_xai._checks import expected
 from lightning_xai.functional._shap_tokens import EmbeddingSwap, _no_embedding_error, embed_tokens
+from lightning_xai.functional._targets import check_class_target
 
 __all__: list[str] = []
 
@@ -64,22 +65,7 @@ def check_inputs(inputs: Any) -> tuple[Tensor, ...]:
 
 
 def check_target(target: Any, batch: int) -> Tensor | Callable[[Any], Tensor]:
-    allowed = "class indices (an int or an integer tensor of shape (B,)) or a callable returning (B,) scores"
-    if isinstance(target, bool):
-        raise TypeError(expected("target", allowed, target))
-    if isinstance(target, int):
-        return torch.full((batch,), target, dtype=torch.long)
-    if isinstance(target, Tensor):
-        if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool:
-            raise TypeError(expected("target", "an integer tensor of class indices", target.dtype))
-        if target.ndim == 0:
-            return target.reshape(1).expand(batch).long()
-        if tuple(target.shape) != (batch,):
-            raise ValueError(expected("target", f"class indices of shape ({batch},)", tuple(target.shape)))
-        return target.long()
-    if callable(target):
-        return target
-    raise TypeError(expected("target", allowed, target))
+    return cast("Tensor | Callable[[Any], Tensor]", check_class_target(target, batch))
 
 
 def model_device(model: nn.Module, fallback: torch.device) -> torch.device:
