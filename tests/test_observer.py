@@ -94,7 +94,8 @@ def test_fit_with_callbacks_ends_with_bit_identical_weights(tmp_path):
     without = _fit(tmp_path / "a", [])
     callbacks = [
         GradCAMCallback(num_samples=4, methods=("gradcam", "gradcam++", "scorecam"), on_error="raise"),
-        GradCAMCallback(num_samples=3, methods=("layercam",), target="label", on_error="raise"),
+        GradCAMCallback(num_samples=3, methods=("layercam",), target="label", on_error="raise",
+                        faithfulness=True, faithfulness_steps=5),
         CalibrationCallback(n_bins=10, per_class=True, source="forward", on_error="raise"),
         SHAPCallback(num_samples=2, n_background=4, nsamples=8, max_nsamples=16, on_error="raise"),
         AttributionDriftCallback(num_samples=3, store=str(tmp_path / "store.sqlite"), on_error="raise"),

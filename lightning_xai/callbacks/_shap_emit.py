@@ -10,6 +10,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from lightning_xai.adapters import ModelInputs
+from lightning_xai.callbacks._faithfulness import METRICS, log_faithfulness
 from lightning_xai.functional.shap import ShapResult, gini, modality_shares
 from lightning_xai.probe import Probe
 from lightning_xai.sinks import ArtifactSink
@@ -113,6 +114,8 @@ def emit_shap(cb: SHAPCallback, result: dict[str, Any], inputs: ModelInputs, pro
 
         sink.figure("shares", shares_figure(shares, [names[j] for j in shown], title=f"Share of |SHAP| per input{_who(cb)} · "
                                             f"epoch {ev.epoch}", labels=titles))
+    measured = result.get("faithfulness") or {}
+    faith = {n: log_faithfulness(sink, n, res, cb._faith) for n, res in measured.items()}
     arrays = {names[j]: v.numpy() for j, v in zip(shown, values)}
     arrays.update({f"data_{names[j]}": x.numpy() for j, x in zip(shown, raw)})
     arrays.update(base_values=r.base_values.float().cpu().numpy(), outputs=r.outputs.float().cpu().numpy(),
@@ -132,6 +135,8 @@ def emit_shap(cb: SHAPCallback, result: dict[str, Any], inputs: ModelInputs, pro
             "target": None if result["target"] is None else int(result["target"][i]),
             "totals": {names[j]: float(values[k][i].sum()) for k, j in enumerate(shown)},
         }
+        if faith:
+            sample["faithfulness"] = {n: {m: f[m][i] for m in METRICS} for n, f in faith.items()}
         for k, tokens in summary_tokens.items():
             sample[f"tokens_{names[shown[k]]}"] = tokens[i]
         if ranked:
@@ -140,7 +145,9 @@ def emit_shap(cb: SHAPCallback, result: dict[str, Any], inputs: ModelInputs, pro
                                 "totals": {names[j]: float(res.values[j][i].float().sum()) for j in shown}}
                                for t, res in ranked]
         samples.append(sample)
-    sink.json("summary", {"inputs": [names[j] for j in shown], "engine": cb.engine, "samples": samples})
+    settings = {k: v for k, v in next(iter(faith.values()), {}).items() if k not in METRICS}
+    sink.json("summary", {"inputs": [names[j] for j in shown], "engine": cb.engine, "samples": samples,
+                          **({"faithfulness": settings} if faith else {})})
     if summary_tokens:
         lines = [f"| {s['title']} | " + ", ".join(f"{t} ({v:+.3f})" for t, v in sorted(
             next(iter(summary_tokens.values()))[i], key=lambda tv: -abs(tv[1]))[:8]) + " |"

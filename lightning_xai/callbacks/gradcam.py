@@ -13,6 +13,7 @@ from typing_extensions import override
 
 from lightning_xai._checks import check_choices, check_non_negative_int, check_probability, expected
 from lightning_xai.adapters import ModelInputs, TargetSpec, resolve_callable
+from lightning_xai.callbacks._faithfulness import FaithfulnessCheck, log_faithfulness
 from lightning_xai.callbacks._shell import Stage
 from lightning_xai.callbacks.base import XAICallback
 from lightning_xai.functional._cam import CAM_METHODS, cam
@@ -53,6 +54,11 @@ class GradCAMCallback(XAICallback):
         alpha: heatmap opacity in overlays.
         pointing_tolerance: pixels by which masks are dilated in the pointing game; ``None`` uses Zhang et al.'s
             15 pixels at 224², scaled to the image size (2 pixels at 32²).
+        faithfulness: also score each method's maps of 4-D images by deletion and insertion (explained class)
+            against a random map from a seeded generator: ``xai/gradcam/faithfulness/<method>/{deletion_auc,
+            insertion_auc}`` and their ``..._random`` controls (means); per-sample values in the summary JSON.
+        faithfulness_steps: steps of the deletion and insertion curves.
+        faithfulness_baseline: what replaces removed pixels: ``"blur"``, ``"mean"`` or ``"zero"``.
         **base: ``probe``, ``batch_to_inputs``, ``forward_fn``, ``target``, ``output``, ``class_names``,
             ``every_n_epochs``, ``stages``, ``on_error``, ``log_dir``, ``name`` as in :class:`XAICallback`.
 
@@ -76,6 +82,9 @@ class GradCAMCallback(XAICallback):
         std: Sequence[float] | None = None,
         alpha: float = 0.5,
         pointing_tolerance: int | None = None,
+        faithfulness: bool = False,
+        faithfulness_steps: int = 20,
+        faithfulness_baseline: Literal["blur", "mean", "zero"] = "blur",
         probe: Any = None,
         batch_to_inputs: Callable[..., ModelInputs] | str | None = None,
         forward_fn: Callable[..., Any] | str | None = None,
@@ -109,6 +118,7 @@ class GradCAMCallback(XAICallback):
         self.pointing_tolerance = pointing_tolerance
         self._layer: tuple[str, Callable[[Tensor], Tensor] | None] | None = None
         self._id.update(methods=list(self.methods), target_layer=target_layer)
+        self._faith = FaithfulnessCheck.attach(self, faithfulness, faithfulness_steps, faithfulness_baseline)
 
     @override
     def _check_model(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -162,7 +172,13 @@ class GradCAMCallback(XAICallback):
             for m in self.methods
         }
         probs = logits.float().softmax(-1) if logits.dim() == 2 else None
+        faith: dict[str, Any] = {}
+        if self._faith and (callable(target) or x.dim() != 4):
+            self._faith.skip("a callable target" if callable(target) else "a video input")
+        elif self._faith:
+            faith = self._faith.measure_input(self, model, inputs, key, maps, target)
         return {
+            **({"faithfulness": faith} if self._faith else {}),
             "maps": maps,
             "layer": name,
             "image": x.detach().float().cpu(),
@@ -203,6 +219,9 @@ class GradCAMCallback(XAICallback):
             sink.array(f"gradcam_{method}", maps.numpy())
             sink.histogram(f"{method}/values", maps[finite].numpy())
             summary = self._localisation(method, maps, inputs, sink)
+            if self._faith:
+                faith = result["faithfulness"].get(method)
+                summary["faithfulness"] = log_faithfulness(sink, method, faith, self._faith)
             sink.json(f"summary_{method}", {"layer": result["layer"], "dataset_index": probe.indices,
                                             "titles": titles, **summary})
             sink.commit(method=method, layer=result["layer"])

@@ -13,6 +13,7 @@ from typing_extensions import override
 
 from lightning_xai._checks import check_choice, check_positive_int, expected
 from lightning_xai.adapters import ModelInputs, TargetSpec
+from lightning_xai.callbacks._faithfulness import FaithfulnessCheck
 from lightning_xai.callbacks._shap_emit import emit_shap
 from lightning_xai.callbacks._shell import Stage
 from lightning_xai.callbacks.base import XAICallback
@@ -66,7 +67,12 @@ class SHAPCallback(XAICallback):
         embedding_layer: dotted name of the token embedding layer (default: found automatically).
         tokenizer: a Hugging Face tokenizer (or a local path to load one from) to show token strings.
         max_batch: most rows per forward/backward (bounds memory).
-        seed: seed of the callback's own generator.
+        seed: seed of the callback's own generators (engine, faithfulness control).
+        faithfulness: also score the values of 4-D image inputs by deletion and insertion (explained class)
+            against a seeded random map: ``xai/shap/faithfulness/<input>/{deletion_auc,insertion_auc}`` and
+            their ``..._random`` controls (means); per-sample values in ``summary.json``.
+        faithfulness_steps: steps of the deletion and insertion curves.
+        faithfulness_baseline: what replaces removed pixels: ``"blur"``, ``"mean"`` or ``"zero"``.
 
     Example:
         >>> SHAPCallback(num_samples=8, n_background=32, nsamples=50).n_background
@@ -91,6 +97,9 @@ class SHAPCallback(XAICallback):
         seed: int = 0,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        faithfulness: bool = False,
+        faithfulness_steps: int = 20,
+        faithfulness_baseline: Literal["blur", "mean", "zero"] = "blur",
         probe: Any = None,
         batch_to_inputs: Callable[..., ModelInputs] | str | None = None,
         forward_fn: Callable[..., Any] | str | None = None,
@@ -124,6 +133,8 @@ class SHAPCallback(XAICallback):
         self.mean, self.std = mean, std
         self._background: Probe | None = None
         self._id.update(n_background=n_background, engine=engine, **({"top_k": top_k} if top_k > 1 else {}))
+        self._faith = FaithfulnessCheck.attach(self, faithfulness, faithfulness_steps, faithfulness_baseline,
+                                               seed, self.max_batch)
 
     # ------------------------------------------------------------------ state: probe and background
     @override
@@ -186,7 +197,9 @@ class SHAPCallback(XAICallback):
         else:
             result = self._shap(model, flat, base_flat, target, fwd, 0)
         display = ["input" if n_args == 1 and n == "0" else ("input_" + n if n.isdigit() else n) for n in names]
-        return {"result": result, "names": display, "inputs": [t.detach().cpu() for t in flat],
+        faith = self._faith and self._faith.measure_inputs(self, model, inputs, display, result, target)
+        return {"faithfulness": faith, "result": result, "names": display,
+                "inputs": [t.detach().cpu() for t in flat],
                 "pred": logits.argmax(-1).cpu() if logits.dim() == 2 else None,
                 "confidence": logits.softmax(-1).max(-1).values.cpu() if logits.dim() == 2 else None,
                 "target": None if score_mode else target.cpu(),  # type: ignore[union-attr]
