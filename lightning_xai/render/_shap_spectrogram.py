@@ -178,10 +178,10 @@ def spectrogram_plot(
         ax.set_xlabel("time (s)" if in_seconds else "time frame", fontsize=LABEL_FONTSIZE)
         ax.set_ylabel("frequency (Hz)" if in_hz else "frequency bin", fontsize=LABEL_FONTSIZE)
         finite = np.where(np.isfinite(data[i]), data[i], 0.0)
-        _marginal(top, times, finite.sum(axis=0), dt, positive, negative, vertical=True)
-        _marginal(side, freqs, finite.sum(axis=1), df, positive, negative, vertical=False)
-        top.set_ylabel("Σ freq.", fontsize=LABEL_FONTSIZE)
-        side.set_xlabel("Σ time", fontsize=LABEL_FONTSIZE)
+        top_unit = _marginal(top, times, finite.sum(axis=0), dt, positive, negative, vertical=True)
+        side_unit = _marginal(side, freqs, finite.sum(axis=1), df, positive, negative, vertical=False)
+        top.set_ylabel("Σ freq." + top_unit, fontsize=LABEL_FONTSIZE)
+        side.set_xlabel("Σ time" + side_unit, fontsize=LABEL_FONTSIZE)
         top.tick_params(labelbottom=False, labelsize=TICK_FONTSIZE)
         side.tick_params(labelleft=False, labelsize=TICK_FONTSIZE)
         ax.tick_params(labelsize=TICK_FONTSIZE)
@@ -205,10 +205,15 @@ def spectrogram_plot(
 
 def _marginal(
     ax: Any, where: np.ndarray, sums: np.ndarray, step: float, positive: Any, negative: Any, vertical: bool
-) -> None:
-    """Signed bars of a marginal, centred on 0 with a symmetric range."""
+) -> str:
+    """Signed bars of a marginal, centred on 0 with a symmetric range. Small or large sums are drawn in units of a
+    power of ten, returned as a label suffix (``" (×1e-3)"``, else ``""``): matplotlib's offset text would sit on
+    the neighbouring axis label."""
+    peak = float(np.abs(sums).max()) if sums.size else 0.0
+    exponent = int(np.floor(np.log10(peak))) if peak > 0 and not 1e-2 <= peak < 1e3 else 0
+    sums = sums / 10.0**exponent
     colours = [positive if s >= 0 else negative for s in sums]
-    reach = float(np.abs(sums).max()) * 1.1 or 1.0
+    reach = peak / 10.0**exponent * 1.1 or 1.0
     if vertical:
         ax.bar(where, sums, width=step, color=colours)
         ax.axhline(0.0, color="0.3", linewidth=0.6)
@@ -219,4 +224,4 @@ def _marginal(
         ax.axvline(0.0, color="0.3", linewidth=0.6)
         ax.set_xlim(-reach, reach)
         ax.xaxis.set_major_locator(MaxNLocator(3, symmetric=True))
-    ax.ticklabel_format(axis="y" if vertical else "x", style="sci", scilimits=(-2, 3))
+    return f" (×1e{exponent})" if exponent else ""
