@@ -240,3 +240,17 @@ def test_frame_strip_undoes_normalisation() -> None:
 def test_frame_strip_errors(clips: torch.Tensor, heatmaps: torch.Tensor, kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         frame_strip(clips, heatmaps, **kwargs)
+
+
+def test_overlay_grid_axis_labels_draw_rows_upwards_with_labelled_axes():
+    """Spectrograms (Grad-CAM of audio models): frequency up and labelled, like the SHAP spectrogram plot."""
+    images, heatmaps = torch.rand(2, 1, 8, 12), torch.rand(2, 8, 12)
+    fig = overlay_grid(images, heatmaps, axis_labels=("time frame", "frequency bin"))
+    tile = fig.axes[0]
+    assert (tile.get_xlabel(), tile.get_ylabel()) == ("time frame", "frequency bin")
+    bottom, top = tile.get_ylim()
+    assert bottom < top  # row 0 at the bottom
+    photo = overlay_grid(images, heatmaps).axes[0]
+    assert photo.get_ylim()[0] > photo.get_ylim()[1] and photo.get_xlabel() == ""
+    with pytest.raises(TypeError, match="axis_labels"):
+        overlay_grid(images, heatmaps, axis_labels=("time",))

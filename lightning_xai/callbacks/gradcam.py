@@ -14,6 +14,7 @@ from typing_extensions import override
 from lightning_xai._checks import check_choices, check_non_negative_int, check_probability, expected
 from lightning_xai.adapters import ModelInputs, TargetSpec, resolve_callable
 from lightning_xai.callbacks._faithfulness import FaithfulnessCheck, log_faithfulness
+from lightning_xai.callbacks._shap_emit import input_kind
 from lightning_xai.callbacks._shell import Stage
 from lightning_xai.callbacks.base import XAICallback
 from lightning_xai.functional._cam import CAM_METHODS, cam
@@ -183,6 +184,7 @@ class GradCAMCallback(XAICallback):
             "layer": name,
             "image": x.detach().float().cpu(),
             "layout": self._video_to_model_layout(x),
+            "kind": input_kind(str(key), x),
             "pred": logits.argmax(-1).cpu() if logits.dim() == 2 else None,
             "confidence": probs.max(-1).values.cpu() if probs is not None else None,
             "target": None if score_mode else target.cpu(),  # type: ignore[union-attr]
@@ -213,8 +215,9 @@ class GradCAMCallback(XAICallback):
                 fig = frame_strip(image, maps, titles=titles, suptitle=suptitle, mean=self.mean, std=self.std,
                                   alpha=self.alpha)
             else:
+                axes = ("time frame", "frequency bin") if result.get("kind") == "spectrogram" else None
                 fig = overlay_grid(image, maps, titles=titles, suptitle=suptitle, mean=self.mean, std=self.std,
-                                   alpha=self.alpha)
+                                   alpha=self.alpha, axis_labels=axes)
             sink.figure(method, fig)
             sink.array(f"gradcam_{method}", maps.numpy())
             sink.histogram(f"{method}/values", maps[finite].numpy())

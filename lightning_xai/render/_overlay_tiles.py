@@ -88,11 +88,27 @@ def _draw_tile(
     alpha: float,
     vmin: float = 0.0,
     vmax: float = 1.0,
+    axis_labels: tuple[str, str] | None = None,
 ) -> None:
-    ax.imshow(image, interpolation="nearest")
+    """One tile: the image, the heatmap over it. With ``axis_labels`` (x, y) the rows run upwards (row 0 at the
+    bottom: frequency up on a spectrogram) and the axes are labelled; else a photo without axes."""
+    origin = "lower" if axis_labels else "upper"
+    ax.imshow(image, interpolation="nearest", origin=origin, aspect="auto" if axis_labels else "equal")
     ax.imshow(
-        np.ma.masked_invalid(heatmap), cmap=cmap, vmin=vmin, vmax=vmax, alpha=alpha, interpolation="bilinear"
+        np.ma.masked_invalid(heatmap),
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
+        alpha=alpha,
+        interpolation="bilinear",
+        origin=origin,
+        aspect="auto" if axis_labels else "equal",
     )
+    if axis_labels:
+        ax.set_xlabel(axis_labels[0], fontsize=TICK_FONTSIZE)
+        ax.set_ylabel(axis_labels[1], fontsize=TICK_FONTSIZE)
+        ax.tick_params(labelsize=TICK_FONTSIZE)
+        return
     ax.set_xticks([])
     ax.set_yticks([])
     for spine in ax.spines.values():

@@ -56,6 +56,7 @@ def overlay_grid(
     vmin: float = 0.0,
     vmax: float = 1.0,
     colorbar_label: str = COLORBAR_LABEL,
+    axis_labels: tuple[str, str] | None = None,
 ) -> Figure:
     """A grid of images, each with its heatmap overlaid, one shared colour bar.
 
@@ -74,6 +75,8 @@ def overlay_grid(
         vmax: Heatmap value at the top of the colour map; values outside ``[vmin, vmax]`` are clipped and the
             colour bar gets an arrow on that end.
         colorbar_label: Label of the colour bar.
+        axis_labels: ``(x label, y label)`` to draw the tiles with labelled axes and row 0 at the bottom
+            (a spectrogram: ``("time frame", "frequency bin")``, frequency up); default photos without axes.
 
     Returns:
         A :class:`matplotlib.figure.Figure` with an Agg canvas (no pyplot involved).
@@ -94,6 +97,12 @@ def overlay_grid(
     if images.ndim != 4 or images.numel() == 0:
         raise ValueError(expected("images", "a non-empty tensor of shape (B, C, H, W)", tuple(images.shape)))
     check_positive_int("ncols", ncols)
+    if axis_labels is not None and (
+        not isinstance(axis_labels, (tuple, list))
+        or len(axis_labels) != 2
+        or not all(isinstance(a, str) for a in axis_labels)
+    ):
+        raise TypeError(expected("axis_labels", "None or two strings (x label, y label)", axis_labels))
     alpha = check_probability("alpha", alpha)
     colormap = _colormap(cmap)
     vmin, vmax = _check_range(vmin, vmax)
@@ -109,15 +118,16 @@ def overlay_grid(
     wrapped = wrap_titles(labels, tile) if labels else None
     title_lines = max((t.count("\n") + 1 for t in wrapped), default=0) if wrapped else 0
     title_h = title_lines * TITLE_FONTSIZE * 1.35 / 72.0
-    fig_w = cols * (tile + 0.1) + 1.0
-    fig_h = rows * (tile_h + title_h + 0.1) + (0.45 if suptitle else 0.1)
+    label_room = 0.45 if axis_labels else 0.0  # tick labels and axis labels of each tile
+    fig_w = cols * (tile + 0.1 + label_room) + 1.0
+    fig_h = rows * (tile_h + title_h + 0.1 + label_room) + (0.45 if suptitle else 0.1)
     fig = new_figure(fig_w, fig_h)
     axes = fig.subplots(rows, cols, squeeze=False)
     for i, ax in enumerate(axes.flat):
         if i >= count:
             ax.set_axis_off()
             continue
-        _draw_tile(ax, pixels[i], maps[i], colormap, alpha, vmin, vmax)
+        _draw_tile(ax, pixels[i], maps[i], colormap, alpha, vmin, vmax, axis_labels)
         if wrapped:
             ax.set_title(wrapped[i], fontsize=TITLE_FONTSIZE)
     _colorbar(fig, axes, colormap, rows, vmin, vmax, str(colorbar_label), _extend(maps, vmin, vmax))
