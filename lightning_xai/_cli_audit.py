@@ -34,6 +34,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from typing_extensions import override
 
 from lightning_xai._checks import expected
+from lightning_xai._cli_maps import write_compare_maps
 from lightning_xai.callbacks._shell import CallbackShell
 from lightning_xai.callbacks.drift import DRIFT_METHODS, AttributionDriftCallback
 from lightning_xai.cli import _drift, _table
@@ -264,4 +265,8 @@ def compare(args: argparse.Namespace, lightning_args: Sequence[str], out: TextIO
     drift_args = argparse.Namespace(
         store=str(store), runs=names, reference=None, metric=args.metric, input=None, out=args.out
     )
-    return _drift(drift_args, out)
+    status = _drift(drift_args, out)
+    maps = write_compare_maps(str(store), names, args.out) if status == 0 else None
+    if maps is not None:
+        print(f"Maps side by side (probe x run) written to {maps}", file=out)
+    return status

@@ -114,6 +114,11 @@ def test_compare_a_copy_is_identical_and_another_seed_is_not(tmp_path, ckpts):
     pair = next(line for line in table.splitlines() if line.startswith("| seed0 ") and "seed0_copy" in line)
     assert pair.rstrip(" |").endswith("1.000")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+    maps = tmp_path / "c_maps.png"  # probe x run: each probe's map in every run's last snapshot
+    assert f"written to {maps}" in text and maps.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from matplotlib.image import imread
+
+    assert imread(str(maps)).shape[1] > imread(str(png)).shape[1] // 2  # three map columns, not a thumbnail
 
 
 def test_compare_sets_run_reference_and_store_of_the_config_drift_callback(tmp_path, ckpts, monkeypatch):
