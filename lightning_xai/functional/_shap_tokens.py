@@ -38,8 +38,8 @@ def _hf_input_embeddings(model: nn.Module) -> nn.Module | None:
         return None
     try:
         layer = getter()
-    except (NotImplementedError, AttributeError):
-        return None
+    except (NotImplementedError, AttributeError):  # transformers raises these for models without a base model:
+        return None  # not an error here, the caller then looks for the model's nn.Embedding itself
     return layer if isinstance(layer, nn.Module) and _name_of(model, layer) is not None else None
 
 

@@ -18,9 +18,8 @@ metric                     identical maps  meaning
 =========================  ==============  ===========================================================
 
 :data:`IDENTICAL_VALUE` holds that column and :data:`HIGHER_IS_CLOSER` names the metrics for which a larger
-value means closer (for the others, closer to 0 is closer). Cloud attribution-drift monitors rank features by
-importance and compare the rankings with nDCG: Amazon SageMaker Clarify's feature-attribution drift check (the
-scikit-learn nDCG of the global SHAP values against the baseline's) reports a violation below 0.9.
+value means closer (for the others, closer to 0 is closer). Amazon SageMaker Clarify's feature-attribution
+drift check compares importance rankings by nDCG (scikit-learn's) and reports a violation below 0.9.
 
 Shared conventions:
 
