@@ -11,6 +11,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
+import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
@@ -78,13 +79,11 @@ class CallbackShell(Callback):
         self.class_names = list(class_names) if class_names is not None else None
         self.log_dir = log_dir
         if name is not None:
-            if not isinstance(name, str) or not name or not all(c.isalnum() or c in "_-." for c in name):
-                raise ValueError(expected("name", "None or a non-empty string of letters, digits, '_', '-', '.'",
-                                          name))
-            self.name = name  # type: ignore[misc]
+            self.name = _check_name(name)  # type: ignore[misc]
         self._ckpt_step: tuple[int, int] | None = None
         self._root: str | None = None
         self._id: dict[str, Any] = {}
+        self._sinks: list[ArtifactSink] = []
 
     @property
     @override
@@ -124,12 +123,38 @@ class CallbackShell(Callback):
         except Exception as err:
             if self.on_error == "raise":
                 raise
-            rank_zero_warn(
+            rank_zero_warn(  # the whole traceback: the user's own frame (forward_fn, target, model) is deep in it
                 f"lightning_xai: {type(self).__name__} failed during {stage} at epoch {trainer.current_epoch}: "
                 f"{type(err).__name__}: {err}\nTraining goes on (on_error='warn'); pass on_error='raise' to stop "
-                f"on this error.\n{traceback.format_exc(limit=4)}",
+                f"on this error.\n{traceback.format_exc()}",
                 category=RuntimeWarning,
             )
+
+    def _epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: Stage,
+                   fn: Callable[..., Any], *args: Any) -> None:
+        """Run an epoch-end step (``on_error`` applies), then hand every scalar its sinks logged to Lightning."""
+        self._sinks = []
+        try:
+            self._safely(trainer, stage, fn, *args)
+        finally:
+            sinks, self._sinks = self._sinks, []
+        self._publish(trainer, pl_module, {k: v for sink in sinks for k, v in sink.published.items()})
+
+    def _publish(self, trainer: pl.Trainer, pl_module: pl.LightningModule, values: dict[str, float]) -> None:
+        """Put the scalars in ``trainer.callback_metrics`` and ``trainer.logged_metrics`` (``ModelCheckpoint`` and
+        ``EarlyStopping`` can monitor them in the same epoch; the ``validate``/``test`` table lists them), on every
+        rank with rank zero's values.
+
+        The loggers already have them from the sink, at the event's own step (a checkpoint audit at the
+        checkpoint's step), so Lightning is told ``logger=False``: nothing is logged twice.
+        """
+        if trainer.world_size > 1:  # collective: rank zero computed them, every rank must hold the same values
+            values = trainer.strategy.broadcast(values, src=0)
+        for key, value in values.items():
+            pl_module.log(key, float(value), on_step=False, on_epoch=True, prog_bar=False, logger=False,
+                          add_dataloader_idx=False, batch_size=1, sync_dist=trainer.world_size > 1)
+        if values:
+            trainer.logged_metrics.update({k: torch.tensor(float(v)) for k, v in values.items()})
 
     def _when(self, trainer: pl.Trainer) -> tuple[int, int]:
         """Epoch and global step to log at; a checkpoint-only run logs at the checkpoint's own."""
@@ -143,7 +168,10 @@ class CallbackShell(Callback):
         ckpt = trainer.ckpt_path if trainer.state.fn != TrainerFn.FITTING else None
         event = Event(self.name, stage, epoch, step, model_fingerprint(pl_module),
                       os.path.abspath(ckpt) if ckpt else None)
-        return ArtifactSink(trainer.loggers, self._root or trainer.default_root_dir, event)
+        sink = ArtifactSink(trainer.loggers, self._root or trainer.default_root_dir, event,
+                            strict=self.on_error == "raise")
+        self._sinks.append(sink)
+        return sink
 
     def _model_output(self, model: nn.Module, inputs: ModelInputs) -> Any:
         return self.forward_fn(model, inputs)
@@ -164,6 +192,15 @@ class CallbackShell(Callback):
 
     def _check_model(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Check the model and environment in ``setup``; raise with a clear message when it cannot work."""
+
+
+def _check_name(name: Any) -> str:
+    """``name=``: the folder and tag namespace of one instance; it must stay one folder inside ``<log_dir>/xai``."""
+    allowed = "None or a name of 1-64 letters, digits, '_', '-', '.' that does not start with '.'"
+    if not isinstance(name, str) or not 0 < len(name) <= 64 or name.startswith(".") or not all(
+            c.isascii() and (c.isalnum() or c in "_-.") for c in name):
+        raise ValueError(expected("name", allowed, name))
+    return name
 
 
 def _check_output(output: Any) -> str | int | Callable[[Any], Tensor] | None:

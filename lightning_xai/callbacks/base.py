@@ -94,13 +94,13 @@ class XAICallback(CallbackShell, ABC):
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         stage = self._stage(trainer)
         if stage is not None:
-            self._safely(trainer, stage, self._run, trainer, pl_module, stage)
+            self._epoch_end(trainer, pl_module, stage, self._run, trainer, pl_module, stage)
 
     @override
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         stage = self._stage(trainer, testing=True)
         if stage is not None:
-            self._safely(trainer, stage, self._run, trainer, pl_module, stage)
+            self._epoch_end(trainer, pl_module, stage, self._run, trainer, pl_module, stage)
 
     @override
     def state_dict(self) -> dict[str, Any]:

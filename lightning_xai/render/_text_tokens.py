@@ -79,19 +79,14 @@ def _bar_labels(top: list[_Token], visible: list[_Token]) -> list[str]:
     counts = Counter(t.raw for t in visible)
     labels = [_short(t.raw if t.word == t.text else f"{t.raw} ({t.word})") for t in top]
     labels = [f"{label} @{t.index}" if counts[t.raw] > 1 else label for label, t in zip(labels, top)]
-    return [_literal(label) for label in labels]
+    return labels
 
 
 def _short(text: str, limit: int = 28) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _literal(text: str) -> str:
-    """Escape ``$`` so that token text is never read as mathtext."""
-    return text.replace("$", r"\$")
-
-
 def _top_line(title: str | None, top: list[_Token]) -> str:
-    listed = " · ".join(f"{_literal(_short(t.raw))} {t.value:+.2g}" for t in top)
+    listed = " · ".join(f"{_short(t.raw)} {t.value:+.2g}" for t in top)
     head = f"{title} — " if title else ""
     return f"{head}top: {listed}" if top else f"{head}(no finite values)"

@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import matplotlib as mpl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 
 from lightning_xai._checks import check_positive_int, expected
 
@@ -29,9 +31,24 @@ SUPTITLE_FONTSIZE = 11.0
 _CHAR_WIDTH = 0.58
 
 
+class _LiteralFigure(Figure):
+    """A figure whose text is always drawn literally: ``$`` in a class name, run name or token is never mathtext.
+
+    Texts made while the figure was built get ``parse_math=False`` at draw time, and those matplotlib makes while
+    drawing (tick labels, offset texts) are made under ``text.parse_math=False``.
+    """
+
+    def draw(self, renderer: Any) -> None:
+        with mpl.rc_context({"text.parse_math": False}):
+            for text in self.findobj(Text):
+                text.set_parse_math(False)
+            super().draw(renderer)
+
+
 def new_figure(width: float, height: float) -> Figure:
-    """An Agg-backed figure with constrained layout (so titles, labels and colour bar never overlap)."""
-    fig = Figure(figsize=(width, height), layout="constrained")
+    """An Agg-backed figure with constrained layout (so titles, labels and colour bar never overlap), whose texts
+    are drawn literally (no mathtext: user strings such as ``"$x_1_2$"`` appear as given)."""
+    fig = _LiteralFigure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 

@@ -49,7 +49,6 @@ from lightning_xai.render._text_tokens import (  # noqa: F401
     _WORD_START,
     _bar_labels,
     _float_list,
-    _literal,
     _short,
 )
 from lightning_xai.render._utils import LABEL_FONTSIZE, TICK_FONTSIZE  # noqa: F401

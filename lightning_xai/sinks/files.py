@@ -12,6 +12,11 @@ from typing import Any
 
 import numpy as np
 
+try:  # POSIX: an exclusive lock around each manifest append
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: O_APPEND alone
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = ["append_manifest", "atomic_write_bytes", "manifest_path", "read_manifest", "save_json", "save_npy"]
 
 
@@ -25,17 +30,20 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
         b'hi'
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as err:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError):  # a full disk, a read-only folder: say which file
+            raise type(err)(err.errno, f"lightning_xai could not write: {err.strerror or err}", str(path)) from err
         raise
     return path
 
@@ -76,7 +84,11 @@ def manifest_path(log_dir: str | os.PathLike[str]) -> Path:
 
 
 def append_manifest(manifest: str | os.PathLike[str], record: dict[str, Any]) -> Path:
-    """Append one JSON line to the manifest; the file is rewritten atomically, so a crash never leaves half a line.
+    """Append one JSON line to the manifest, safe for several writers (processes sharing one log dir).
+
+    The line is written with one ``O_APPEND`` write under an exclusive ``flock`` of the file, then fsynced; a
+    line cut short by a crash is closed with a newline before the next one (and skipped by :func:`read_manifest`),
+    so no other line is ever lost or merged.
 
     Example:
         >>> import tempfile, pathlib
@@ -86,11 +98,29 @@ def append_manifest(manifest: str | os.PathLike[str], record: dict[str, Any]) ->
         [1, 2]
     """
     manifest = Path(manifest)
-    old = manifest.read_bytes() if manifest.exists() else b""
-    if old and not old.endswith(b"\n"):
-        old += b"\n"
     line = json.dumps(record, sort_keys=True, default=str).encode() + b"\n"
-    return atomic_write_bytes(manifest, old + line)
+    try:
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(manifest, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            size = os.fstat(fd).st_size
+            if size:
+                with open(manifest, "rb") as fh:  # a line cut short by a crash: close it first
+                    fh.seek(size - 1)
+                    if fh.read(1) != b"\n":
+                        line = b"\n" + line
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)  # releases the lock
+    except OSError as err:
+        raise type(err)(err.errno, f"lightning_xai could not append to the manifest: {err.strerror or err}",
+                        str(manifest)) from err
+    return manifest
 
 
 def read_manifest(manifest: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:

@@ -5,14 +5,24 @@ Everything is written under ``<log_dir>/xai/<callback>/<stage>-epoch=E-step=S/``
 images, scalars, histograms and text under ``xai/<callback>/<name>``; other loggers get scalars through
 ``log_metrics`` and images through their own ``log_image`` where they have one, with a one-time warning naming
 what they could not receive.
+
+Nothing is lost: an event folder is claimed atomically (``os.mkdir``) and never reused, so two runs sharing a log
+dir (``logger=False``, two processes side by side, a second ``validate`` of one checkpoint) write
+``<stage>-epoch=E-step=S``, then ``...-v1``, ``...-v2``, like ``ModelCheckpoint``'s file versions. Arrays and JSON
+are written when they are handed over; figures are drawn at :meth:`ArtifactSink.commit`, after the data, each on
+its own: a figure that fails is a warning naming it (or, with ``strict``, an error after the data and the manifest
+line are written).
 """
 
 from __future__ import annotations
 
 import io
+import os
 import re
 import time
+import traceback
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +34,7 @@ from lightning_xai.sinks.files import append_manifest, atomic_write_bytes, manif
 __all__ = ["ArtifactSink", "Event"]
 
 _WARNED: set[tuple[int, str]] = set()  # (id(logger), what): warn once per logger instance
+_SILENT = ("DummyLogger",)  # loggers that receive nothing on purpose (fast_dev_run): no warning, nothing sent
 
 
 @dataclass
@@ -60,6 +71,7 @@ class ArtifactSink:
         log_dir: root folder; artifacts go under ``<log_dir>/xai``.
         event: what explanation this is.
         write: ``False`` on non-zero ranks: nothing is sent or written.
+        strict: raise (after the data and the manifest line are written) when a figure fails, instead of warning.
 
     Example:
         >>> import tempfile
@@ -67,14 +79,20 @@ class ArtifactSink:
         >>> sink.scalar("gradcam/pointing_game", 0.9)
         >>> rec = sink.commit(method="gradcam"); rec["files"], rec["scalars"]
         ([], {'xai/gradcam/gradcam/pointing_game': 0.9})
+        >>> sink.published  # every scalar of the event, for trainer.callback_metrics
+        {'xai/gradcam/gradcam/pointing_game': 0.9}
     """
 
     loggers: list[Any]
     log_dir: str
     event: Event
     write: bool = True
+    strict: bool = False
     files: list[str] = field(default_factory=list)
     logged: dict[str, float] = field(default_factory=dict)
+    published: dict[str, float] = field(default_factory=dict)
+    _claimed: Path | None = field(default=None, repr=False)
+    _figures: list[tuple[str, Any, int]] = field(default_factory=list, repr=False)
 
     @property
     def root(self) -> Path:
@@ -82,7 +100,29 @@ class ArtifactSink:
 
     @property
     def folder(self) -> Path:
-        return self.root / self.event.callback / self.event.folder
+        """This event's folder: ``<stage>-epoch=E-step=S`` or, when another run already has it, ``...-vN``.
+
+        Claimed with ``os.mkdir`` on first use, so two writers never share (or overwrite) one folder.
+        """
+        if self._claimed is None:
+            parent = self.root / self.event.callback
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise _where(err, parent, "create the artifact folder") from err
+            base, version = self.event.folder, 0
+            while True:
+                path = parent / (base if version == 0 else f"{base}-v{version}")
+                try:
+                    path.mkdir()
+                except FileExistsError:
+                    version += 1
+                    continue
+                except OSError as err:
+                    raise _where(err, path, "create the artifact folder") from err
+                self._claimed = path
+                break
+        return self._claimed
 
     def tag(self, name: str) -> str:
         return f"xai/{self.event.callback}/{name}"
@@ -91,7 +131,7 @@ class ArtifactSink:
         return [lg.experiment for lg in self.loggers if type(lg).__name__ == "TensorBoardLogger"]
 
     def _others(self) -> list[Any]:
-        return [lg for lg in self.loggers if type(lg).__name__ != "TensorBoardLogger"]
+        return [lg for lg in self.loggers if type(lg).__name__ not in ("TensorBoardLogger", *_SILENT)]
 
     def _warn_once(self, logger: Any, what: str) -> None:
         key = (id(logger), what)
@@ -108,10 +148,17 @@ class ArtifactSink:
         self.files.append(str(path.relative_to(self.root)))
         return path
 
-    def figure(self, name: str, fig: Any, dpi: int = 100) -> None:
-        """Log a matplotlib figure as an image and write it as PNG."""
-        if not self.write:
-            return
+    def figure(self, name: str, fig: Any | Callable[[], Any], dpi: int = 100) -> None:
+        """Log a matplotlib figure (or a zero-argument callable that builds one) as an image and write it as PNG.
+
+        The figure is built and drawn at :meth:`commit`, after every array and JSON of the event: one that fails
+        costs only itself (a warning naming it), never the data.
+        """
+        if self.write:
+            self._figures.append((name, fig, dpi))
+
+    def _draw(self, name: str, fig: Any, dpi: int) -> None:
+        fig = fig() if callable(fig) and not hasattr(fig, "savefig") else fig
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=dpi)
         png = buf.getvalue()
@@ -133,6 +180,7 @@ class ArtifactSink:
         if not self.write:
             return
         self.logged[self.tag(name)] = float(value)
+        self.published[self.tag(name)] = float(value)
         for exp in self._tb():
             exp.add_scalar(self.tag(name), float(value), self.event.global_step)
         for lg in self._others():
@@ -189,15 +237,38 @@ class ArtifactSink:
             save_json(self._file(name, ".json"), obj)
 
     def commit(self, method: str, **extra: Any) -> dict[str, Any]:
-        """Append one manifest line listing the files written and the scalars logged (by tag) since the last
-        commit, then flush the loggers."""
+        """Draw the figures handed over since the last commit (each on its own: a failure is a warning naming
+        it), then append one manifest line listing the files written, the scalars logged (by tag) and the
+        figures that failed, and flush the loggers. With ``strict``, the first figure failure is raised after
+        the manifest line is written."""
+        failed: dict[str, str] = {}
+        first: BaseException | None = None
+        for name, fig, dpi in self._figures:
+            try:
+                self._draw(name, fig, dpi)
+            except Exception as err:  # one figure must not take the epoch's data (or the other figures) with it
+                failed[name] = f"{type(err).__name__}: {err}"
+                first = first or err
+                if not self.strict:
+                    warnings.warn(
+                        f"lightning_xai: the figure {self.tag(name)!r} of {self.event.callback} at "
+                        f"{self.event.stage} epoch {self.event.epoch} step {self.event.global_step} could not be "
+                        f"drawn ({type(err).__name__}: {err}); its arrays and JSON are written in "
+                        f"{self.folder}.\n{traceback.format_exc()}",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+        self._figures.clear()
         record = {
             **asdict(self.event),
+            "folder": str(self.folder.relative_to(self.root)) if self._claimed is not None else None,
             "method": method,
             "files": list(self.files),
             "scalars": dict(self.logged),
             "timestamp": time.time(),
         }
+        if failed:
+            record["failed_figures"] = failed
         record.update(extra)
         if self.write:
             append_manifest(manifest_path(self.log_dir), record)
@@ -205,7 +276,14 @@ class ArtifactSink:
                 exp.flush()
         self.files.clear()
         self.logged.clear()
+        if first is not None and self.strict:
+            raise first
         return record
+
+
+def _where(err: OSError, path: Path, what: str) -> OSError:
+    """``err`` again, naming the path it concerns (``[Errno 27] File too large: '<path>'``)."""
+    return type(err)(err.errno, f"lightning_xai could not {what}: {err.strerror or err}", str(path))
 
 
 def _decode_png(png: bytes) -> np.ndarray:
