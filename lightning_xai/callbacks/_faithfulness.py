@@ -9,6 +9,8 @@ inside ``explanation_mode``); :func:`log_faithfulness` in ``_emit`` (rank zero).
 
 from __future__ import annotations
 
+from functools import partial
+
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -204,7 +206,8 @@ def log_faithfulness(
     title = f"Faithfulness · {ev.callback} · {name} · epoch {ev.epoch} · step {ev.global_step}"
     sink.figure(
         f"faithfulness/{name}/curves",
-        faithfulness_curves(
+        partial(
+            faithfulness_curves,
             res["fractions"],
             {k: res[k] for k in ("deletion", "insertion", "deletion_random", "insertion_random")},
             title=f"{title} ({check.baseline} baseline, {check.steps} steps)",

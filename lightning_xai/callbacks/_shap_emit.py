@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -102,9 +103,7 @@ def emit_shap(cb: SHAPCallback, result: dict[str, Any], inputs: ModelInputs, pro
     for k, j in enumerate(shown):
         kind = input_kind(names[j], raw[k])
         suptitle = f"SHAP ({cb.engine}){_who(cb)} · {names[j]} · {ev.stage} · epoch {ev.epoch} · step {ev.global_step}"
-        fig = _figure(cb, kind, names[j], raw[k], values[k], titles, suptitle, attention)
-        if fig is not None:
-            sink.figure(names[j], fig)
+        sink.figure(names[j], partial(_figure, cb, kind, names[j], raw[k], values[k], titles, suptitle, attention))
         if kind == "tokens":
             strings, keep = cb._token_strings(raw[k]), cb._special_mask(raw[k], attention)
             summary_tokens[k] = [[[s, float(val)] for s, val, m in zip(strings[i], values[k][i].tolist(), keep[i])
@@ -112,8 +111,8 @@ def emit_shap(cb: SHAPCallback, result: dict[str, Any], inputs: ModelInputs, pro
     if len(shown) > 1:
         from lightning_xai.render import modality_shares as shares_figure
 
-        sink.figure("shares", shares_figure(shares, [names[j] for j in shown], title=f"Share of |SHAP| per input{_who(cb)} · "
-                                            f"epoch {ev.epoch}", labels=titles))
+        sink.figure("shares", partial(shares_figure, shares, [names[j] for j in shown],
+                                      title=f"Share of |SHAP| per input{_who(cb)} · epoch {ev.epoch}", labels=titles))
     measured = result.get("faithfulness") or {}
     faith = {n: log_faithfulness(sink, n, res, cb._faith) for n, res in measured.items()}
     arrays = {names[j]: v.numpy() for j, v in zip(shown, values)}
@@ -175,7 +174,6 @@ def _emit_top_k(cb: SHAPCallback, ranked: list[tuple[Tensor, ShapResult]], names
             kind = input_kind(names[j], raw[k])
             suptitle = (f"SHAP ({cb.engine}){_who(cb)} · {names[j]} · class ranked {rank} · {ev.stage} · epoch {ev.epoch} · "
                         f"step {ev.global_step}")
-            fig = _figure(cb, kind, names[j], raw[k], res.values[j].detach().float().cpu(), rank_titles, suptitle,
-                          attention)
-            if fig is not None:
-                sink.figure(f"{names[j]}/top{rank}", fig)
+            sink.figure(f"{names[j]}/top{rank}", partial(_figure, cb, kind, names[j], raw[k],
+                                                         res.values[j].detach().float().cpu(), rank_titles, suptitle,
+                                                         attention))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -212,13 +213,13 @@ class GradCAMCallback(XAICallback):
             sink.scalar(f"{method}/nonfinite", bad)
             suptitle = f"{_PRETTY.get(method, method)} · layer {result['layer']} · {ev.stage} · epoch {ev.epoch} · step {ev.global_step}"
             if image.dim() == 5:
-                fig = frame_strip(image, maps, titles=titles, suptitle=suptitle, mean=self.mean, std=self.std,
-                                  alpha=self.alpha)
+                fig = partial(frame_strip, image, maps, titles=titles, suptitle=suptitle, mean=self.mean,
+                              std=self.std, alpha=self.alpha)
             else:
                 axes = ("time frame", "frequency bin") if result.get("kind") == "spectrogram" else None
-                fig = overlay_grid(image, maps, titles=titles, suptitle=suptitle, mean=self.mean, std=self.std,
-                                   alpha=self.alpha, axis_labels=axes)
-            sink.figure(method, fig)
+                fig = partial(overlay_grid, image, maps, titles=titles, suptitle=suptitle, mean=self.mean,
+                              std=self.std, alpha=self.alpha, axis_labels=axes)
+            sink.figure(method, fig)  # drawn at commit, after the arrays and JSON below
             sink.array(f"gradcam_{method}", maps.numpy())
             sink.histogram(f"{method}/values", maps[finite].numpy())
             summary = self._localisation(method, maps, inputs, sink)

@@ -149,7 +149,8 @@ class ArtifactSink:
         return path
 
     def figure(self, name: str, fig: Any | Callable[[], Any], dpi: int = 100) -> None:
-        """Log a matplotlib figure (or a zero-argument callable that builds one) as an image and write it as PNG.
+        """Log a matplotlib figure (or a zero-argument callable that builds one, or ``None``) as an image and write
+        it as PNG.
 
         The figure is built and drawn at :meth:`commit`, after every array and JSON of the event: one that fails
         costs only itself (a warning naming it), never the data.
@@ -159,6 +160,8 @@ class ArtifactSink:
 
     def _draw(self, name: str, fig: Any, dpi: int) -> None:
         fig = fig() if callable(fig) and not hasattr(fig, "savefig") else fig
+        if fig is None:  # the builder had nothing to draw
+            return
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=dpi)
         png = buf.getvalue()
