@@ -8,9 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-
-
-__all__ = ['batch_size_of', 'concat_batches', 'move_to', 'slice_batch']
+__all__ = ["batch_size_of", "concat_batches", "move_to", "shape_signature", "slice_batch"]
 
 
 def batch_size_of(batch: Any) -> int:
@@ -87,3 +85,25 @@ def move_to(obj: Any, device: torch.device | str) -> Any:
     if isinstance(obj, (tuple, list)):
         return type(obj)(move_to(v, device) for v in obj)
     return obj
+
+
+def shape_signature(obj: Any, drop_batch: bool = False) -> str:
+    """The shapes of every tensor (or array) in a nested sample or batch, for error messages.
+
+    Example:
+        >>> shape_signature((torch.zeros(3, 8, 8), 1, {"mask": torch.zeros(8, 8)}))
+        "((3, 8, 8), int, {'mask': (8, 8)})"
+        >>> shape_signature([torch.zeros(4, 3, 8, 8)], drop_batch=True)
+        '[(3, 8, 8)]'
+    """
+    if isinstance(obj, Tensor) or (hasattr(obj, "shape") and hasattr(obj, "dtype")):
+        shape = tuple(int(s) for s in obj.shape)
+        return str(shape[1:] if drop_batch and shape else shape)
+    if isinstance(obj, Mapping):
+        return "{" + ", ".join(f"{k!r}: {shape_signature(v, drop_batch)}" for k, v in obj.items()) + "}"
+    if isinstance(obj, (tuple, list)):
+        if drop_batch and obj and all(isinstance(v, (str, int, float)) for v in obj):
+            return type(obj[0]).__name__  # a collated list of strings/numbers: one per sample
+        inner = ", ".join(shape_signature(v, drop_batch) for v in obj)
+        return f"({inner}{',' if len(obj) == 1 else ''})" if isinstance(obj, tuple) else f"[{inner}]"
+    return type(obj).__name__

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from lightning_xai._batch import batch_size_of, concat_batches, move_to, slice_batch
 from lightning_xai._checks import expected
+from lightning_xai.functional._targets import check_class_bounds
 
 __all__ = [
     "ModelInputs",
@@ -206,12 +207,41 @@ def resolve_callable(name: str, value: Any) -> Callable[..., Any] | None:
     raise ValueError(expected(name, "a callable or an importable dotted path like 'pkg.module.function'", value))
 
 
+def _label_targets(labels: Tensor, logits: Tensor) -> Tensor:
+    """The batch's labels as ``(B,)`` class indices of ``logits``: one integer label per sample, in range."""
+    n, name = logits.shape[0], "`target` ('label')"
+    if labels.numel() != n:
+        raise ValueError(
+            f"Expected argument {name} to be used with one class label per sample, shape ({n},), but got labels of "
+            f"shape {tuple(labels.shape)}. For one-hot, soft or per-pixel labels pass a callable `target` (one score "
+            "per sample) or a `batch_to_inputs` that returns class indices."
+        )
+    labels = labels.reshape(n)
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        if labels.dtype == torch.bool or not bool((labels == labels.round()).all()):
+            raise ValueError(
+                f"Expected argument {name} to be used with integer class labels, but got {labels.dtype} labels "
+                f"{labels.tolist()[:8]}."
+            )
+    labels = labels.long()
+    if logits.dim() == 2:
+        check_class_bounds(labels, logits.shape[1], name=name, kind="label", where="probe position")
+    return labels
+
+
 def resolve_targets(logits: Tensor, target: TargetSpec, labels: Tensor | None = None) -> Tensor:
     """Class indices to explain, one per sample: ``"pred"`` (argmax), ``"label"`` (from the batch) or a fixed int.
+
+    Raises:
+        ValueError: If ``target`` is none of these, ``"label"`` without labels, labels that are not one integer
+            class per sample, or a label or class index outside the model's classes (the message names the first
+            one and its position).
 
     Example:
         >>> resolve_targets(torch.tensor([[0.1, 2.0], [3.0, 0.0]]), "pred").tolist()
         [1, 0]
+        >>> resolve_targets(torch.zeros(2, 3), "label", torch.tensor([1, 2])).tolist()
+        [1, 2]
     """
     n = logits.shape[0]
     if target == "pred":
@@ -223,7 +253,7 @@ def resolve_targets(logits: Tensor, target: TargetSpec, labels: Tensor | None = 
             raise ValueError(
                 expected("target", "'label' only when the batch carries labels (see `batch_to_inputs`)", "label")
             )
-        return labels.detach().reshape(n).long().to(logits.device)
+        return _label_targets(labels.detach(), logits).to(logits.device)
     if isinstance(target, int) and not isinstance(target, bool):
         classes = logits.shape[-1] if logits.dim() >= 2 else 1
         if not 0 <= target < classes:

@@ -6,17 +6,18 @@ so that every epoch, a resumed run and a checkpoint-only run explain the very sa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from torch.utils.data.dataloader import default_collate
 
 from lightning_xai._checks import expected
-from lightning_xai._batch import batch_size_of, concat_batches, move_to, slice_batch
+from lightning_xai._batch import batch_size_of, concat_batches, move_to, shape_signature, slice_batch
 from lightning_xai.adapters import ModelInputs
 
 __all__ = ["Probe", "balanced_order", "probe_from_dataloader", "probe_from_user"]
@@ -79,19 +80,60 @@ def _labels_of(batch: Any, batch_to_inputs: Callable[[Any], ModelInputs]) -> Ten
     return labels
 
 
-def _finish(
-    chunks: list[Any], indices: list[int], num_samples: int, batch_to_inputs: Callable[[Any], ModelInputs]
-) -> Probe:
-    if not chunks:
-        raise ValueError(
-            expected("num_samples", "drawn from a non-empty dataloader; the dataloader yielded no samples", num_samples)
+@dataclass
+class _Source:
+    """Where samples are read from, for messages: the user argument they came in (else a dataloader) and the
+    argument that counts them (``None``: the user's own data, never too short)."""
+
+    dataset: Any
+    given_as: str | None = None
+    count_name: str | None = "num_samples"
+
+    @property
+    def text(self) -> str:
+        kind = type(self.dataset).__name__ if self.dataset is not None else None
+        if self.given_as is not None:
+            return f"the `{self.given_as}` " + ("list of samples" if kind == "_Samples" else f"dataset ({kind})")
+        return f"the dataloader's dataset ({kind})" if kind else "the dataloader"
+
+    def ragged(self, shapes: Sequence[tuple[str, str]], err: Exception) -> ValueError:
+        """The error for samples (or batches) that cannot be stacked into one batch: which have which shapes."""
+        groups: dict[str, list[str]] = {}
+        for where, shape in shapes:
+            groups.setdefault(shape, []).append(where)
+        listed = "; ".join(
+            f"[{', '.join(ws[:6])}{f', ... ({len(ws)} in all)' if len(ws) > 6 else ''}]: {shape}"
+            for shape, ws in groups.items()
         )
-    pool = concat_batches(chunks)
+        cause = f" ({type(err).__name__}: {err})"
+        if self.given_as is not None:
+            return ValueError(
+                f"Expected argument `{self.given_as}` to be samples of one size (they are stacked into one batch) "
+                f"or a batch, but got {self.text} whose samples differ in size: {listed}. Give samples of one size "
+                "(resize or pad them) or one batch, e.g. (x, y) with x of shape (N, C, H, W)." + cause
+            )
+        instead = {"num_samples": "probe", "n_background": "background"}.get(str(self.count_name), "probe")
+        return ValueError(
+            f"lightning_xai could not draw `{self.count_name}` samples from {self.text}: its samples differ in size "
+            f"and the dataloader's collate_fn cannot stack them into one batch: {listed}. Give the dataset samples "
+            f"of one size, a collate_fn that pads every batch to one size, or pass `{instead}=` (samples of one "
+            "size or a batch)." + cause
+        )
+
+
+def _finish(
+    pool: Any, indices: list[int], num_samples: int, batch_to_inputs: Callable[[Any], ModelInputs], source: _Source
+) -> Probe:
     labels = _labels_of(pool, batch_to_inputs)
     if labels is not None:
         chosen = balanced_order(labels.tolist(), num_samples)
     else:
         chosen = list(range(min(num_samples, len(indices))))
+    if len(chosen) < num_samples and source.count_name is not None:
+        rank_zero_warn(
+            f"lightning_xai: asked for {source.count_name}={num_samples} but {source.text} has only {len(chosen)} "
+            f"samples; using {len(chosen)}."
+        )
     batch = move_to(slice_batch(pool, chosen), "cpu")
     return Probe(batch=_detach_clone(batch), indices=[indices[i] for i in chosen])
 
@@ -107,17 +149,80 @@ def _detach_clone(obj: Any) -> Any:
     return obj
 
 
+_COLLATE_ERRORS = (RuntimeError, TypeError, ValueError)
+
+
+def _collate(collate: Callable[[list[Any]], Any], items: list[Any], ids: list[int], source: _Source) -> Any:
+    """``collate(items)``; samples of several sizes give an error naming which indices have which shapes."""
+    try:
+        return collate(items)
+    except _COLLATE_ERRORS as err:
+        shapes = [(str(i), shape_signature(item)) for i, item in zip(ids, items)]
+        if len({shape for _, shape in shapes}) < 2:
+            raise
+        raise source.ragged(shapes, err) from err
+
+
+def _read_map_style(dataset: Any, collate: Callable[[list[Any]], Any], step: int, n: int, source: _Source) -> Any:
+    """The first ``n`` samples collated ``step`` at a time and concatenated; if the chunks do not fit together
+    (a collate_fn that pads each batch to its longest sample), the ``n`` samples collated at once."""
+    chunks = []
+    for start in range(0, n, step):
+        ids = list(range(start, min(n, start + step)))
+        chunks.append(_collate(collate, [dataset[i] for i in ids], ids, source))
+    try:
+        return concat_batches(chunks)
+    except _COLLATE_ERRORS:
+        return _collate(collate, [dataset[i] for i in range(n)], list(range(n)), source)
+
+
+def _read_iterable(dataloader: Any, pool_size: int, source: _Source) -> tuple[Any, list[int]]:
+    chunks: list[Any] = []
+    indices: list[int] = []
+    for batch in dataloader:
+        chunks.append(batch)
+        indices.extend([-1] * batch_size_of(batch))
+        if len(indices) >= pool_size:
+            break
+    if not chunks:
+        return None, indices
+    try:
+        return concat_batches(chunks), indices
+    except _COLLATE_ERRORS as err:
+        shapes = [(f"batch {i}", shape_signature(c, drop_batch=True)) for i, c in enumerate(chunks)]
+        if len({shape for _, shape in shapes}) < 2:
+            raise
+        raise source.ragged(shapes, err) from err
+
+
 def probe_from_dataloader(
     dataloader: DataLoader,
     num_samples: int,
     batch_to_inputs: Callable[[Any], ModelInputs],
     pool_size: int | None = None,
+    *,
+    count_name: str | None = "num_samples",
+    given_as: str | None = None,
 ) -> Probe:
     """Pick ``num_samples`` probe samples from the first ``pool_size`` items of a dataloader's dataset.
 
     Map-style datasets are read in index order, ignoring the sampler (so every DDP rank picks the same probe) and
     collated with the loader's ``collate_fn``; iterable datasets are read through the loader. Class-balanced when
     the batches carry integer labels.
+
+    Args:
+        dataloader: The dataloader.
+        num_samples: How many samples to pick.
+        batch_to_inputs: Maps a batch to :class:`~lightning_xai.adapters.ModelInputs` (labels for balancing).
+        pool_size: How many leading samples to choose from (default ``max(16 * num_samples, 256)``).
+        count_name: The argument ``num_samples`` came from, named in the warning given (once, on rank zero) when
+            the data holds fewer samples; ``None``: no warning.
+        given_as: The user argument the dataloader's dataset came in (named in errors), ``None`` for a trainer's
+            dataloader.
+
+    Raises:
+        ValueError: If the dataloader yields no samples, or its samples differ in size so that they cannot be
+            stacked into one batch (the message lists which sample indices have which shapes).
 
     Example:
         >>> from torch.utils.data import TensorDataset
@@ -128,44 +233,103 @@ def probe_from_dataloader(
     """
     pool_size = pool_size or max(16 * num_samples, 256)
     dataset = getattr(dataloader, "dataset", None)
+    source = _Source(dataset, given_as, count_name)
     collate = getattr(dataloader, "collate_fn", None) or default_collate
     step = getattr(dataloader, "batch_size", None) or 32
-    chunks: list[Any] = []
-    indices: list[int] = []
     if dataset is not None and not isinstance(dataset, IterableDataset) and hasattr(dataset, "__len__"):
         n = min(len(dataset), pool_size)
-        for start in range(0, n, step):
-            ids = list(range(start, min(n, start + step)))
-            chunks.append(collate([dataset[i] for i in ids]))
-            indices.extend(ids)
+        pool, indices = (_read_map_style(dataset, collate, step, n, source) if n else None), list(range(n))
     else:
-        for batch in dataloader:
-            size = batch_size_of(batch)
-            chunks.append(batch)
-            indices.extend([-1] * size)
-            if len(indices) >= pool_size:
-                break
-    return _finish(chunks, indices, num_samples, batch_to_inputs)
+        pool, indices = _read_iterable(dataloader, pool_size, source)
+    if not indices:
+        if given_as is not None:
+            raise ValueError(expected(given_as, "a dataset with at least one sample", f"an empty {source.text}"))
+        raise ValueError(
+            expected("num_samples", "drawn from a non-empty dataloader; the dataloader yielded no samples", num_samples)
+        )
+    return _finish(pool, indices, num_samples, batch_to_inputs, source)
+
+
+class _Samples(Dataset):
+    """A list of samples (e.g. ``[dataset[i] for i in ids]``) read like a dataset."""
+
+    def __init__(self, samples: list[Any]) -> None:
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.samples[index]
+
+
+def _is_sample_list(data: Any) -> bool:
+    return isinstance(data, list) and len(data) > 0 and all(isinstance(v, (tuple, list, Mapping)) for v in data)
+
+
+def _tensor_leaves(obj: Any) -> list[Tensor]:
+    if isinstance(obj, Tensor):
+        return [obj]
+    if isinstance(obj, Mapping):
+        return [t for v in obj.values() for t in _tensor_leaves(v)]
+    if isinstance(obj, (tuple, list)):
+        return [t for v in obj for t in _tensor_leaves(v)]
+    return []
 
 
 def probe_from_user(
-    probe: Any, num_samples: int | None, batch_to_inputs: Callable[[Any], ModelInputs]
+    probe: Any,
+    num_samples: int | None,
+    batch_to_inputs: Callable[[Any], ModelInputs],
+    *,
+    argument: str = "probe",
+    count_name: str | None = "num_samples",
 ) -> Probe:
-    """Build a probe from what the user gave: a batch-shaped tuple/dict of tensors, or a ``Dataset``.
+    """Build a probe from what the user gave: a batch-shaped tuple/dict of tensors, a ``Dataset`` or a list of
+    samples (``[dataset[i] for i in ids]``).
 
-    A batch is used whole and in its order (``num_samples`` ignored); a dataset is read like a dataloader's.
+    A batch is used whole and in its order (``num_samples`` ignored); a dataset or a list of samples is read
+    like a dataloader's dataset: ``num_samples`` of them, class-balanced, collated with ``default_collate``.
+
+    Args:
+        probe: The samples.
+        num_samples: How many samples to take from a dataset (default 8).
+        batch_to_inputs: Maps a batch to :class:`~lightning_xai.adapters.ModelInputs`.
+        argument: The user argument ``probe`` came in, named in errors.
+        count_name: The argument ``num_samples`` came from, named in the warning when a dataset is shorter;
+            ``None``: no warning.
+
+    Raises:
+        TypeError: If ``probe`` is neither a batch, nor a dataset, nor a list of samples.
+        ValueError: If it holds no sample, its samples differ in size, or a batch's tensors differ in their first
+            (batch) dimension.
 
     Example:
         >>> from lightning_xai.adapters import default_batch_to_inputs
         >>> len(probe_from_user((torch.zeros(3, 1, 4, 4), torch.tensor([0, 1, 2])), None, default_batch_to_inputs))
         3
+        >>> len(probe_from_user([(torch.zeros(1, 4, 4), 0), (torch.ones(1, 4, 4), 1)], 8, default_batch_to_inputs,
+        ...                     count_name=None))
+        2
     """
+    if _is_sample_list(probe):
+        probe = _Samples(probe)
     if isinstance(probe, Dataset):
-        return probe_from_dataloader(DataLoader(probe, batch_size=32), num_samples or 8, batch_to_inputs)
+        loader = DataLoader(probe, batch_size=32)
+        return probe_from_dataloader(loader, num_samples or 8, batch_to_inputs, count_name=count_name,
+                                     given_as=argument)
     try:
         size = batch_size_of(probe)
-    except TypeError as err:
+    except (TypeError, StopIteration, IndexError) as err:
         raise TypeError(
-            expected("probe", "a batch-shaped tuple/dict of tensors, e.g. (x, y), or a torch Dataset", type(probe))
+            expected(argument, "a batch-shaped tuple/dict of tensors, e.g. (x, y), a torch Dataset or a list of "
+                     "samples", type(probe).__name__)
         ) from err
+    sizes = sorted({int(t.shape[0]) for t in _tensor_leaves(probe) if t.dim() > 0})
+    if len(sizes) > 1:
+        raise ValueError(expected(argument, "a batch whose tensors share their first (batch) dimension",
+                                  f"a batch of shapes {shape_signature(probe)}"))
+    if size == 0:
+        raise ValueError(expected(argument, "a batch with at least one sample", f"a batch of shapes "
+                                  f"{shape_signature(probe)}"))
     return Probe(batch=_detach_clone(move_to(probe, "cpu")), indices=[-1] * size)

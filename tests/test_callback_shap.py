@@ -220,7 +220,7 @@ def test_small_data_for_the_background_warns_and_uses_what_exists(tmp_path):
     loader = DataLoader(SyntheticShapes(num_samples=6, image_size=32), batch_size=4)
     cb = SHAPCallback(num_samples=2, n_background=32, nsamples=16, max_nsamples=32, on_error="raise",
                       stages=("validate",))
-    with pytest.warns(UserWarning, match="n_background=32 but the data has 6"):
+    with pytest.warns(UserWarning, match=r"n_background=32 but the dataloader's dataset \(\w+\) has only 6 "):
         tiny_trainer(tmp_path, [cb]).validate(ShapesCNN(), loader)
     assert len(cb._background) == 6
 

@@ -7,18 +7,18 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_xai._checks import check_choice, check_positive_int, expected
 from lightning_xai.adapters import ModelInputs, TargetSpec
 from lightning_xai.callbacks._faithfulness import FaithfulnessCheck
+from lightning_xai.callbacks._shap_background import background_inputs, check_background, draw_background
 from lightning_xai.callbacks._shap_emit import emit_shap
 from lightning_xai.callbacks._shell import Stage
 from lightning_xai.callbacks.base import XAICallback
 from lightning_xai.functional.shap import ShapResult, expected_gradients, shap_gradient_reference
-from lightning_xai.probe import Probe, probe_from_dataloader
+from lightning_xai.probe import Probe
 from lightning_xai.sinks import ArtifactSink
 
 __all__ = ["SHAPCallback"]
@@ -32,9 +32,9 @@ class SHAPCallback(XAICallback):
     Floating inputs (images, spectrograms, clips, tabular features) are explained directly; integer token ids at
     the output of the embedding layer (``get_input_embeddings()`` on Hugging Face models, else the model's
     ``nn.Embedding``, or ``embedding_layer=``). Several inputs are explained jointly and each one's share of the
-    total |SHAP| is logged as ``xai/shap/share/<input>``. Results depend on the background (``n_background``
-    samples drawn once, class-balanced and deterministic, from the training loader, else the validation loader,
-    and kept in the callback state so reruns and checkpoint audits use the same one).
+    total |SHAP| is logged as ``xai/shap/share/<input>``. Results depend on the background: ``background=``, else
+    ``n_background`` samples drawn once, class-balanced and deterministic, from the training loader, else the
+    validation loader; kept in the callback state so reruns and checkpoint audits use the same one.
 
     Logged every scheduled epoch: figures per input kind (signed heatmaps, token plots, spectrograms with
     marginals, frame strips) under ``xai/shap/<input>``, ``xai/shap/completeness/{mean,max,relative_median}``,
@@ -45,7 +45,10 @@ class SHAPCallback(XAICallback):
 
     Args:
         num_samples: probe samples to explain.
-        n_background: background samples (baselines).
+        n_background: background samples (baselines) drawn from the data, or taken from a ``background`` dataset.
+        background: the background to use instead (e.g. 16-32 neutral samples): a tensor (single-input models),
+            a batch-shaped tuple/dict like a dataloader batch, a ``Dataset`` or a list of samples; its inputs must
+            match the probe's. It wins over a background restored from a checkpoint.
         nsamples: gradient points per probe (see :func:`~lightning_xai.functional.expected_gradients`); for
             ``"kernel"`` the coalitions per probe, for ``"partition"`` shap's ``max_evals``; ``"deep"`` uses every
             background sample as its reference.
@@ -101,6 +104,7 @@ class SHAPCallback(XAICallback):
         faithfulness_steps: int = 20,
         faithfulness_baseline: Literal["blur", "mean", "zero"] = "blur",
         probe: Any = None,
+        background: Any = None,
         batch_to_inputs: Callable[..., ModelInputs] | str | None = None,
         forward_fn: Callable[..., Any] | str | None = None,
         target: TargetSpec = "pred",
@@ -131,6 +135,7 @@ class SHAPCallback(XAICallback):
         self.embedding_layer = embedding_layer
         self.tokenizer = tokenizer
         self.mean, self.std = mean, std
+        self._user_background = check_background(background)
         self._background: Probe | None = None
         self._id.update(n_background=n_background, engine=engine, **({"top_k": top_k} if top_k > 1 else {}))
         self._faith = FaithfulnessCheck.attach(self, faithfulness, faithfulness_steps, faithfulness_baseline,
@@ -146,7 +151,7 @@ class SHAPCallback(XAICallback):
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
-        if state_dict.get("background") is not None:
+        if state_dict.get("background") is not None and self._user_background is None:
             self._background = Probe.from_state(state_dict["background"])
 
     @override
@@ -156,19 +161,7 @@ class SHAPCallback(XAICallback):
         super()._run(trainer, pl_module, stage)
 
     def _draw_background(self, trainer: pl.Trainer, stage: Stage) -> Probe:
-        loader = None
-        if stage == "fit":
-            loader = trainer.fit_loop._combined_loader.flattened[0] if trainer.fit_loop._combined_loader else None
-        if loader is None:
-            loader = trainer.test_dataloaders if stage == "test" else trainer.val_dataloaders
-            loader = loader[0] if isinstance(loader, (list, tuple)) else loader
-        if loader is None:
-            raise ValueError(expected("probe", "given with a dataloader to draw the SHAP background from", None))
-        background = probe_from_dataloader(loader, self.n_background, self.batch_to_inputs)
-        if len(background) < self.n_background:
-            rank_zero_warn(f"lightning_xai: SHAPCallback asked for n_background={self.n_background} but the data has "
-                           f"{len(background)} samples; using {len(background)}.")
-        return background
+        return draw_background(self, trainer, stage)
 
     # ------------------------------------------------------------------ explanation
     @override
@@ -176,7 +169,7 @@ class SHAPCallback(XAICallback):
         names = [str(i) for i in range(len(inputs.args))] + list(inputs.kwargs)
         flat = (*inputs.args, *inputs.kwargs.values())
         n_args = len(inputs.args)
-        background = self._prepare(self._background, model)  # type: ignore[arg-type]
+        background = background_inputs(self, model, inputs)
         base_flat = (*background.args, *background.kwargs.values())
         score_mode = callable(self.target)
 

@@ -53,6 +53,7 @@ from lightning_xai.functional._cam_steps import (  # noqa: F401  (re-exported: i
     _scores,
 )
 from lightning_xai.functional._guard import explanation_mode
+from lightning_xai.functional._layers import layer_label
 
 __all__ = [
     "CAM_METHODS",
@@ -184,8 +185,9 @@ def grad_cam(
         )
         if reshape_transform is not None:
             activations, grads = reshape_transform(activations), reshape_transform(grads)
-        activations, size = _as_feature_map(activations.float(), image)
-        grads, _ = _as_feature_map(grads.float(), image)
+        label, reshaped = layer_label(model, target_layer), reshape_transform is not None
+        activations, size = _as_feature_map(activations.float(), image, label, reshaped)
+        grads, _ = _as_feature_map(grads.float(), image, label, reshaped)
         maps = _CAM_MAPS[method](activations, grads)
         return _normalise(maps, size).to(image.device)
 

@@ -29,7 +29,10 @@ from lightning_xai.functional._cam import (
     _no_inference_tensors,
     _Target,
 )
+from lightning_xai.functional._cam_steps import _as_feature_map, _layer_error
 from lightning_xai.functional._guard import explanation_mode
+from lightning_xai.functional._layers import layer_label
+from lightning_xai.functional._targets import check_class_bounds
 
 __all__ = ["reference_cam"]
 class _OneInputModel(nn.Module):
@@ -130,6 +133,35 @@ def _run_reference(
     return torch.from_numpy(result)
 
 
+def _preflight(
+    wrapper: _OneInputModel,
+    image: Tensor,
+    target: Tensor | Callable[[Any], Tensor],
+    target_layer: nn.Module,
+    reshape_transform: Callable[[Tensor], Tensor] | None,
+    check_layer: bool,
+) -> None:
+    """One no-grad forward to check, before pytorch_grad_cam fails obscurely, that the target layer gives a
+    feature map and class indices fit the output; both errors name the layer or index (a layer that does not
+    run here, e.g. on a fused fast path, is left to pytorch_grad_cam)."""
+    captured: list[Any] = []
+    handle = target_layer.register_forward_hook(lambda m, a, out: captured.append(out) if not captured else None)
+    try:
+        with torch.no_grad():
+            output = wrapper(image)
+    finally:
+        handle.remove()
+    label = layer_label(wrapper.model, target_layer)
+    if check_layer and captured:
+        if not isinstance(captured[0], Tensor):
+            got = f"its output is a {type(captured[0]).__name__}"
+            raise TypeError(_layer_error(label, "a layer whose output is a tensor", got))
+        layer_output = captured[0] if reshape_transform is None else reshape_transform(captured[0])
+        _as_feature_map(layer_output.float(), image, label, reshape_transform is not None)
+    if isinstance(target, Tensor) and isinstance(output, Tensor) and output.ndim == 2:
+        check_class_bounds(target, output.shape[1])
+
+
 def reference_cam(
     model: nn.Module,
     inputs: Tensor | tuple[Any, ...],
@@ -187,6 +219,8 @@ def reference_cam(
     with explanation_mode(model):
         inputs = _no_inference_tensors(inputs)
         image = inputs[input_index]
+        wrapper = _OneInputModel(model, inputs, input_index, forward_fn)
+        _preflight(wrapper, image, target, target_layer, reshape_transform, method != "fullgrad")
         if len(inputs) > 1 and method in _PER_SAMPLE_METHODS:
             maps = []
             for i in range(image.shape[0]):
@@ -197,6 +231,5 @@ def reference_cam(
                 maps.append(_run_reference(*args, reshape_transform))
             result = torch.cat(maps)
         else:
-            wrapper = _OneInputModel(model, inputs, input_index, forward_fn)
             result = _run_reference(library, method, wrapper, image, target, target_layer, reshape_transform)
     return result.float().to(image.device)

@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_xai._checks import expected
+from lightning_xai.functional._layers import layer_label
+from lightning_xai.functional._targets import check_class_bounds
 
 __all__: list[str] = []
 
@@ -22,6 +24,11 @@ _EPS = 1e-7  # pytorch_grad_cam's `scale_cam_image` epsilon
 
 
 # ------------------------------------------------------------------------------------- template steps
+def _layer_error(layer: str, allowed: str, got: str) -> str:
+    """The one error formula for ``target_layer``, naming the layer (see :func:`layer_label`)."""
+    return f"Expected argument `target_layer` ({layer}) to be {allowed}, but {got}."
+
+
 def _scores(output: Any, target: Tensor | Callable[[Any], Tensor], batch: int) -> Tensor:
     """The (B,) target scores of a model output."""
     if isinstance(target, Tensor):
@@ -29,6 +36,7 @@ def _scores(output: Any, target: Tensor | Callable[[Any], Tensor], batch: int) -
             got = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
             allowed = "a function returning (batch, classes) logits for class-index targets"
             raise TypeError(expected("forward_fn", allowed, got))
+        check_class_bounds(target, output.shape[1])
         return output.gather(1, target.to(output.device).reshape(-1, 1)).squeeze(1)
     scores = target(output)
     if not isinstance(scores, Tensor) or tuple(scores.shape) != (batch,):
@@ -60,8 +68,8 @@ def _activations_and_grads(
         if captured:  # a layer called several times: keep the first call, like pytorch_grad_cam
             return None
         if not isinstance(output, Tensor):
-            got = type(output).__name__
-            raise TypeError(expected("target_layer", "a module whose output is a Tensor", got))
+            got = f"its output is a {type(output).__name__}"
+            raise TypeError(_layer_error(layer_label(model, target_layer), "a layer whose output is a tensor", got))
         torch.set_grad_enabled(True)  # record from here on; the enclosing no_grad() restores the mode on exit
         activation = output.detach().requires_grad_(True)
         captured.append(activation)
@@ -79,21 +87,24 @@ def _activations_and_grads(
             output = model(*inputs) if forward_fn is None else forward_fn(model, *inputs)
     finally:
         handle.remove()
-    layer_name = type(target_layer).__name__
     if not captured:
-        raise ValueError(expected("target_layer", "a module that runs during the forward pass", layer_name))
+        allowed, got = "a layer that runs during the forward pass", "it did not run"
+        raise ValueError(_layer_error(layer_label(model, target_layer), allowed, got))
     scores = _scores(output, target, batch)
     (grads,) = torch.autograd.grad(scores.sum(), captured[0], allow_unused=True)
     if grads is None:
-        allowed = "a module whose output the target scores depend on"
-        raise ValueError(expected("target_layer", allowed, layer_name))
+        allowed, got = "a layer whose output the target scores depend on", "the scores do not depend on it"
+        raise ValueError(_layer_error(layer_label(model, target_layer), allowed, got))
     return captured[0].detach(), grads
 
 
-def _as_feature_map(activations: Tensor, image: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+def _as_feature_map(
+    activations: Tensor, image: Tensor, layer: str = "the target layer", reshaped: bool = False
+) -> tuple[Tensor, tuple[int, ...]]:
     """Check the (reshaped) layer output and return it as (B, C, h, w) or (B, C, t, h, w) with the map size.
 
-    A per-frame batch ``B*T`` of a ``(B, T, C, H, W)`` video is folded into ``(B, C, T, h, w)``.
+    A per-frame batch ``B*T`` of a ``(B, T, C, H, W)`` video is folded into ``(B, C, T, h, w)``. ``layer``
+    names the layer in the error (see :func:`~lightning_xai.functional._layers.layer_label`).
     """
     batch = image.shape[0]
     if activations.ndim == 4 and activations.shape[0] == batch:
@@ -104,14 +115,13 @@ def _as_feature_map(activations: Tensor, image: Tensor) -> tuple[Tensor, tuple[i
         frames = image.shape[1]  # a 2-D backbone applied per frame of (B, T, C, H, W)
         folded = activations.reshape(batch, frames, *activations.shape[1:]).transpose(1, 2)
         return folded, (frames, *image.shape[-2:])
-    raise ValueError(
-        expected(
-            "target_layer",
-            f"a module whose (reshaped) output is a (B, C, h, w) or, for video inputs, (B, C, t, h, w) or "
-            f"(B*T, C, h, w) feature map with B={batch} (pass `reshape_transform` for token outputs)",
-            tuple(activations.shape),
-        )
+    allowed = (
+        f"a layer whose {'reshaped ' if reshaped else ''}output is a feature map (B, C, h, w) or, for video "
+        f"inputs, (B, C, t, h, w) or (B*T, C, h, w), with B={batch}"
+        + ("" if reshaped else " (pass `reshape_transform` for token outputs)")
     )
+    got = f"its {'reshaped ' if reshaped else ''}output is a tensor of shape {tuple(activations.shape)}"
+    raise ValueError(_layer_error(layer, allowed, got))
 
 
 def _min_max(maps: Tensor) -> Tensor:

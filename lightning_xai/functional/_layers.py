@@ -21,7 +21,13 @@ from lightning_xai._checks import expected
 from lightning_xai.functional._guard import observer_guard
 from lightning_xai.functional._reshape import swin_reshape_transform, vit_reshape_transform
 
-__all__ = ["find_target_layer", "resolve_layer", "swin_reshape_transform", "vit_reshape_transform"]
+__all__ = [
+    "find_target_layer",
+    "layer_label",
+    "resolve_layer",
+    "swin_reshape_transform",
+    "vit_reshape_transform",
+]
 
 _MAX_LISTED = 12
 _TOKEN = re.compile(r"([^.\[\]]+)|\[(-?\d+)\]")
@@ -105,6 +111,21 @@ def resolve_layer(model: nn.Module, name: str) -> nn.Module:
         expected("target_layer", f"the name of a submodule of {type(model).__name__}", name)
         + f" Closest names: {closest}. Candidates (conv layers and blocks): {_shorten(_candidates(model))}."
     )
+
+
+def layer_label(model: nn.Module, layer: nn.Module) -> str:
+    """How error messages name ``layer``: its dotted name in ``model`` and its type.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4, 2))
+        >>> layer_label(net, net[2]), layer_label(net, nn.ReLU())
+        ("'2', a Linear", 'a ReLU that is not a submodule of the Sequential')
+    """
+    kind = type(layer).__name__
+    name = next((n for n, m in model.named_modules() if m is layer), None)
+    if name is None:
+        return f"a {kind} that is not a submodule of the {type(model).__name__}"
+    return f"{name!r}, a {kind}" if name else f"the whole {kind}"
 
 
 # ------------------------------------------------------------------------------------- find_target_layer

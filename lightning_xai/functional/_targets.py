@@ -1,4 +1,5 @@
-"""One check for the ``target`` argument of every attribution function: class indices, a callable, or ``None``."""
+"""One check for the ``target`` argument of every attribution function: class indices, a callable, or ``None``;
+and one check of class indices against the number of classes a model outputs."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from torch import Tensor
 
 from lightning_xai._checks import expected
 
-__all__ = ["check_class_target"]
+__all__ = ["check_class_bounds", "check_class_target"]
 
 
 def check_class_target(
@@ -52,3 +53,38 @@ def check_class_target(
     if allow_callable and callable(target):
         return target
     raise TypeError(expected("target", allowed, target))
+
+
+def check_class_bounds(
+    target: Tensor, classes: int, *, name: str = "`target`", kind: str = "class index", where: str = "position"
+) -> Tensor:
+    """Return ``target`` if every class index lies in ``[0, classes)``, else raise naming the first one outside.
+
+    Args:
+        target: ``(B,)`` class indices.
+        classes: How many classes the model outputs.
+        name: The argument as the message names it, e.g. ``"`target` ('label')"``.
+        kind: What one index is called in the message (``"class index"``, ``"label"``).
+        where: What the positions of ``target`` are (``"position"``, ``"probe position"``).
+
+    Raises:
+        ValueError: If an index is negative or not below ``classes``.
+
+    Example:
+        >>> check_class_bounds(torch.tensor([0, 2]), 3)
+        tensor([0, 2])
+        >>> check_class_bounds(torch.tensor([0, 1, 5]), 3, kind="label")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected argument `target` to be labels in [0, 3) ..., but got label 5 at position 2.
+    """
+    bad = ((target < 0) | (target >= classes)).nonzero().flatten()
+    if bad.numel():
+        i = int(bad[0])
+        more = f" ({bad.numel()} indices outside in all)" if bad.numel() > 1 else ""
+        plural = "labels" if kind == "label" else "class indices"
+        raise ValueError(
+            f"Expected argument {name} to be {plural} in [0, {classes}) (the model outputs {classes} classes), "
+            f"but got {kind} {int(target[i])} at {where} {i}{more}."
+        )
+    return target
