@@ -34,6 +34,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from typing_extensions import override
 
 from lightning_xai._checks import expected
+from lightning_xai._cli_errors import UserError, check_checkpoint, check_configs, load_error, open_store
 from lightning_xai._cli_maps import write_compare_maps
 from lightning_xai.callbacks._shell import CallbackShell
 from lightning_xai.callbacks.drift import DRIFT_METHODS, AttributionDriftCallback
@@ -105,15 +106,16 @@ def _is_drift_callback(class_path: Any) -> bool:
     )
 
 
-def _fail(command: str, message: str, status: int = 2) -> int:
-    print(f"lightning-xai {command}: {message}", file=sys.stderr)
-    return status
-
-
 def _validate(cli: LightningCLI, ckpt: str) -> tuple[dict[str, float], dict[Path, list[dict[str, Any]]]]:
     """Validate ``ckpt``: the model's metrics, and per manifest the lines the callbacks wrote for this checkpoint."""
     since = time.time()
-    results = cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt, verbose=False)
+    try:
+        results = cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt, verbose=False)
+    except RuntimeError as err:  # torch's "Error(s) in loading state_dict" is the user's; anything else a bug
+        mismatch = load_error(err, ckpt, cli.model)
+        if mismatch is None:
+            raise
+        raise mismatch from err
     metrics = {k: float(v) for r in results for k, v in r.items()}
     records = {
         m: [
@@ -138,11 +140,9 @@ def _drift_callbacks(trainer: pl.Trainer) -> list[AttributionDriftCallback]:
 
 def _not_stored(store: str, names: list[str], ckpts: list[str]) -> list[str]:
     """The runs of which the store holds no snapshot of their checkpoint."""
-    from lightning_xai.sinks.store import AttributionStore
-
     if not Path(store).is_file():
         return names
-    with AttributionStore(store, create=False) as opened:
+    with open_store(store) as opened:
         held = {r.name for r in opened.runs()}
         return [
             n
@@ -164,15 +164,21 @@ def audit(args: argparse.Namespace, lightning_args: Sequence[str], out: TextIO) 
         out: where the report goes.
 
     Returns:
-        0, or 2 (with a one-line message on ``sys.stderr``) when the checkpoint does not exist.
+        0.
+
+    Raises:
+        UserError: for a checkpoint that is missing, unreadable or does not fit the model, or a config file that
+            is missing or does not parse (``main`` prints it in one line and returns 2).
 
     Example:
         >>> audit(argparse.Namespace(ckpt_path="no-such.ckpt"), [], sys.stdout)
-        2
-    """
+        Traceback (most recent call last):
+        ...
+        lightning_xai._cli_errors.UserError: Expected argument `--ckpt_path` to be an existing checkpoint file, but got 'no-such.ckpt'.
+    """  # noqa: E501
     ckpt = args.ckpt_path
-    if not Path(ckpt).is_file():
-        return _fail("audit", expected("--ckpt_path", "an existing checkpoint file", ckpt))
+    check_checkpoint(ckpt)
+    check_configs(lightning_args)
     cli = _ValidateCLI(lightning_args, prog="lightning-xai audit")
     metrics, manifests = _validate(cli, ckpt)
     trainer = cli.trainer
@@ -222,45 +228,58 @@ def compare(args: argparse.Namespace, lightning_args: Sequence[str], out: TextIO
         out: where the report goes.
 
     Returns:
-        0; 2 (with a one-line message on ``sys.stderr``) for a wrong argument; 1 when a checkpoint's
-        explanations were not stored.
+        0; 1 when a checkpoint's explanations were not stored.
+
+    Raises:
+        UserError: for a wrong argument, a checkpoint that is missing, unreadable or does not fit the model, a
+            config file that is missing or does not parse, a store that is not one (``main`` prints it in one
+            line and returns 2).
 
     Example:
         >>> ns = argparse.Namespace(ckpt_path=["a.ckpt"], names=None, store=None, method=None, metric="spearman",
         ...                         out="compare.png")
         >>> compare(ns, [], sys.stdout)
-        2
-    """
+        Traceback (most recent call last):
+        ...
+        lightning_xai._cli_errors.UserError: Expected argument `--ckpt_path` to be two or more checkpoint files, but got ['a.ckpt'].
+    """  # noqa: E501
     ckpts = list(args.ckpt_path)
     if len(ckpts) < 2:
-        return _fail("compare", expected("--ckpt_path", "two or more checkpoint files", ckpts))
+        raise UserError(expected("--ckpt_path", "two or more checkpoint files", ckpts))
     missing = [c for c in ckpts if not Path(c).is_file()]
     if missing:
-        return _fail("compare", expected("--ckpt_path", "existing checkpoint files", missing))
+        raise UserError(expected("--ckpt_path", "existing checkpoint files", missing))
     names = list(args.names) if args.names else [Path(c).stem for c in ckpts]
     if args.names and (len(names) != len(ckpts) or len(set(names)) != len(names) or not all(names)):
         allowed = f"{len(ckpts)} distinct non-empty run names, one per --ckpt_path"
-        return _fail("compare", expected("--names", allowed, names))
+        raise UserError(expected("--names", allowed, names))
     if len(set(names)) != len(names):
         allowed = "checkpoint files with distinct stems (the default run names; else give --names)"
-        return _fail("compare", expected("--ckpt_path", allowed, ckpts))
+        raise UserError(expected("--ckpt_path", allowed, ckpts))
     if args.method is not None and args.method not in DRIFT_METHODS:
-        return _fail("compare", expected("--method", f"one of {DRIFT_METHODS}", args.method))
+        raise UserError(expected("--method", f"one of {DRIFT_METHODS}", args.method))
+    check_configs(lightning_args)
+    for ckpt in ckpts:
+        check_checkpoint(ckpt)
     store = args.store
     for i, (ckpt, name) in enumerate(zip(ckpts, names)):
         drift = {"run": name, "reference_run": names[0] if i else None, "store": store, "method": args.method}
         cli = _ValidateCLI(lightning_args, prog="lightning-xai compare", drift=drift)
+        if not i:  # the first run's store serves them all; one that is not a store is refused before validating
+            default = os.path.join(cli.trainer.default_root_dir, "xai_store.sqlite")
+            store = store or _drift_callbacks(cli.trainer)[0].store_path or default
+            if Path(store).exists():
+                open_store(store, "`--store`" if args.store else "the config's AttributionDriftCallback").close()
         _validate(cli, ckpt)
-        store = store or _drift_callbacks(cli.trainer)[0].store_path  # the first run's store serves them all
         print(f"Validated {ckpt} as run {name!r} (log dir {cli.trainer.log_dir})", file=out)
     empty = _not_stored(str(store), names, ckpts)
     if empty:
-        return _fail(
-            "compare",
-            f"no explanations of runs {empty} were stored in {store}: see the warnings above "
-            "(the AttributionDriftCallback needs 'validate' in its stages)",
-            status=1,
+        print(
+            f"lightning-xai compare: no explanations of runs {empty} were stored in {store}: see the warnings "
+            "above (the AttributionDriftCallback needs 'validate' in its stages)",
+            file=sys.stderr,
         )
+        return 1
     print(file=out)
     drift_args = argparse.Namespace(
         store=str(store), runs=names, reference=None, metric=args.metric, input=None, out=args.out

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from lightning_xai._cli_errors import open_store, write_png
+
 __all__ = ["write_compare_maps"]
 
 _KEEP = "keep/"  # the drift callback stores token masks under this prefix
@@ -30,10 +32,8 @@ def write_compare_maps(store_path: str, runs: Sequence[str], out: str | Path) ->
     """
     from lightning_xai.render import figure_to_png_bytes
     from lightning_xai.render.drift import snapshot_grid, token_snapshot_grid
-    from lightning_xai.sinks.files import atomic_write_bytes
-    from lightning_xai.sinks.store import AttributionStore
 
-    with AttributionStore(store_path, create=False) as store:
+    with open_store(store_path) as store:
         snaps = [store.load(run) for run in runs]
     keys = [k for k in snaps[0].arrays if not k.startswith(_KEEP)]
     key = next(
@@ -61,5 +61,5 @@ def write_compare_maps(store_path: str, runs: Sequence[str], out: str | Path) ->
             flat, labels, rows, columns, keep=keep.bool() if keep is not None else None, suptitle=suptitle
         )
     path = Path(out).with_name(Path(out).stem + "_maps.png")
-    atomic_write_bytes(path, figure_to_png_bytes(fig))
+    write_png(path, figure_to_png_bytes(fig))
     return path

@@ -15,6 +15,8 @@ build model, data, trainer and callbacks with Lightning's ``LightningCLI`` (``--
 ``audit`` prints the ``xai/...`` scalars and where the artifacts went; ``compare`` validates two or more
 checkpoints of one model config as runs of one store (each after the first with the first as its reference)
 and prints the ``drift`` tables of those runs (see :mod:`lightning_xai._cli_audit`).
+
+A user error is one line on stderr naming the file, exit status 2; ``--debug`` adds its traceback (see :func:`main`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from lightning_xai._cli_errors import UserError, open_store, report, write_png
+
 __all__ = ["main"]
 
 _AGAINST = ("first", "previous", "reference")
@@ -34,6 +38,7 @@ _LIGHTNING_FLAGS = (
     "trainer.callbacks), --model CLASS_PATH, --data CLASS_PATH, --trainer.*, --seed_everything "
     "(default 0), --print_config."
 )
+_DEBUG = "on a user error, print the traceback before the one-line message"
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -65,28 +70,15 @@ def _mean(metrics: dict[str, Any], metric: str, array: str | None) -> float | No
 def _drift(args: argparse.Namespace, out: TextIO) -> int:
     from lightning_xai.render import figure_to_png_bytes
     from lightning_xai.render.drift import ZERO_WHEN_IDENTICAL, drift_timeline
-    from lightning_xai.sinks.files import atomic_write_bytes
-    from lightning_xai.sinks.store import AttributionStore
 
-    if not Path(args.store).exists():
-        print(
-            f"lightning-xai drift: no store at {args.store} (--store names the file an "
-            "AttributionDriftCallback wrote)",
-            file=sys.stderr,
-        )
-        return 2
     metric = args.metric
-    with AttributionStore(args.store, create=False) as store:
+    with open_store(args.store) as store:
         runs = store.runs()
         names = [r.name for r in runs]
         chosen = args.runs or names
         unknown = [r for r in chosen + ([args.reference] if args.reference else []) if r not in names]
         if unknown:
-            print(
-                f"lightning-xai drift: runs {unknown} are not in {args.store}; it holds {names}",
-                file=sys.stderr,
-            )
-            return 2
+            raise UserError(f"runs {unknown} are not in {args.store}; it holds {names}")
         rows, series, last = [], {}, {}
         for run in chosen:
             snaps = store.snapshots(run)
@@ -98,7 +90,10 @@ def _drift(args: argparse.Namespace, out: TextIO) -> int:
             ref_run = (final.meta.get("against", {}).get("reference", {}) or {}).get("run")
             if args.reference is not None:
                 ref_run, drift["reference"] = args.reference, None
-                ref = store.reference_snapshot(args.reference, final.epoch, method=final.method)
+                try:
+                    ref = store.reference_snapshot(args.reference, final.epoch, method=final.method)
+                except ValueError as err:  # the reference run has no snapshot of this method
+                    raise UserError(f"`--reference` {args.reference}: {err}") from err
                 if run != args.reference and ref.info.probe_fingerprint == final.probe_fingerprint:
                     drift["reference"] = _mean(
                         store.compare(ref, (run, final.global_step)), metric, args.input
@@ -160,18 +155,22 @@ def _drift(args: argparse.Namespace, out: TextIO) -> int:
             print(_table(["run a", "epoch a", "run b", "epoch b", metric], pairs), file=out)
     if series:
         fig = drift_timeline(series, title=f"Attribution drift · {Path(args.store).name}")
-        atomic_write_bytes(args.out, figure_to_png_bytes(fig))
+        write_png(args.out, figure_to_png_bytes(fig))
         print(f"\nTimeline written to {args.out}", file=out)
     return 0
 
 
 def _parser() -> argparse.ArgumentParser:
+    debug = argparse.ArgumentParser(add_help=False)  # before or after the subcommand
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG)
     parser = argparse.ArgumentParser(
         prog="lightning-xai", description="Explain Lightning models: audit tools."
     )
+    parser.add_argument("--debug", action="store_true", help=_DEBUG)
     sub = parser.add_subparsers(dest="command", required=True)
     drift = sub.add_parser(
         "drift",
+        parents=[debug],
         help="runs in an attribution store and how their explanations drifted",
         description="Print the runs of an AttributionStore and their drift; write a PNG.",
     )
@@ -196,6 +195,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     audit = sub.add_parser(
         "audit",
+        parents=[debug],
         allow_abbrev=False,
         epilog=_LIGHTNING_FLAGS,
         help="re-validate a checkpoint with the configured callbacks (LightningCLI config)",
@@ -206,6 +206,7 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--ckpt_path", required=True, help="the checkpoint to validate")
     compare = sub.add_parser(
         "compare",
+        parents=[debug],
         allow_abbrev=False,
         epilog=_LIGHTNING_FLAGS,
         help="validate checkpoints of one model config and compare their explanations",
@@ -245,22 +246,42 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
 
     Our own flags are parsed here; for ``audit`` and ``compare`` every other argument goes to LightningCLI.
 
+    A user error prints exactly one line on ``sys.stderr``, ``lightning-xai <command>: error: <what>``, naming
+    the file or flag, and returns 2: a wrong value of one of our flags; a store that is missing, a directory, a
+    text file, another application's SQLite database or of a newer schema; a checkpoint that is missing,
+    unreadable, not a Lightning checkpoint or whose weights do not fit the model (another class, other
+    ``init_args``); a YAML config that is missing or does not parse (with its line); an ``--out`` that cannot
+    be written. With ``--debug`` (before or after the subcommand) the traceback comes first, with the original
+    error (torch's, SQLite's, the store's) as its cause; the status is still 2. Usage errors of argparse and of
+    LightningCLI's parser exit with status 2 through ``SystemExit``, as argparse does. Any other exception is a
+    bug and propagates as a traceback, ``--debug`` or not.
+
     Args:
         argv: the arguments (default ``sys.argv[1:]``).
         out: where the report goes (default ``sys.stdout``); errors go to ``sys.stderr``.
 
     Returns:
-        0 on success, 1 when a run did not produce what was asked, 2 for a wrong argument.
+        0 on success, 1 when a run did not produce what was asked, 2 for a user error.
 
     Example:
-        >>> main(["drift", "--store", "no-such-store.sqlite"])
+        >>> import contextlib, io
+        >>> with contextlib.redirect_stderr(io.StringIO()) as err:
+        ...     main(["drift", "--store", "no-such-store.sqlite"])
         2
-        >>> main(["audit", "--ckpt_path", "no-such.ckpt"])
+        >>> print(err.getvalue(), end="")
+        lightning-xai drift: error: no store at no-such-store.sqlite (`--store` names the file an AttributionDriftCallback wrote)
+        >>> main(["--debug", "audit", "--ckpt_path", "no-such.ckpt"])  # the traceback, then the line, on stderr
         2
-    """
+    """  # noqa: E501
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
-    out = out or sys.stdout
+    try:
+        return _run(parser, args, rest, out or sys.stdout)
+    except UserError as err:
+        return report(args.command, err, debug=args.debug)
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, rest: list[str], out: TextIO) -> int:
     if args.command == "drift":
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
