@@ -36,7 +36,7 @@ def test_multiclass_numbers_equal_torchmetrics_and_artifacts_land(tmp_path, shap
     summary = json.loads(next(tmp_path.rglob("calibration.json")).read_text())
     for norm, key in (("l1", "ece"), ("max", "mce"), ("l2", "rmsce")):
         ref = float(multiclass_calibration_error(logits.softmax(-1), labels, 3, n_bins=10, norm=norm))
-        assert summary[key] == pytest.approx(ref, abs=1e-6), key
+        assert summary["metrics"][key] == pytest.approx(ref, abs=1e-6), key
         ((step, logged),) = scalar_values(tmp_path, f"xai/calibration/{key}")
         assert step == trainer.global_step and logged == pytest.approx(ref, abs=1e-6)
     assert summary["counts"] == pytest.approx(

@@ -52,4 +52,4 @@ def test_ddp_two_processes_write_once_and_match_one_process(tmp_path):
     two = json.loads(next((ddp / "validate").rglob("calibration.json")).read_text())
     assert two["counts"] == one["counts"] and sum(one["counts"]) == 64  # bins summed over ranks
     for key in ("ece", "mce", "rmsce", "brier", "nll", "accuracy"):
-        assert two[key] == pytest.approx(one[key], abs=1e-6), key
+        assert two["metrics"][key] == pytest.approx(one["metrics"][key], abs=1e-6), key

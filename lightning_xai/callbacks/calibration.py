@@ -17,10 +17,13 @@ from lightning_xai.callbacks._gallery import Gallery
 from lightning_xai.callbacks._shell import CallbackShell, Stage
 from lightning_xai.functional.calibration import (
     CalibrationState,
+    _calibration_summary,
+    _calibration_update_step,
+    _infer_task,
+    _reliability_compute,
+    _temperature_ece,
     calibration_compute,
     calibration_state,
-    calibration_update,
-    fit_temperature,
     state_from_tensors,
     state_tensors,
 )
@@ -28,6 +31,8 @@ from lightning_xai.functional.calibration import (
 __all__ = ["CalibrationCallback"]
 
 Task = Literal["auto", "binary", "multiclass", "multilabel"]
+_LABELS_HINT = (" The labels are what `batch_to_inputs` returns as ModelInputs(labels=...): fix the batch, or pass "
+                "CalibrationCallback(batch_to_inputs=...) returning the right labels.")
 
 
 class CalibrationCallback(CallbackShell):
@@ -39,7 +44,14 @@ class CalibrationCallback(CallbackShell):
     gallery of the most confident mistakes (images or token ids, with the Grad-CAM heatmap of a
     :class:`GradCAMCallback` or the SHAP heatmap / token plot of a :class:`SHAPCallback` on the same Trainer,
     for the predicted class).
-    The raw bins go to ``calibration.json`` so checkpoints can be compared later.
+    The bins go to ``calibration.json`` so checkpoints can be compared later: per-bin ``counts``, ``accuracy`` and
+    ``confidence`` (``n_bins`` entries, torchmetrics' bins, ``null`` when empty), ``edges``, ``at_one`` (the
+    predictions of confidence exactly 1.0, which torchmetrics bins apart) and the overall values under
+    ``metrics`` (``ece``, ``mce``, ..., ``accuracy``, ``confidence``, ``temperature``).
+
+    A declared ``input`` that the predictions contradict is warned about once per ``fit``/``validate``/``test``
+    (``"logits"`` while every row is a distribution: a model ending in ``softmax``); ``input="probs"`` on
+    values outside [0, 1] or rows not summing to 1 is an error.
 
     Bin statistics are accumulated on the device (memory O(n_bins x classes)) and summed across DDP ranks, so two
     processes give the ECE of one. ACE uses equal-mass bins over a bounded reservoir sample of
@@ -110,10 +122,16 @@ class CalibrationCallback(CallbackShell):
         self._kept_logits: list[Tensor] = []
         self._kept_labels: list[Tensor] = []
         self._gallery = Gallery(self.gallery_size)
+        self._input_warned = False
         self._id = {"n_bins": n_bins, "task": task, "output": output if not callable(output) else output.__name__,
                     **({"name": name} if name is not None else {})}
 
     # ------------------------------------------------------------------ Lightning hooks
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self._input_warned = False  # said once per fit / validate / test
+
     @override
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._reset()
@@ -167,13 +185,6 @@ class CalibrationCallback(CallbackShell):
         with torch.no_grad():
             return self._logits(self._model_output(pl_module, inputs)).detach()
 
-    def _infer_task(self, preds: Tensor, labels: Tensor) -> str:
-        if self.task != "auto":
-            return self.task
-        if preds.dim() == 1 or preds.shape[-1] == 1:
-            return "binary"
-        return "multilabel" if labels.shape == preds.shape else "multiclass"
-
     def _update(self, pl_module: pl.LightningModule, outputs: Any, batch: Any) -> None:
         inputs = self.batch_to_inputs(batch)
         if inputs.labels is None:
@@ -186,13 +197,18 @@ class CalibrationCallback(CallbackShell):
         labels = inputs.labels.to(preds.device)
         if preds.dim() == 2 and preds.shape[-1] == 1:
             preds = preds[:, 0]
-        task = self._resolved_task = self._resolved_task or self._infer_task(preds, labels)
+        task = self._resolved_task = self._resolved_task or _infer_task(preds, labels, self.task)
         if self._state is None:
             classes = preds.shape[-1] if task != "binary" else None
             self._state = calibration_state(self.n_bins, num_classes=classes, per_class=self.per_class and
                                             task == "multiclass", adaptive_sample=self.adaptive_sample,
                                             device=preds.device, seed=self.seed)
-        calibration_update(self._state, preds, labels, task, self.input)  # type: ignore[arg-type]
+        mismatch = _calibration_update_step(self._state, preds, labels, task, self.input,  # type: ignore[arg-type]
+                                            target_name="labels", target_hint=_LABELS_HINT)
+        if mismatch is not None and not self._input_warned:
+            self._input_warned = True
+            rank_zero_warn(f"lightning_xai: CalibrationCallback: {mismatch} (Said once per run.)",
+                           category=UserWarning)
         kept = sum(t.shape[0] for t in self._kept_logits)
         if self.temperature_scaling and self.input != "probs" and kept < self.max_temperature_samples:
             room = self.max_temperature_samples - kept
@@ -220,45 +236,33 @@ class CalibrationCallback(CallbackShell):
             rank_zero_warn(f"lightning_xai: {bad} predictions with NaN/inf were left out of calibration at epoch "
                            f"{sink.event.epoch} (logged as xai/calibration/nonfinite).", category=RuntimeWarning)
         extra = self._temperature(sink)
-        self._render(metrics, sink)
+        self._render(metrics, extra, sink)
         self._gallery.render(sink, pl_module, trainer, self._class_name)
         sink.commit(method="calibration", task=self._resolved_task, n_bins=self.n_bins, **extra)
 
     def _temperature(self, sink: Any) -> dict[str, float]:
         if not self._kept_logits or self._resolved_task is None:
             return {}
-        logits, labels = torch.cat(self._kept_logits), torch.cat(self._kept_labels)
-        finite = torch.isfinite(logits.reshape(logits.shape[0], -1)).all(1)
-        logits, labels = logits[finite], labels[finite]
-        if logits.numel() == 0:
+        fitted = _temperature_ece(torch.cat(self._kept_logits), torch.cat(self._kept_labels), self._resolved_task,
+                                  self.input, self.n_bins)
+        if fitted is None:
             return {}
-        t = fit_temperature(logits, labels)
-        scaled = calibration_state(self.n_bins)
-        calibration_update(scaled, logits / t, labels, self._resolved_task, "logits")  # type: ignore[arg-type]
-        ece_after = float(calibration_compute(scaled)["ece"])
-        sink.scalar("temperature", t)
-        sink.scalar("ece_after_temperature", ece_after)
-        return {"temperature": t, "ece_after_temperature": ece_after}
+        extra = dict(zip(("temperature", "ece_after_temperature"), fitted))
+        for key, value in extra.items():
+            sink.scalar(key, value)
+        return extra
 
-    def _render(self, metrics: dict[str, Tensor], sink: Any) -> None:
+    def _render(self, metrics: dict[str, Tensor], extra: dict[str, float], sink: Any) -> None:
         from lightning_xai.render.calibration import per_class_bars, reliability_diagram
 
-        s = self._state
-
-        def bins(t: Tensor) -> Tensor:  # torchmetrics keeps confidences of exactly 1.0 in an extra slot
-            t = t.double().cpu()
-            return torch.cat([t[: self.n_bins - 1], t[self.n_bins - 1:].sum(0, keepdim=True)])
-
-        counts = bins(s.counts)
-        conf = bins(s.confidence_sum) / counts
-        acc = bins(s.correct_sum) / counts
+        bins = _reliability_compute(self._state)  # type: ignore[arg-type]
         ev = sink.event
-        sub = f"{self._resolved_task} · {int(counts.sum())} predictions · {ev.stage} · epoch {ev.epoch} · step {ev.global_step}"
-        sink.figure("reliability", reliability_diagram(counts, conf, acc, float(metrics["ece"]), subtitle=sub))
-        edges = torch.linspace(0, 1, self.n_bins + 1)
-        summary = {"edges": edges.tolist(), "counts": counts.tolist(), "accuracy": acc.tolist(),
-                   "confidence": conf.tolist(), "task": self._resolved_task,
-                   **{k: v.tolist() for k, v in metrics.items()}}
+        sub = (f"{self._resolved_task} · {int(bins['counts'].sum())} predictions · {ev.stage} · epoch {ev.epoch} · "
+               f"step {ev.global_step}")
+        sink.figure("reliability", reliability_diagram(bins["counts"], bins["confidence"], bins["accuracy"],
+                                                       float(metrics["ece"]), subtitle=sub))
+        summary = _calibration_summary(self._state, metrics)  # type: ignore[arg-type]
+        summary["metrics"].update(extra)
         if "per_class_ece" in metrics:
             names = [self._class_name(i) for i in range(metrics["per_class_ece"].numel())]
             sink.figure("per_class_ece", per_class_bars(metrics["per_class_ece"], names,

@@ -6,6 +6,9 @@ Pure torch.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -126,19 +129,66 @@ def calibration_compute(state: CalibrationState) -> dict[str, Tensor]:
 
 
 
+def _folded_bins(state: CalibrationState) -> tuple[Tensor, Tensor, Tensor]:
+    """Float64 count, confidence sum and outcome sum per bin, the exactly-1.0 slot folded into the last bin."""
+    _settle(state)
+    table = state.bins[:, :3]
+    folded = table[: state.n_bins].clone()
+    folded[-1] += table[-1]
+    return folded.unbind(dim=1)
+
+
 def _reliability_compute(state: CalibrationState) -> dict[str, Tensor]:
     """Reliability-diagram bins of a state: the exactly-1.0 slot folded into the last bin."""
-    _settle(state)
     dtype = torch.get_default_dtype()
-    counts = state.counts[: state.n_bins].clone()
-    conf = state.confidence_sum[: state.n_bins].clone()
-    correct = state.correct_sum[: state.n_bins].clone()
-    counts[-1] += state.counts[-1]
-    conf[-1] += state.confidence_sum[-1]
-    correct[-1] += state.correct_sum[-1]
+    counts, conf, correct = _folded_bins(state)
     return {
         "edges": torch.linspace(0, 1, state.n_bins + 1, dtype=dtype, device=state.device),
         "counts": counts.round().long(),
         "accuracy": (correct / counts).to(dtype),
         "confidence": (conf / counts).to(dtype),
+    }
+
+
+def _number(value: Tensor | float) -> float | int | None:
+    """A JSON value: None for NaN or an infinity (not JSON), an int for an integer tensor."""
+    if isinstance(value, Tensor) and not (value.is_floating_point() or value.is_complex()):
+        return int(value)
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _calibration_summary(state: CalibrationState, metrics: dict[str, Tensor]) -> dict[str, Any]:
+    """What ``calibration.json`` holds: the bins of a state and its metrics, as JSON-valid Python values.
+
+    * ``counts``, ``accuracy``, ``confidence``: ``n_bins`` entries, torchmetrics' equal-width bins
+      ``[k/n, (k+1)/n)`` with the last one closed (``[1 - 1/n, 1]``, as :func:`reliability_bins` and the
+      diagram have it); ``accuracy`` is the mean outcome of the bin (top label right for multiclass, the
+      fraction of positives otherwise), ``confidence`` the mean confidence; both ``None`` for an empty bin.
+      ``edges``: the ``n_bins + 1`` boundaries.
+    * ``at_one``: the part of the last bin with a confidence of exactly 1.0 (``count``, ``accuracy``), which
+      torchmetrics scores as a bin of its own: with it, ECE/MCE/RMSCE recomputed from the file equal
+      torchmetrics'.
+    * ``metrics``: the overall values of :func:`calibration_compute` (``ece``, ``mce``, ``rmsce``, ``ace``,
+      ``brier``, ``nll``, ``accuracy``, ``confidence``, ``count``, ``nonfinite``, ``per_class_ece`` when kept),
+      ``None`` where NaN.
+    """
+    counts, conf, correct = _folded_bins(state)
+    ones, ones_correct = (float(v) for v in state.bins[state.n_bins, [0, 2]])
+
+    def mean(sums: Tensor) -> list[float | None]:
+        return [_number(s / n) if n else None for s, n in zip(sums.tolist(), counts.tolist())]
+
+    out_metrics: dict[str, Any] = {}
+    for key, value in metrics.items():
+        out_metrics[key] = [_number(v) for v in value] if value.dim() else _number(value)
+    return {
+        "task": state.task,
+        "n_bins": state.n_bins,
+        "edges": torch.linspace(0, 1, state.n_bins + 1, dtype=_F64).tolist(),
+        "counts": [round(c) for c in counts.tolist()],
+        "accuracy": mean(correct),
+        "confidence": mean(conf),
+        "at_one": {"count": round(ones), "accuracy": ones_correct / ones if ones else None},
+        "metrics": out_metrics,
     }

@@ -42,6 +42,17 @@ class _Batch(NamedTuple):
     class_correct: Tensor | None  # (N, C) 0/1
     row_weight: Tensor | None  # (N,) bool, or None when every row is finite
     rows: int
+    mismatch: str | None = None  # how the data contradict the declared `input` (see _input_mismatch), or None
+
+
+def _infer_task(preds: Tensor, target: Tensor, task: str = "auto") -> str:
+    """``task`` unless ``"auto"``, else the task the shapes say: ``(N,)`` or ``(N, 1)`` binary, ``(N, L)`` with
+    ``(N, L)`` targets multilabel, else multiclass."""
+    if task != "auto":
+        return task
+    if preds.ndim == 1 or (preds.ndim == 2 and preds.shape[1] == 1):
+        return "binary"
+    return "multilabel" if target.shape == preds.shape else "multiclass"
 
 
 def _check_task_input(task: Any, input: Any) -> None:
@@ -52,14 +63,19 @@ def _check_task_input(task: Any, input: Any) -> None:
 
 
 def _calibration_check(
-    preds: Any, target: Any, task: Any, input: Any, num_classes: int | None = None
+    preds: Any, target: Any, task: Any, input: Any, num_classes: int | None = None, target_name: str = "target",
+    target_hint: str = "",
 ) -> None:
-    """Argument, type and shape checks; no look at the values (so no device sync)."""
+    """Argument, type and shape checks; no look at the values (so no device sync).
+
+    ``target_name`` is the argument the caller knows the labels by and ``target_hint`` (appended to a label
+    error) says where they come from: a callback names ``labels`` and its ``batch_to_inputs``.
+    """
     _check_task_input(task, input)
     if not isinstance(preds, Tensor):
         raise TypeError(expected("preds", "a torch.Tensor", type(preds).__name__))
     if not isinstance(target, Tensor):
-        raise TypeError(expected("target", "a torch.Tensor", type(target).__name__))
+        raise TypeError(expected(target_name, "a torch.Tensor", type(target).__name__) + target_hint)
     if not preds.is_floating_point():
         raise TypeError(expected("preds", "a floating point tensor of probabilities or logits", preds.dtype))
     if task == "binary":
@@ -67,8 +83,8 @@ def _calibration_check(
             raise ValueError(expected("preds", "a tensor of shape (N,) for task='binary'",
                                       tuple(preds.shape)))
         if tuple(target.shape) != tuple(preds.shape):
-            raise ValueError(expected("target", f"a tensor of shape {tuple(preds.shape)} like `preds`",
-                                      tuple(target.shape)))
+            raise ValueError(expected(target_name, f"a tensor of shape {tuple(preds.shape)} like the predictions",
+                                      tuple(target.shape)) + target_hint)
         return
     if preds.ndim != 2:
         raise ValueError(expected("preds", f"a tensor of shape (N, C) for task={task!r}", tuple(preds.shape)))
@@ -80,37 +96,97 @@ def _calibration_check(
                                   tuple(preds.shape)))
     if task == "multiclass":
         if tuple(target.shape) != (preds.shape[0],):
-            raise ValueError(expected("target", f"a tensor of shape ({preds.shape[0]},) of class indices",
-                                      tuple(target.shape)))
+            raise ValueError(expected(target_name, f"a tensor of shape ({preds.shape[0]},) of class indices, one "
+                                      "per row of the predictions", tuple(target.shape)) + target_hint)
         if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-            raise TypeError(expected("target", "an integer tensor of class indices", target.dtype))
+            raise TypeError(expected(target_name, "an integer tensor of class indices", target.dtype) + target_hint)
     elif tuple(target.shape) != tuple(preds.shape):
-        raise ValueError(expected("target", f"a tensor of shape {tuple(preds.shape)} like `preds`",
-                                  tuple(target.shape)))
+        raise ValueError(expected(target_name, f"a tensor of shape {tuple(preds.shape)} like the predictions",
+                                  tuple(target.shape)) + target_hint)
 
 
-def _calibration_check_values(preds: Tensor, target: Tensor, task: str, input: str) -> None:
+def _calibration_check_values(
+    preds: Tensor, target: Tensor, task: str, input: str, target_name: str = "target", target_hint: str = ""
+) -> None:
     """Value checks (these read the data, hence a device sync); skipped with ``validate_args=False``."""
     if target.numel():
         low, high = (int(v) for v in torch.aminmax(target))
-        if task == "multiclass" and (low < 0 or high >= preds.shape[1]):
-            raise ValueError(expected("target", f"class indices in [0, {preds.shape[1] - 1}]",
-                                      f"values from {low} to {high}"))
+        classes = preds.shape[1] if task == "multiclass" else 2
+        if task == "multiclass" and (low < 0 or high >= classes):
+            bad = target[(target < 0) | (target >= classes)].unique()[:5].tolist()
+            raise ValueError(expected(
+                target_name, f"class indices in [0, {classes - 1}] ({classes} classes: the width of the "
+                "predictions)", f"values from {low} to {high}, such as {bad}") + target_hint)
         if task != "multiclass" and not (low >= 0 and high <= 1 and bool(((target == 0) | (target == 1)).all())):
-            bad = target[(target != 0) & (target != 1)].flatten()[:5].tolist()
-            raise ValueError(expected("target", "a tensor of 0s and 1s", f"values such as {bad}"))
+            bad = target[(target != 0) & (target != 1)].flatten().unique()[:5].tolist()
+            raise ValueError(expected(target_name, "a tensor of 0s and 1s", f"values such as {bad}") + target_hint)
     if input != "probs" or preds.numel() == 0:
         return
     x = preds if bool(torch.isfinite(preds.sum())) else preds[_finite_rows(preds)]
-    if x.numel() and not bool(((x >= 0) & (x <= 1)).all()):
-        raise ValueError(expected("input", "'logits' or 'auto' for `preds` with values outside [0, 1]",
-                                  "probs"))
+    if x.numel():
+        low_p, high_p = (float(v) for v in torch.aminmax(x))
+        if low_p < 0 or high_p > 1:
+            raise ValueError(expected("input", f"'logits' or 'auto' for `preds` with values outside [0, 1] (from "
+                                      f"{low_p:.4g} to {high_p:.4g}: they look like logits)", "probs"))
     if task == "multiclass" and x.numel():
         deviation = float((x.sum(dim=1, dtype=_F64) - 1).abs().max())
         if deviation > _ROW_SUM_TOL:
             raise ValueError(expected(
                 "input", f"'logits' or 'auto' for rows of `preds` that do not sum to 1 (largest deviation "
                 f"{deviation:.3g}, tolerance {_ROW_SUM_TOL:g})", "probs"))
+
+
+_LOGITS_FIX = ("Pass input='probs' (or input='auto'), or give logits (e.g. a model without its final softmax); "
+               "softmax applied twice pulls every confidence toward 1/C, so ECE, MCE, Brier and NLL are wrong")
+_PROBS_FIX = "Pass input='logits' (or input='auto'), or give probabilities (softmax/sigmoid of the logits)"
+
+
+def _outside_unit(low: float, high: float) -> str:
+    return f"the predictions range from {low:.4g} to {high:.4g}, outside [0, 1]: they look like logits"
+
+
+def _not_summing(deviation: float) -> str:
+    return (f"rows of the predictions do not sum to 1 (largest deviation {deviation:.3g}, tolerance "
+            f"{_ROW_SUM_TOL:g}): they are no probability distributions over the classes")
+
+
+def _mismatch_message(input: str, found: str, fix: str) -> str:
+    """The one message for a declared ``input`` that the data contradict."""
+    return f"Argument `input` is {input!r}, but {found}. {fix}."
+
+
+def _input_mismatch(
+    x: Tensor, task: str, input: str, finite: Tensor | None, bounds: tuple[float, float] | None
+) -> str | None:
+    """How the data contradict the declared ``input``, as a message, or None when they agree.
+
+    * ``input="logits"``, multiclass: every (finite) row lies in [0, 1] and sums to 1 within ``1e-3``: a
+      distribution, which real logits almost never are row after row (softmax would be applied twice).
+      Binary and multilabel logits in [0, 1] are plausible (a model unsure of every sample), so they pass.
+    * ``input="probs"``: a value outside [0, 1], or a multiclass row that does not sum to 1.
+
+    ``bounds`` are the smallest and largest value of ``x`` when already known (every value finite); the row sums
+    are only taken when they lie in [0, 1]. Reads values: a device sync off the CPU.
+    """
+    if input == "auto" or (input == "logits" and task != "multiclass") or x.numel() == 0:
+        return None
+    kept = x if finite is None else x[finite]
+    if kept.numel() == 0:
+        return None
+    low, high = bounds if bounds is not None else (float(v) for v in torch.aminmax(kept))
+    inside = low >= 0 and high <= 1
+    if input == "probs" and not inside:
+        return _mismatch_message(input, _outside_unit(low, high), _PROBS_FIX)
+    if not inside or task != "multiclass":
+        return None
+    deviation = float((kept.sum(dim=1) - 1).abs().max())
+    if input == "logits" and deviation <= _ROW_SUM_TOL:
+        found = (f"every row of the predictions lies in [0, 1] and sums to 1 (values from {low:.4g} to {high:.4g}, "
+                 f"row sums within {deviation:.2g} of 1): they look like probabilities")
+        return _mismatch_message(input, found, _LOGITS_FIX)
+    if input == "probs" and deviation > _ROW_SUM_TOL:
+        return _mismatch_message(input, _not_summing(deviation), _PROBS_FIX)
+    return None
 
 
 def _finite_rows(preds: Tensor) -> Tensor:
@@ -244,13 +320,14 @@ def _multiclass_format(
 
 
 def _calibration_format(
-    preds: Tensor, target: Tensor, task: str, input: str, per_class: bool = False
+    preds: Tensor, target: Tensor, task: str, input: str, per_class: bool = False, check_input: bool = False
 ) -> _Batch:
     """Probabilities, confidences, outcomes and per-prediction Brier/NLL for one checked batch.
 
     The probabilities come from the very ops torchmetrics uses (``torch.softmax(dim=1)`` / ``torch.sigmoid``)
     and the top label follows ``max(dim=1)`` (see :func:`_top_label`), with float32 top-label confidences,
-    so the bins agree bit for bit.
+    so the bins agree bit for bit. With ``check_input`` the batch's ``mismatch`` says how the data contradict a
+    declared ``input`` (:func:`_input_mismatch`, from the smallest and largest value already taken on the CPU).
     """
     preds = preds.detach()
     if target.device != preds.device:
@@ -269,8 +346,10 @@ def _calibration_format(
         nonfinite = (~finite).sum()
         bounds = None
     is_probs = input == "probs" if input != "auto" else _looks_like_probs(x, task, finite, branch, bounds)
+    mismatch = _input_mismatch(x, task, input, finite, bounds) if check_input else None
     if task == "multiclass":
-        return _multiclass_format(x, target, is_probs, branch, bounds, per_class, finite, nonfinite)
+        batch = _multiclass_format(x, target, is_probs, branch, bounds, per_class, finite, nonfinite)
+        return batch if mismatch is None else batch._replace(mismatch=mismatch)
     probs = _select(is_probs, lambda: x, lambda: torch.sigmoid(x))
     y = target.to(probs.dtype)
     nll = _binary_nll(x, y, probs, is_probs)
@@ -278,5 +357,5 @@ def _calibration_format(
     return _Batch(
         probs.flatten(), y.flatten(), None if weight is None else weight.flatten(),
         (probs - y).square().flatten(), nll.flatten(), nonfinite, probs if per_class else None,
-        y if per_class else None, finite, preds.shape[0],
+        y if per_class else None, finite, preds.shape[0], mismatch,
     )

@@ -89,6 +89,7 @@ def calibration_merge(a: CalibrationState, b: CalibrationState) -> CalibrationSt
         num_classes=a.num_classes,
         task=a.task if a.task is not None else b.task,
         seen=a.seen + b.seen,
+        input_mismatch=a.input_mismatch or b.input_mismatch,
     )
     if b.sample_fill:
         _reservoir_extend(out, b.sample[:b.sample_fill].to(device).unbind(dim=1))  # type: ignore[arg-type]

@@ -81,6 +81,9 @@ class CalibrationState:
         num_classes: Number of classes/labels if fixed, else None.
         task: The task of the first update (later updates must match), or None.
         seen: Rows passed to :func:`calibration_update` on this process (a Python int: no device sync).
+        input_mismatch: The first contradiction an update found between its declared ``input`` and the data
+            (e.g. ``input="logits"`` on rows that are distributions), as a message, or None; the functional
+            update warns when it is first set, so once per state.
 
     Example:
         >>> state = calibration_state(n_bins=4, adaptive_sample=0)
@@ -106,6 +109,7 @@ class CalibrationState:
     num_classes: int | None = None
     task: str | None = None
     seen: int = 0
+    input_mismatch: str | None = None
     cache: dict = field(default_factory=dict, repr=False)  # bin edges, per dtype
 
     @property

@@ -10,12 +10,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_xai._checks import check_positive_int, expected
+from lightning_xai.functional._calibration_compute import _calibration_compute
 from lightning_xai.functional._calibration_format import (
     _calibration_check,
     _calibration_check_values,
     _finite_rows,
+    _infer_task,
+    _looks_like_probs,
 )
-from lightning_xai.functional._calibration_state import _F64, Task
+from lightning_xai.functional._calibration_state import _F64, Task, calibration_state
+from lightning_xai.functional._calibration_update import _calibration_update_step
 
 __all__ = ["fit_temperature"]
 
@@ -51,8 +55,7 @@ def fit_temperature(logits: Tensor, target: Tensor, max_iter: int = 50, task: Ta
     """
     check_positive_int("max_iter", max_iter)
     if task is None and isinstance(logits, Tensor) and isinstance(target, Tensor):
-        same_shape = target.shape == logits.shape
-        task = "binary" if logits.ndim == 1 else ("multilabel" if same_shape else "multiclass")
+        task = "binary" if logits.ndim == 1 else _infer_task(logits, target)  # type: ignore[assignment]
     _calibration_check(logits, target, task, "logits")
     _calibration_check_values(logits, target, task, "logits")  # type: ignore[arg-type]
     with torch.inference_mode(False), torch.enable_grad():
@@ -83,3 +86,22 @@ def fit_temperature(logits: Tensor, target: Tensor, max_iter: int = 50, task: Ta
     if not 0.0 < temperature < float("inf"):
         raise ValueError(expected("logits", "logits with a finite optimal temperature", temperature))
     return temperature
+
+
+def _temperature_ece(logits: Tensor, target: Tensor, task: str, input: str, n_bins: int) -> tuple[float, float] | None:
+    """The fitted temperature and the ECE over ``n_bins`` bins after scaling, or None without a finite row.
+
+    Non-finite rows are left out. With ``input="auto"`` predictions that are probabilities are first turned
+    into logits (``log p``, or ``logit p`` for binary/multilabel), so they are scaled, not taken for logits.
+    """
+    finite = torch.isfinite(logits.reshape(logits.shape[0], -1)).all(1)
+    logits, target = logits[finite], target[finite]
+    if logits.numel() == 0:
+        return None
+    if input == "auto" and _looks_like_probs(logits, task, None, True) is True:
+        tiny = torch.finfo(logits.dtype).tiny
+        logits = logits.clamp_min(tiny).log() if task == "multiclass" else torch.logit(logits, eps=1e-7)
+    t = fit_temperature(logits, target, task=task)  # type: ignore[arg-type]
+    scaled = calibration_state(n_bins)
+    _calibration_update_step(scaled, logits / t, target, task, "logits")  # type: ignore[arg-type]
+    return t, float(_calibration_compute(scaled)["ece"])

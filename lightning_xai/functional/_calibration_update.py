@@ -10,11 +10,13 @@ batch at once (sums are float64; the order of additions changes only the last bi
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import torch
 from torch import Tensor
 
 from lightning_xai._checks import expected
+from lightning_xai.functional import _calibration_state as _state
 from lightning_xai.functional._calibration_format import (
     _Batch,
     _calibration_check,
@@ -167,6 +169,44 @@ def _calibration_update(state: CalibrationState, batch: _Batch) -> None:
     state.seen += batch.rows
 
 
+def _calibration_update_step(
+    state: CalibrationState,
+    preds: Tensor,
+    target: Tensor,
+    task: Task,
+    input: Input = "auto",
+    validate_args: bool = True,
+    target_name: str = "target",
+    target_hint: str = "",
+) -> str | None:
+    """:func:`calibration_update` without its warning: returns how the data contradict ``input`` (or None).
+
+    The contradiction is looked for while ``state.input_mismatch`` is None: on the CPU in every batch (from the
+    smallest and largest value the update takes anyway, plus the row sums when those lie in [0, 1]); elsewhere
+    only in a state's first batch and with ``validate_args`` (one device sync), so that ``validate_args=False``
+    stays sync-free. ``input="probs"`` with ``validate_args`` raises instead (the value checks).
+    ``target_name``/``target_hint`` name the labels in errors (a callback: ``labels``, from its
+    ``batch_to_inputs``).
+    """
+    _calibration_check(preds, target, task, input, state.num_classes, target_name, target_hint)
+    if state.task is not None and task != state.task:
+        raise ValueError(expected("task", f"{state.task!r}, the task of this state's earlier updates", task))
+    if state.per_class and task == "binary":
+        raise ValueError(expected("task", "'multiclass' or 'multilabel' for a state with `per_class=True`",
+                                  task))
+    if validate_args:
+        _calibration_check_values(preds, target, task, input, target_name, target_hint)
+    check_input = (input != "auto" and state.input_mismatch is None and not (validate_args and input == "probs")
+                   and (_state._branch_on_values(preds) or (validate_args and state.seen == 0)))
+    batch = _calibration_format(preds, target, task, input, per_class=state.per_class, check_input=check_input)
+    with torch.inference_mode() if _inference_needed(state) else contextlib.nullcontext():
+        _calibration_update(state, batch)
+    state.task = task
+    if batch.mismatch is not None:
+        state.input_mismatch = batch.mismatch
+    return batch.mismatch
+
+
 def calibration_update(
     state: CalibrationState,
     preds: Tensor,
@@ -179,6 +219,12 @@ def calibration_update(
 
     With ``validate_args=False`` the update makes no device sync (useful on accelerators, every batch); the
     value checks on ``target`` and on ``input="probs"`` are then skipped.
+
+    A declared ``input`` that the data contradict gets a ``UserWarning``, once per state: ``"logits"`` for
+    multiclass rows that all lie in [0, 1] and sum to 1 (softmax would be applied twice) and, without the
+    value checks, ``"probs"`` for values outside [0, 1] or rows that do not sum to 1. It is looked for in every
+    batch on the CPU (nearly free: the update takes the smallest and largest value anyway) and elsewhere in the
+    state's first batch, with ``validate_args`` only.
 
     Args:
         state: From :func:`calibration_state`.
@@ -204,16 +250,7 @@ def calibration_update(
         >>> state.counts
         tensor([2., 3., 0.], dtype=torch.float64)
     """
-    _calibration_check(preds, target, task, input, state.num_classes)
-    if state.task is not None and task != state.task:
-        raise ValueError(expected("task", f"{state.task!r}, the task of this state's earlier updates", task))
-    if state.per_class and task == "binary":
-        raise ValueError(expected("task", "'multiclass' or 'multilabel' for a state with `per_class=True`",
-                                  task))
-    if validate_args:
-        _calibration_check_values(preds, target, task, input)
-    batch = _calibration_format(preds, target, task, input, per_class=state.per_class)
-    with torch.inference_mode() if _inference_needed(state) else contextlib.nullcontext():
-        _calibration_update(state, batch)
-    state.task = task
+    mismatch = _calibration_update_step(state, preds, target, task, input, validate_args)
+    if mismatch is not None:  # only looked for until a state has one: once per state
+        warnings.warn(f"lightning_xai: {mismatch}", UserWarning, stacklevel=2)
     return state

@@ -11,8 +11,11 @@ Pure torch. Three tasks share one set of bins:
 
 ``input`` says what ``preds`` hold: ``"probs"``, ``"logits"`` (sigmoid for binary/multilabel, softmax over
 ``dim=1`` for multiclass) or ``"auto"``: probabilities when every finite value lies in ``[0, 1]`` and, for
-multiclass, every finite row sums to 1 within ``1e-3``; logits otherwise. Rows of ``preds`` holding a NaN or
-an infinity are left out of every statistic and counted (``nonfinite``).
+multiclass, every finite row sums to 1 within ``1e-3``; logits otherwise. A declared ``input`` that the data
+contradict is said in a ``UserWarning`` (``"logits"`` on multiclass rows that are all distributions: softmax would
+be applied twice) or a ``ValueError`` (``"probs"`` outside [0, 1] or rows not summing to 1, while the values are
+checked). Rows of ``preds`` holding a NaN or an infinity are left out of every statistic and counted
+(``nonfinite``).
 
 The bins are torchmetrics' to the bit: ``torch.bucketize(confidence, torch.linspace(0, 1, n_bins + 1),
 right=True) - 1`` with the boundaries in the confidence's dtype (float32 for multiclass, as torchmetrics
@@ -45,22 +48,25 @@ functions and holds the one-shot ones.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from lightning_xai._checks import check_choice, check_positive_int
-from lightning_xai.functional._calibration_compute import (
+from lightning_xai.functional._calibration_compute import (  # noqa: F401  (private steps the callback reuses)
     _bin_errors,
     _calibration_compute,
+    _calibration_summary,
     _reliability_compute,
     calibration_compute,
 )
-from lightning_xai.functional._calibration_format import (
+from lightning_xai.functional._calibration_format import (  # noqa: F401  (private steps the callback reuses)
     _calibration_check,
     _calibration_check_values,
     _calibration_format,
+    _infer_task,
 )
 from lightning_xai.functional._calibration_merge import calibration_merge, state_from_tensors, state_tensors
 from lightning_xai.functional._calibration_state import (
@@ -71,8 +77,12 @@ from lightning_xai.functional._calibration_state import (
     Task,
     calibration_state,
 )
-from lightning_xai.functional._calibration_temperature import fit_temperature
-from lightning_xai.functional._calibration_update import _calibration_update, calibration_update
+from lightning_xai.functional._calibration_temperature import _temperature_ece, fit_temperature  # noqa: F401
+from lightning_xai.functional._calibration_update import (  # noqa: F401  (private steps the callback reuses)
+    _calibration_update,
+    _calibration_update_step,
+    calibration_update,
+)
 
 __all__ = [
     "CalibrationState",
@@ -93,9 +103,12 @@ __all__ = [
 def _one_shot(preds: Tensor, target: Tensor, n_bins: int, task: Any, input: Any) -> CalibrationState:
     check_positive_int("n_bins", n_bins)
     _calibration_check(preds, target, task, input)
-    _calibration_check_values(preds, target, task, input)
+    _calibration_check_values(preds, target, task, input)  # input="probs" contradicted: an error
     state = calibration_state(n_bins, adaptive_sample=0, device=preds.device)
-    _calibration_update(state, _calibration_format(preds, target, task, input))
+    batch = _calibration_format(preds, target, task, input, check_input=input == "logits")
+    if batch.mismatch is not None:
+        warnings.warn(f"lightning_xai: {batch.mismatch}", UserWarning, stacklevel=3)
+    _calibration_update(state, batch)
     state.task = task
     return state
 
