@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import torch
@@ -26,7 +27,10 @@ if __name__ == "__main__":
            SHAPCallback(num_samples=2, n_background=4, nsamples=8, max_nsamples=16, on_error="raise"),
            AttributionDriftCallback(num_samples=4, store=f"{out}/store.sqlite", run="validate", on_error="raise")]
     # validate first: the same weights on 1 and 2 processes must give the same maps and calibration
-    Trainer(logger=TensorBoardLogger(out, name="validate"), callbacks=cbs, **common).validate(model, dm)
+    trainer = Trainer(logger=TensorBoardLogger(out, name="validate"), callbacks=cbs, **common)
+    trainer.validate(model, dm)
+    with open(f"{out}/callback_metrics_rank{trainer.global_rank}.json", "w") as fh:  # every rank holds the xai scalars
+        json.dump({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("xai/")}, fh)
     fit_cb = GradCAMCallback(num_samples=4, on_error="raise")
     drift_cb = AttributionDriftCallback(num_samples=4, store=f"{out}/store.sqlite", run="fit", on_error="raise")
     Trainer(logger=TensorBoardLogger(out, name="fit"), callbacks=[fit_cb, drift_cb], max_epochs=2, limit_train_batches=2,

@@ -48,6 +48,13 @@ def test_ddp_two_processes_write_once_and_match_one_process(tmp_path):
         assert [len(s2.snapshots(run)) for run in ("validate", "fit")] == [1, 2]  # one writer
         np.testing.assert_allclose(s1.load("validate").arrays["gradcam"], s2.load("validate").arrays["gradcam"],
                                    atol=1e-3)  # float16 storage
+    metrics = [json.loads((d / f"callback_metrics_rank{r}.json").read_text()) for d, r in ((single, 0), (ddp, 0),
+                                                                                          (ddp, 1))]
+    assert "xai/calibration/ece" in metrics[0] and "xai/gradcam/gradcam/nonfinite" in metrics[0]
+    assert metrics[2] == metrics[1]  # the same values on every rank (sync_dist semantics)
+    assert set(metrics[1]) == set(metrics[0])
+    for key in ("xai/calibration/ece", "xai/calibration/brier", "xai/shap/completeness/mean"):
+        assert metrics[1][key] == pytest.approx(metrics[0][key], abs=1e-5), key
     one = json.loads(next((single / "validate").rglob("calibration.json")).read_text())
     two = json.loads(next((ddp / "validate").rglob("calibration.json")).read_text())
     assert two["counts"] == one["counts"] and sum(one["counts"]) == 64  # bins summed over ranks

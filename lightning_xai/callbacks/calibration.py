@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -158,13 +159,13 @@ class CalibrationCallback(CallbackShell):
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         stage = self._stage(trainer)
         if stage is not None:
-            self._safely(trainer, stage, self._finish, trainer, pl_module, stage)
+            self._epoch_end(trainer, pl_module, stage, self._finish, trainer, pl_module, stage)
 
     @override
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         stage = self._stage(trainer, testing=True)
         if stage is not None:
-            self._safely(trainer, stage, self._finish, trainer, pl_module, stage)
+            self._epoch_end(trainer, pl_module, stage, self._finish, trainer, pl_module, stage)
 
     # ------------------------------------------------------------------ accumulation
     def _reset(self) -> None:
@@ -259,12 +260,12 @@ class CalibrationCallback(CallbackShell):
         ev = sink.event
         sub = (f"{self._resolved_task} · {int(bins['counts'].sum())} predictions · {ev.stage} · epoch {ev.epoch} · "
                f"step {ev.global_step}")
-        sink.figure("reliability", reliability_diagram(bins["counts"], bins["confidence"], bins["accuracy"],
-                                                       float(metrics["ece"]), subtitle=sub))
+        sink.figure("reliability", partial(reliability_diagram, bins["counts"], bins["confidence"], bins["accuracy"],
+                                           float(metrics["ece"]), subtitle=sub))
         summary = _calibration_summary(self._state, metrics)  # type: ignore[arg-type]
         summary["metrics"].update(extra)
         if "per_class_ece" in metrics:
             names = [self._class_name(i) for i in range(metrics["per_class_ece"].numel())]
-            sink.figure("per_class_ece", per_class_bars(metrics["per_class_ece"], names,
-                                                         title=f"ECE per class · epoch {ev.epoch}"))
+            sink.figure("per_class_ece", partial(per_class_bars, metrics["per_class_ece"], names,
+                                                 title=f"ECE per class · epoch {ev.epoch}"))
         sink.json("calibration", summary)
