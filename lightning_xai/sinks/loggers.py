@@ -17,7 +17,6 @@ line are written).
 from __future__ import annotations
 
 import io
-import os
 import re
 import time
 import traceback
