@@ -231,6 +231,7 @@ def test_write_is_all_or_nothing(path: Path) -> None:
         ({"probe_fingerprint": None}, r"`probe_fingerprint` to be a non-empty string"),
         ({"arrays": {}}, r"`arrays` to be a non-empty dict"),
         ({"run": 3}, r"`run` to be a non-empty string"),
+        ({"run": "  "}, r"`run` to be a non-empty string \(not only white space\)"),
     ],
 )
 def test_write_arguments_are_checked(path: Path, kwargs: dict, pattern: str) -> None:
@@ -238,6 +239,33 @@ def test_write_arguments_are_checked(path: Path, kwargs: dict, pattern: str) -> 
                "probe_fingerprint": "fp", **kwargs}
     with AttributionStore(path) as store, pytest.raises(ValueError, match=pattern):
         store.write(options.pop("run"), options.pop("arrays"), **options)
+
+
+def test_new_run_names_and_refuses_by_if_exists(path: Path) -> None:
+    with AttributionStore(path) as store:
+        assert [store.new_run("a", meta={"k": 1}), store.new_run("a"), store.new_run("a")] == ["a", "a#2", "a#3"]
+        assert store.new_run("a", if_exists="append") == "a" and store.new_run("b", if_exists="raise") == "b"
+        with pytest.raises(ValueError, match=r"`run` to be the name of a run not yet in .*s\.sqlite"):
+            store.new_run("a", if_exists="raise")
+        with pytest.raises(ValueError, match="`if_exists`"):
+            store.new_run("a", if_exists="overwrite")  # type: ignore[arg-type]
+        runs = store.runs()
+        assert [r.name for r in runs] == ["a", "a#2", "a#3", "b"] and runs[0].meta == {"k": 1}
+        assert all(r.num_snapshots == 0 for r in runs)  # named, still empty
+        _write(store, "a#2", 10, {"m": torch.ones(2)})  # a named run takes snapshots like any other
+        assert [s.global_step for s in store.snapshots("a#2")] == [10]
+
+
+def test_snapshots_of_one_probe(path: Path) -> None:
+    with AttributionStore(path) as store:
+        for fingerprint, size in (("small", 2), ("large", 3)):
+            _write(store, "r", 10, {"m": torch.ones(size)}, probe_fingerprint=fingerprint)
+        assert [s.probe_fingerprint for s in store.snapshots("r", probe_fingerprint="small")] == ["small"]
+        assert store.load("r", 10, probe_fingerprint="small").arrays["m"].shape == (2,)
+        assert store.load("r", 10).arrays["m"].shape == (3,)  # the last written at that step
+        first = store.snapshots("r")[0]
+        assert store.load_snapshot(first).info == first
+        assert store.reference_snapshot("r", 1, probe_fingerprint="small").info.probe_fingerprint == "small"
 
 
 # --- opening: what is refused, and never written ---------------------------------------------------------

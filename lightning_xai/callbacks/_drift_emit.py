@@ -16,7 +16,7 @@ from lightning_xai.sinks import ArtifactSink
 
 if TYPE_CHECKING:
     from lightning_xai.callbacks.drift import AttributionDriftCallback
-    from lightning_xai.sinks.store import AttributionStore, Snapshot
+    from lightning_xai.sinks.store import AttributionStore, Snapshot, SnapshotInfo
 
 __all__ = ["emit_drift", "probe_fingerprint"]
 
@@ -56,42 +56,60 @@ def _kind(key: str, values: Tensor, keep: dict[str, Tensor]) -> str:
     return "tokens" if key in keep else ("map" if values.dim() >= 3 else "vector")
 
 
-def _comparisons(cb: AttributionDriftCallback, store: AttributionStore, epoch: int) -> tuple[
+def _comparisons(cb: AttributionDriftCallback, store: AttributionStore, epoch: int, fingerprint: str) -> tuple[
         dict[str, Snapshot], list[str]]:
-    """The snapshots to compare with (``previous``, ``first``, ``reference``), and why any is missing."""
+    """The snapshots of this probe to compare with (``previous``, ``first``, ``reference``), and what is missing.
+
+    Snapshots of another probe (a retrain at another image size appended to the run, a resume with another
+    ``num_samples``) are left out; the run's are named once, the reference run's every time it has none of this
+    probe.
+    """
     found: dict[str, Snapshot] = {}
     problems: list[str] = []
-    history = store.snapshots(cb._run_name, method=cb.method) if cb._run_name in {r.name for r in store.runs()} \
-        else []
-    if history:
-        found["previous"] = store.load(cb._run_name, history[-1].global_step, method=cb.method)
-        found["first"] = store.load(cb._run_name, history[0].global_step, method=cb.method)
+    run, runs = cb.run_name, [r.name for r in store.runs()]
+    history = store.snapshots(run, method=cb.method) if run in runs else []  # type: ignore[arg-type]
+    same = [i for i in history if i.probe_fingerprint == fingerprint]
+    if same:
+        found["previous"] = store.load_snapshot(same[-1])
+        found["first"] = found["previous"] if len(same) == 1 else store.load_snapshot(same[0])
+    other = [i for i in history if i.probe_fingerprint != fingerprint]
+    if other and run not in cb._target.other_probe_noted:
+        cb._target.other_probe_noted.add(run)  # type: ignore[arg-type]
+        epochs = sorted({i.epoch for i in other})
+        problems.append(f"{len(other)} earlier snapshot(s) of run {run!r} (epochs {epochs}) were taken on another "
+                        f"probe (fingerprint {other[-1].probe_fingerprint} != {fingerprint}): they are not compared "
+                        "or drawn with this probe's; give the run the same `probe` or validation data, or start a "
+                        "new run (if_exists='new')")
     if cb.reference_run is not None:
-        runs = [r.name for r in store.runs()]
-        if cb.reference_run not in runs:
-            problems.append(f"reference_run={cb.reference_run!r} is not in the store {store.path} (runs: {runs})")
+        ref = cb.reference_run
+        if ref not in runs:
+            problems.append(f"reference_run={ref!r} is not in the store {store.path} (runs: {runs})")
+            return found, problems
+        infos = store.snapshots(ref, method=cb.method)
+        if any(i.probe_fingerprint == fingerprint for i in infos):
+            found["reference"] = store.reference_snapshot(ref, epoch, method=cb.method, probe_fingerprint=fingerprint)
+        elif infos:
+            problems.append(f"the reference snapshot ({ref!r}, epoch {infos[-1].epoch}) was taken on another probe "
+                            f"(fingerprint {infos[-1].probe_fingerprint} != {fingerprint}); give both runs the same "
+                            "`probe` or validation data")
         else:
-            found["reference"] = store.reference_snapshot(cb.reference_run, epoch, method=cb.method)
+            problems.append(f"reference_run={ref!r} has no {cb.method} snapshots in the store {store.path}")
     return found, problems
 
 
 def emit_drift(cb: AttributionDriftCallback, result: dict[str, Any], inputs: ModelInputs, probe: Probe,
                sink: ArtifactSink) -> None:
     """Compare the new maps with the previous/first/reference snapshots, store them, log numbers and figures."""
-    store: AttributionStore = cb._store
+    store: AttributionStore = cb._target.store  # type: ignore[assignment]
+    run: str = cb.run_name  # type: ignore[assignment]
     ev = sink.event
     fingerprint = probe_fingerprint(probe)
     keep: dict[str, Tensor] = {k: v.bool().cpu() for k, v in result["keep"].items()}
     arrays = {k: _as_stored(v, cb.dtype) for k, v in result["arrays"].items()}
-    found, problems = _comparisons(cb, store, ev.epoch)
+    found, problems = _comparisons(cb, store, ev.epoch, fingerprint)
     per_probe: dict[str, dict[str, list[float]]] = {}
     means: dict[str, dict[str, float]] = {}
     for against, snap in found.items():
-        if snap.info.probe_fingerprint != fingerprint:
-            problems.append(f"the {against} snapshot ({snap.info.run!r}, epoch {snap.info.epoch}) was taken on "
-                            f"another probe (fingerprint {snap.info.probe_fingerprint} != {fingerprint}); give "
-                            "both runs the same `probe` or validation data")
-            continue
         for key, values in arrays.items():
             if key not in snap.arrays or snap.arrays[key].shape != values.shape:
                 problems.append(f"the {against} snapshot has no array {key!r} of shape {tuple(values.shape)}")
@@ -107,16 +125,16 @@ def emit_drift(cb: AttributionDriftCallback, result: dict[str, Any], inputs: Mod
     meta = {"stage": ev.stage, "drift": means,
             "against": {a: {"run": s.info.run, "epoch": s.info.epoch, "global_step": s.info.global_step}
                         for a, s in found.items() if a in means}}
-    info = store.write(cb._run_name, {**arrays, **{_KEEP + k: v for k, v in keep.items()}}, epoch=ev.epoch,
+    info = store.write(run, {**arrays, **{_KEEP + k: v for k, v in keep.items()}}, epoch=ev.epoch,
                        global_step=ev.global_step, method=cb.method, probe_fingerprint=fingerprint,
                        checkpoint_path=ev.ckpt_path, model_hash=ev.model_hash or None, meta=meta,
                        run_meta={"reference_run": cb.reference_run}, dtype=cb.dtype)
     _alert(cb, per_probe, probe, sink)
-    _figures(cb, store, result, arrays, keep, found, probe, sink)
-    sink.json("drift", {"run": cb._run_name, "store": str(store.path), "snapshot_id": info.id,
+    _figures(cb, store, info, result, arrays, keep, found, probe, sink)
+    sink.json("drift", {"run": run, "store": str(store.path), "snapshot_id": info.id,
                         "probe_fingerprint": fingerprint, "dataset_index": probe.indices, "against": meta["against"],
                         "mean": means, "per_probe": per_probe})
-    sink.commit(method=cb.method, run=cb._run_name, store=str(store.path), snapshot_id=info.id)
+    sink.commit(method=cb.method, run=run, store=str(store.path), snapshot_id=info.id)
     if problems:
         raise ValueError("lightning_xai: AttributionDriftCallback stored the snapshot but could not compare: "
                          + "; ".join(problems) + ".")
@@ -138,33 +156,40 @@ def _alert(cb: AttributionDriftCallback, per_probe: dict[str, dict[str, list[flo
                 lines.append(f"Spearman of {tag.removesuffix('spearman') or ''}maps vs {against} = {mean:.3f} < "
                              f"alert_below={cb.alert_below}; moved most: {moved}")
     if lines:
-        text = (f"Attribution drift alert · run {cb._run_name} · {ev.stage} · epoch {ev.epoch} · step "
+        text = (f"Attribution drift alert · run {cb.run_name} · {ev.stage} · epoch {ev.epoch} · step "
                 f"{ev.global_step}\n\n" + "\n".join(f"- {line}" for line in lines))
         rank_zero_warn(f"lightning_xai: {text}", category=RuntimeWarning)
         sink.text("alert", text)
 
 
-def _figures(cb: AttributionDriftCallback, store: AttributionStore, result: dict[str, Any],
+def _figures(cb: AttributionDriftCallback, store: AttributionStore, info: SnapshotInfo, result: dict[str, Any],
              arrays: dict[str, Tensor], keep: dict[str, Tensor], found: dict[str, Snapshot], probe: Probe,
              sink: ArtifactSink) -> None:
+    """The timeline and the probe x snapshot grid of the run's snapshots of this probe (``info``: the new one)."""
     from lightning_xai.render.drift import drift_timeline, snapshot_grid, token_snapshot_grid
     from lightning_xai.render.overlay import denormalize
 
-    ev = sink.event
-    history = store.snapshots(cb._run_name, method=cb.method)
+    ev, run = sink.event, info.run
+    history = store.snapshots(run, method=cb.method, probe_fingerprint=info.probe_fingerprint)
     series: dict[str, dict[str, list[tuple[int, float]]]] = {}
-    for info in history:
-        for against, metrics in info.meta.get("drift", {}).items():
+    for past in history:
+        for against, metrics in past.meta.get("drift", {}).items():
             for tag, value in metrics.items():
-                series.setdefault(tag, {}).setdefault(against, []).append((info.epoch, value))
+                series.setdefault(tag, {}).setdefault(against, []).append((past.epoch, value))
     if series:
         reference = f" vs {cb.reference_run}" if cb.reference_run else ""
-        sink.figure("timeline", drift_timeline(series, title=f"{cb.method} attribution drift · run {cb._run_name}"
+        sink.figure("timeline", drift_timeline(series, title=f"{cb.method} attribution drift · run {run}"
                                                f"{reference}", alert_below=cb.alert_below))
     key = next(iter(arrays))
-    shown = history[-cb.grid_snapshots:]
-    snaps = [store.load(cb._run_name, i.global_step, method=cb.method).arrays[key] for i in shown[:-1]] + [arrays[key]]
-    titles = [f"epoch {i.epoch}" for i in shown]
+    earlier = [i for i in sorted(history, key=lambda i: i.id) if i.id != info.id]
+    snaps, titles = [], []
+    for past in earlier[max(0, len(earlier) - cb.grid_snapshots + 1):]:  # the latest written, then the new one
+        values = store.load_snapshot(past).arrays.get(key)
+        if values is not None and values.shape == arrays[key].shape:
+            snaps.append(values)
+            titles.append(f"epoch {past.epoch}")
+    snaps.append(arrays[key])
+    titles.append(f"epoch {info.epoch}")
     ref = found.get("reference")
     if ref is not None and key in ref.arrays and ref.arrays[key].shape == arrays[key].shape:
         snaps.append(ref.arrays[key])
@@ -172,7 +197,7 @@ def _figures(cb: AttributionDriftCallback, store: AttributionStore, result: dict
     stack = torch.stack(snaps, dim=1)
     rows = [f"#{i}" if i >= 0 else f"probe {n}" for n, i in enumerate(probe.indices)]
     what = cb.method if key == cb.method else f"{cb.method} · {key}"
-    suptitle = f"{what} across snapshots · run {cb._run_name} · {ev.stage} · epoch {ev.epoch}"
+    suptitle = f"{what} across snapshots · run {run} · {ev.stage} · epoch {ev.epoch}"
     if key in keep:
         fig = token_snapshot_grid(stack, result["tokens"][key], rows, titles, keep=keep[key], suptitle=suptitle)
     elif stack.dim() == 4:

@@ -13,6 +13,7 @@ from typing_extensions import override
 from lightning_xai._checks import check_choice, check_choices, check_positive_int, check_probability, expected
 from lightning_xai.adapters import ModelInputs, TargetSpec
 from lightning_xai.callbacks._drift_emit import emit_drift
+from lightning_xai.callbacks._drift_run import DriftRun
 from lightning_xai.callbacks._shell import Stage
 from lightning_xai.callbacks.base import XAICallback
 from lightning_xai.callbacks.gradcam import GradCAMCallback
@@ -42,14 +43,21 @@ class AttributionDriftCallback(XAICallback):
     most. ``lightning-xai drift --store <file>`` reads the store later.
 
     Comparisons are made on the values as stored (``dtype``), so a run compared with itself reads exactly
-    1.0 / 0. Snapshots of different probes are never compared (the probe's fingerprint is stored with each).
-    Under DDP every rank explains the probe and rank zero writes.
+    1.0 / 0. Snapshots of different probes are never compared or drawn together (the probe's fingerprint is
+    stored with each; a run holding some says so once). The store is opened and checked in ``setup``: a
+    directory, a text file or another application's database is refused before training starts. Under
+    ``fast_dev_run`` the snapshots go to a throwaway store (removed at teardown) as the run ``"fast_dev_run"``,
+    and the store is not touched. Under DDP every rank explains the probe and rank zero writes.
 
     Args:
         method: ``"gradcam"`` (or any Grad-CAM family method: ``gradcam++``, ``layercam``, ...) or ``"shap"``.
         store: the SQLite file (default ``<default_root_dir>/xai_store.sqlite``); shared by many runs.
-        run: this run's name in the store (default ``<logger name>/version_<n>``); kept in the callback state,
-            so a resumed fit appends to the same run.
+        run: this run's name in the store (default ``<logger name>/version_<n>``, or the root folder's name
+            without a logger); the name written to, :attr:`run_name`, is kept in the callback state, so a resumed
+            fit (``ckpt_path=``) and a ``validate`` of its checkpoints append to the same run.
+        if_exists: what a new fit (or validate) does when its run is already in the store, written by another
+            training: ``"new"`` writes to a new run ``<run>#2`` (``#3``, ...) and says so in a warning,
+            ``"append"`` continues that run, ``"raise"`` stops with a ``ValueError`` before training.
         reference_run: a run already in the store to compare with (e.g. the previous retrain).
         alert_below: warn when the mean Spearman correlation against one of ``alert_against`` is below this.
         alert_against: the comparisons that can alert; by default not ``"first"``, since moving away from the
@@ -68,9 +76,11 @@ class AttributionDriftCallback(XAICallback):
 
     Example:
         >>> cb = AttributionDriftCallback(method="gradcam", store="xai_store.sqlite", run="resnet-v2",
-        ...                               reference_run="resnet-v1", alert_below=0.8)
-        >>> cb.method, cb.run
-        ('gradcam', 'resnet-v2')
+        ...                               reference_run="resnet-v1", alert_below=0.8, if_exists="new")
+        >>> cb.method, cb.run, cb.if_exists
+        ('gradcam', 'resnet-v2', 'new')
+        >>> cb.run_name is None  # named when it starts: 'resnet-v2', or 'resnet-v2#2' if another fit wrote it
+        True
     """
 
     name = "drift"
@@ -80,6 +90,7 @@ class AttributionDriftCallback(XAICallback):
         method: str = "gradcam",
         store: str | None = None,
         run: str | None = None,
+        if_exists: Literal["new", "append", "raise"] = "new",
         reference_run: str | None = None,
         alert_below: float | None = None,
         alert_against: Sequence[Literal["previous", "first", "reference"]] = ("previous", "reference"),
@@ -106,9 +117,10 @@ class AttributionDriftCallback(XAICallback):
                          every_n_epochs, stages, on_error, log_dir, name)
         self.method = check_choice("method", method, DRIFT_METHODS)
         for arg, value in (("run", run), ("reference_run", reference_run), ("store", store)):
-            if value is not None and (not isinstance(value, str) or not value):
-                raise ValueError(expected(arg, "None or a non-empty string", value))
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(expected(arg, "None or a non-empty string (not only white space)", value))
         self.store_path, self.run, self.reference_run = store, run, reference_run
+        self.if_exists = check_choice("if_exists", if_exists, ("new", "append", "raise"))
         if alert_below is not None and (isinstance(alert_below, bool) or not isinstance(alert_below, (int, float))
                                         or not -1.0 <= alert_below <= 1.0):
             raise ValueError(expected("alert_below", "None or a Spearman correlation in [-1, 1]", alert_below))
@@ -129,40 +141,70 @@ class AttributionDriftCallback(XAICallback):
             self._explainer: GradCAMCallback | SHAPCallback = SHAPCallback(**shared, **extra)
         else:
             self._explainer = GradCAMCallback(**shared, methods=(self.method,), target_layer=target_layer, **extra)
-        self._run_name: str | None = run
-        self._store: Any = None
+        self._target = DriftRun(run, self.if_exists)
         self._id.update(method=method, run=run, store=store)
+
+    @property
+    def run_name(self) -> str | None:
+        """The run written to: ``run`` (or the default name), ``<run>#2`` if another training wrote ``run``, the
+        checkpoint's run after a resume; ``None`` until the callback starts (``fit``/``validate``/``test``)."""
+        return self._target.name
+
+    @property
+    def _run_name(self) -> str | None:  # the name used before `run_name` (lightning-xai audit reads it)
+        return self._target.name
 
     # ------------------------------------------------------------------ state: run name, probe, SHAP background
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "run": self._run_name, "explainer": self._explainer.state_dict()}
+        return {**super().state_dict(), **self._target.state(), "explainer": self._explainer.state_dict()}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
-        if self.run is None and state_dict.get("run"):
-            self._run_name = state_dict["run"]
+        self._target.restore(state_dict)
         if state_dict.get("explainer"):
             self._explainer.load_state_dict(state_dict["explainer"])
+
+    @override
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(trainer, pl_module, checkpoint)
+        self._target.adopt(checkpoint)
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         self._explainer._check_model(trainer, pl_module)
-        if self._run_name is None:
-            logger = trainer.logger
-            version = getattr(logger, "version", None)
-            self._run_name = (f"{logger.name}/" + (version if isinstance(version, str) else f"version_{version}")
-                              if logger is not None else os.path.basename(os.path.abspath(trainer.default_root_dir)))
         if self.store_path is None:
             self.store_path = os.path.join(trainer.default_root_dir, "xai_store.sqlite")
+        if self._works_in(trainer):
+            self._target.open(trainer, self.store_path)
+
+    # the run is named after Lightning restored the callback state (after `setup`), before the first explanation
+    @override
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.strategy.restore_checkpoint_after_setup:
+            self._name_run(trainer)
+
+    @override
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._name_run(trainer)
+
+    @override
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._name_run(trainer)
 
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+        self._target.close()
+
+    def _works_in(self, trainer: pl.Trainer) -> bool:
+        return trainer.state.fn is not None and trainer.state.fn.value in self.stages
+
+    def _name_run(self, trainer: pl.Trainer) -> None:
+        if self._works_in(trainer):
+            self._target.decide(trainer, {"reference_run": self.reference_run})
 
     # ------------------------------------------------------------------ explanation
     @override
@@ -198,8 +240,7 @@ class AttributionDriftCallback(XAICallback):
 
     @override
     def _emit(self, result: dict[str, Any], inputs: ModelInputs, probe: Probe, sink: ArtifactSink) -> None:
-        if self._store is None:
-            from lightning_xai.sinks.store import AttributionStore
-
-            self._store = AttributionStore(self.store_path)  # type: ignore[arg-type]
+        if self._target.store is None or self._target.name is None:
+            raise RuntimeError("lightning_xai: AttributionDriftCallback explains outside fit/validate/test: no store "
+                               "was opened in `setup` (or no run named).")
         emit_drift(self, result, inputs, probe, sink)

@@ -34,15 +34,19 @@ def run_infos(db: sqlite3.Connection) -> list[RunInfo]:
     return [RunInfo(n, c, json.loads(m), k, e0, e1, s1) for n, c, m, k, e0, e1, s1 in rows]
 
 
-def snapshot_infos(db: sqlite3.Connection, path: Path, run: str, method: str | None) -> list[SnapshotInfo]:
-    """A run's snapshots (of one ``method``, if given), by global step, then id; an unknown run raises."""
+def snapshot_infos(
+    db: sqlite3.Connection, path: Path, run: str, method: str | None, probe_fingerprint: str | None = None
+) -> list[SnapshotInfo]:
+    """A run's snapshots (of a ``method``, a probe, if given), by step, then id; an unknown run raises."""
     if db.execute("SELECT 1 FROM runs WHERE name = ?", (run,)).fetchone() is None:
         names = [r[0] for r in db.execute("SELECT name FROM runs ORDER BY id")]
         raise ValueError(expected("run", f"the name of a run in {path}: {listing(names)}", run))
     query = f"SELECT {_SNAPSHOT_COLUMNS} FROM snapshots s JOIN runs r ON r.id = s.run_id WHERE r.name = ?"
     params: tuple[Any, ...] = (run,)
     if method is not None:
-        query, params = query + " AND s.method = ?", (run, method)
+        query, params = query + " AND s.method = ?", (*params, method)
+    if probe_fingerprint is not None:
+        query, params = query + " AND s.probe_fingerprint = ?", (*params, probe_fingerprint)
     rows = db.execute(query + " ORDER BY s.global_step, s.id", params).fetchall()
     return [SnapshotInfo(*row[:-1], json.loads(row[-1])) for row in rows]
 
@@ -60,7 +64,7 @@ def pick_snapshot(
     path: Path, run: str, infos: list[SnapshotInfo], step: int | None, epoch: int | None, method: str | None
 ) -> SnapshotInfo:
     """The last of a run's ``infos`` at global step ``step`` (and/or ``epoch``); both ``None``: its last one."""
-    chosen = select(run, infos, step, epoch, method)
+    chosen = select(run, infos, step, epoch, method, path)
     if chosen is None:
         which = "" if method is None else f" of method {method!r}"
         if not infos:
@@ -80,7 +84,8 @@ def pick_reference(
     path: Path, run: str, infos: list[SnapshotInfo], epoch: int, method: str | None
 ) -> SnapshotInfo:
     """The last of a run's ``infos`` at ``epoch``, or else its last one."""
-    chosen = select(run, infos, None, epoch, method) or select(run, infos, None, None, method)
+    chosen = select(run, infos, None, epoch, method, path)
+    chosen = chosen or select(run, infos, None, None, method, path)
     if chosen is None:
         raise ValueError(f"Run {run!r} of {path} has no snapshots to compare against.")
     return chosen

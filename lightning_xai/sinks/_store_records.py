@@ -75,13 +75,19 @@ def to_numpy(name: str, value: Any) -> np.ndarray:
 
 
 def non_empty_str(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(expected(name, "a non-empty string", value))
+    """``value`` if it is a string with something besides white space in it, else a ``ValueError``."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(expected(name, "a non-empty string (not only white space)", value))
     return value
 
 
 def select(
-    run: str, infos: list[SnapshotInfo], step: int | None, epoch: int | None, method: str | None
+    run: str,
+    infos: list[SnapshotInfo],
+    step: int | None,
+    epoch: int | None,
+    method: str | None,
+    where: object = None,
 ) -> SnapshotInfo | None:
     """The last of ``infos`` (ordered by step, id) at ``step``/``epoch``, or None.
 
@@ -95,8 +101,9 @@ def select(
     tied = [i for i in hits if i.global_step == hits[-1].global_step]
     methods = sorted({i.method for i in tied})
     if method is None and len(methods) > 1:
+        of = "" if where is None else f" of {where}"
         raise ValueError(
-            f"Run {run!r} has snapshots of several methods at global step {tied[-1].global_step} "
+            f"Run {run!r}{of} has snapshots of several methods at global step {tied[-1].global_step} "
             f"({methods}): pass `method` to choose one."
         )
     return tied[-1]

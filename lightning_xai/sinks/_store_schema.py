@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,59 @@ _EXACT_DTYPES = {
     np.dtype(t).newbyteorder("<").str for t in (np.int8, np.int16, np.int32, np.int64, np.uint8, bool)
 }
 _LOADABLE = set(FLOAT_DTYPES.values()) | _EXACT_DTYPES
+
+
+# What an SQLite or OS error usually means for a store, appended to its message.
+_HINTS = (
+    ("unable to open database file", "does its folder exist, is it writable, is a part of the path a file?"),
+    ("disk I/O error", "is the disk full, or over a quota or a file-size limit?"),
+    ("database or disk is full", "is the disk full, or over a quota or a file-size limit?"),
+    ("readonly database", "is the file or its folder read-only?"),
+    ("database is locked", f"another process held the write lock for more than {BUSY_TIMEOUT_S:.0f} s"),
+    ("File exists", "is some part of the path a file?"),
+    ("Not a directory", "is some part of the path a file?"),
+)
+
+
+@contextmanager
+def about(path: Path, doing: str) -> Iterator[None]:
+    """Raise SQLite and OS errors of ``doing`` again, of the same type, with the store's path and a hint.
+
+    Example:
+        >>> try:
+        ...     with about(Path("/data/s.sqlite"), "write a snapshot"):
+        ...         raise sqlite3.OperationalError("disk I/O error")
+        ... except sqlite3.OperationalError as err:
+        ...     print(err)  # doctest: +NORMALIZE_WHITESPACE
+        AttributionStore /data/s.sqlite: could not write a snapshot: disk I/O error (is the disk full, or
+        over a quota or a file-size limit?)
+    """
+    try:
+        yield
+    except (sqlite3.Error, OSError) as err:
+        if f"AttributionStore {path}:" in str(err):  # already said where
+            raise
+        text = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        if isinstance(err, OSError) and err.filename is not None and str(err.filename) != str(path):
+            text = f"{text}: {err.filename!r}"
+        hint = next((h for key, h in _HINTS if key in text), None)
+        message = f"AttributionStore {path}: could not {doing}: {text}" + (f" ({hint})" if hint else "")
+        raise _again(err, message) from err
+
+
+def _again(err: BaseException, message: str) -> BaseException:
+    """``err``'s type with a new message (errno and SQLite error codes kept)."""
+    if isinstance(err, OSError):
+        again: BaseException = type(err)(err.errno, message) if err.errno is not None else type(err)(message)
+        return again
+    again = type(err)(message)
+    for attr in ("sqlite_errorcode", "sqlite_errorname"):
+        if hasattr(err, attr):
+            try:
+                setattr(again, attr, getattr(err, attr))
+            except AttributeError:  # read-only on some versions
+                pass
+    return again
 
 
 def _refuse(path: Path, what: str) -> ValueError:
@@ -101,7 +156,15 @@ def _initialise(conn: sqlite3.Connection, path: Path) -> None:
 
 
 def connect(path: Path, create: bool) -> sqlite3.Connection:
-    """Open (or, with ``create``, make) the store at ``path``; anything else there is refused, not written."""
+    """Open (or, with ``create``, make) the store at ``path``; anything else there is refused, not written.
+
+    SQLite and OS errors name ``path`` (see :func:`about`).
+    """
+    with about(path, "create the store" if create and not path.exists() else "open the store"):
+        return _connect(path, create)
+
+
+def _connect(path: Path, create: bool) -> sqlite3.Connection:
     if path.is_dir():
         raise _refuse(path, "it is a directory")
     exists = path.exists()

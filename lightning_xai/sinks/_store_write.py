@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from lightning_xai._checks import check_choice, check_non_negative_int, expected
@@ -99,3 +100,46 @@ def insert_snapshot(
         created,
         json.loads(schema.dumps(meta)),
     )
+
+
+IF_EXISTS = ("new", "append", "raise")
+
+
+def claim_run(
+    db: sqlite3.Connection, path: Path, run: str, if_exists: str, created: str, meta: dict[str, Any] | None
+) -> str:
+    """Create the run ``run``, or by ``if_exists`` another one, in one transaction; return the name it got.
+
+    See :meth:`~lightning_xai.sinks.store.AttributionStore.new_run`. Under the write lock, so two processes
+    never get the same new name.
+    """
+    non_empty_str("run", run)
+    check_choice("if_exists", if_exists, IF_EXISTS)
+
+    def taken(name: str) -> bool:
+        return db.execute("SELECT 1 FROM runs WHERE name = ?", (name,)).fetchone() is not None
+
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        name = run
+        if if_exists != "append" and taken(run):
+            if if_exists == "raise":
+                allowed = (
+                    f"the name of a run not yet in {path} (if_exists='raise'; if_exists='new' starts "
+                    f"'{run}#2' instead, if_exists='append' continues it)"
+                )
+                raise ValueError(expected("run", allowed, run))
+            number = 2
+            while taken(f"{run}#{number}"):
+                number += 1
+            name = f"{run}#{number}"
+        db.execute(
+            "INSERT OR IGNORE INTO runs (name, created, meta) VALUES (?, ?, ?)",
+            (name, created, schema.dumps(meta)),
+        )
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return name

@@ -5,7 +5,8 @@ method, probe fingerprint, checkpoint and model hash) is written in one short tr
 processes see all of it or none of it, also when the writer is killed. The file is in WAL mode with a 30 s
 busy timeout, so several processes (runs training side by side, an audit) can open it at the same time.
 Arrays are raw little-endian bytes, float16 by default: 64 maps of 224 x 224 take 6.4 MB. Nothing is
-pickled.
+pickled. Every SQLite or OS error (a read-only folder, a full disk) is raised again, of the same type, naming
+the store's path.
 
 Example:
     >>> import tempfile, pathlib, torch
@@ -33,7 +34,7 @@ import numpy as np
 import torch  # noqa: F401  (the docstring examples use it)
 from torch import Tensor
 
-from lightning_xai._checks import expected
+from lightning_xai._checks import check_choice, expected
 from lightning_xai.sinks import _store_read as read
 from lightning_xai.sinks import _store_schema as schema
 from lightning_xai.sinks._store_compare import compare_snapshots
@@ -47,7 +48,7 @@ from lightning_xai.sinks._store_records import (  # noqa: F401  (the helpers: re
     select,
     to_numpy,
 )
-from lightning_xai.sinks._store_write import check_and_encode, insert_snapshot
+from lightning_xai.sinks._store_write import IF_EXISTS, check_and_encode, claim_run, insert_snapshot
 
 __all__ = ["AttributionStore", "RunInfo", "Snapshot", "SnapshotInfo"]
 
@@ -63,6 +64,8 @@ class AttributionStore:
     Raises:
         ValueError: If ``path`` holds anything but a store (another file, another SQLite database), or a store
             of a newer schema than this lightning_xai reads. The file is left exactly as it was.
+        sqlite3.OperationalError, OSError: If the file cannot be opened or created (a read-only or missing
+            folder, a path under a file); the message names ``path``.
 
     One store object per process: after a ``fork`` the child opens its own connection on first use.
     """
@@ -126,22 +129,52 @@ class AttributionStore:
             ('run-a', 5)
         """
         rows = check_and_encode(run, arrays, epoch, global_step, method, probe_fingerprint, dtype)
-        created = datetime.now(timezone.utc).isoformat(timespec="milliseconds")  # noqa: UP017  (3.10: no UTC)
         checkpoint = None if checkpoint_path is None else str(checkpoint_path)
-        return insert_snapshot(
-            self._db(),
-            run,
-            rows,
-            epoch=epoch,
-            global_step=global_step,
-            method=method,
-            probe_fingerprint=probe_fingerprint,
-            checkpoint=checkpoint,
-            model_hash=model_hash,
-            created=created,
-            meta=meta,
-            run_meta=run_meta,
-        )
+        with schema.about(self._path, f"write the snapshot of run {run!r} at global step {global_step}"):
+            return insert_snapshot(
+                self._db(),
+                run,
+                rows,
+                epoch=epoch,
+                global_step=global_step,
+                method=method,
+                probe_fingerprint=probe_fingerprint,
+                checkpoint=checkpoint,
+                model_hash=model_hash,
+                created=_now(),
+                meta=meta,
+                run_meta=run_meta,
+            )
+
+    def new_run(
+        self,
+        run: str,
+        *,
+        if_exists: Literal["new", "append", "raise"] = "new",
+        meta: dict[str, Any] | None = None,
+    ) -> str:
+        """Create the run ``run`` (with ``meta``), unless it exists; return the name of the run to write to.
+
+        Args:
+            run: The name asked for.
+            if_exists: If the store already holds a run of that name: ``"new"`` creates ``<run>#2`` (``#3``,
+                ...) instead, ``"append"`` returns ``run`` (new snapshots continue it), ``"raise"`` raises.
+            meta: JSON-able details of the run (kept from its creation).
+
+        Raises:
+            ValueError: With ``if_exists="raise"``, if the run exists.
+
+        One transaction under the write lock: two processes asking for one name never get the same new one.
+
+        Example:
+            >>> import tempfile, pathlib
+            >>> store = AttributionStore(pathlib.Path(tempfile.mkdtemp()) / "s.sqlite")
+            >>> store.new_run("resnet"), store.new_run("resnet"), store.new_run("resnet", if_exists="append")
+            ('resnet', 'resnet#2', 'resnet')
+        """
+        check_choice("if_exists", if_exists, IF_EXISTS)
+        with schema.about(self._path, f"create the run {run!r}"):
+            return claim_run(self._db(), self._path, run, if_exists, _now(), meta)
 
     def runs(self) -> list[RunInfo]:
         """Every run, in the order they were created.
@@ -151,10 +184,15 @@ class AttributionStore:
             >>> AttributionStore(pathlib.Path(tempfile.mkdtemp()) / "s.sqlite").runs()
             []
         """
-        return read.run_infos(self._db())
+        with schema.about(self._path, "list its runs"):
+            return read.run_infos(self._db())
 
-    def snapshots(self, run: str, *, method: str | None = None) -> list[SnapshotInfo]:
-        """A run's snapshots (of one ``method``, if given), ordered by global step, then by id (write order).
+    def snapshots(
+        self, run: str, *, method: str | None = None, probe_fingerprint: str | None = None
+    ) -> list[SnapshotInfo]:
+        """A run's snapshots (of one ``method``, of one probe, if given), ordered by global step, then by id.
+
+        The id orders them as they were written.
 
         Example:
             >>> import tempfile, pathlib, torch
@@ -165,15 +203,23 @@ class AttributionStore:
             >>> [s.global_step for s in store.snapshots("a")]
             [10, 20]
         """
-        return read.snapshot_infos(self._db(), self._path, run, method)
+        with schema.about(self._path, f"list the snapshots of run {run!r}"):
+            return read.snapshot_infos(self._db(), self._path, run, method, probe_fingerprint)
 
     def load(
-        self, run: str, step: int | None = None, *, epoch: int | None = None, method: str | None = None
+        self,
+        run: str,
+        step: int | None = None,
+        *,
+        epoch: int | None = None,
+        method: str | None = None,
+        probe_fingerprint: str | None = None,
     ) -> Snapshot:
         """Load a run's snapshot at global step ``step`` (and/or ``epoch``); ``None``: its last one.
 
         Of several snapshots that match, the last written is taken; if they are of different methods, pass
-        ``method``. A run or step that is not there raises a ``ValueError`` listing what is.
+        ``method``; ``probe_fingerprint`` keeps those of one probe. A run or step that is not there raises a
+        ``ValueError`` listing what is.
 
         Example:
             >>> import tempfile, pathlib, torch
@@ -184,11 +230,33 @@ class AttributionStore:
             >>> snap.info.global_step, snap.arrays["m"].shape, snap.arrays["m"].dtype, snap.dtypes["m"]
             (7, torch.Size([2, 3]), torch.float32, '<f2')
         """
-        infos = self.snapshots(run, method=method)
+        infos = self.snapshots(run, method=method, probe_fingerprint=probe_fingerprint)
         return self._load_arrays(read.pick_snapshot(self._path, run, infos, step, epoch, method))
 
-    def reference_snapshot(self, run: str, epoch: int, *, method: str | None = None) -> Snapshot:
+    def load_snapshot(self, info: SnapshotInfo) -> Snapshot:
+        """The snapshot ``info`` (one of :meth:`snapshots`) with its arrays.
+
+        Example:
+            >>> import tempfile, pathlib, torch
+            >>> store = AttributionStore(pathlib.Path(tempfile.mkdtemp()) / "s.sqlite")
+            >>> for fingerprint in ("probe-a", "probe-b"):  # two snapshots at one step: load picks the last
+            ...     _ = store.write("a", {"m": torch.ones(1, 2)}, epoch=0, global_step=5, method="m",
+            ...                     probe_fingerprint=fingerprint)
+            >>> first = store.snapshots("a")[0]
+            >>> store.load_snapshot(first).info.probe_fingerprint
+            'probe-a'
+        """
+        if not isinstance(info, SnapshotInfo):
+            allowed = "a SnapshotInfo of AttributionStore.snapshots()"
+            raise TypeError(expected("info", allowed, type(info).__name__))
+        return self._load_arrays(info)
+
+    def reference_snapshot(
+        self, run: str, epoch: int, *, method: str | None = None, probe_fingerprint: str | None = None
+    ) -> Snapshot:
         """The run's last snapshot at ``epoch``, or else its last one: what to compare a new epoch against.
+
+        ``method`` and ``probe_fingerprint`` keep the snapshots of one method and one probe.
 
         Example:
             >>> import tempfile, pathlib, torch
@@ -198,7 +266,7 @@ class AttributionStore:
             >>> store.reference_snapshot("ref", epoch=9).info.epoch  # no epoch 9: its last snapshot
             3
         """
-        infos = self.snapshots(run, method=method)
+        infos = self.snapshots(run, method=method, probe_fingerprint=probe_fingerprint)
         return self._load_arrays(read.pick_reference(self._path, run, infos, epoch, method))
 
     def compare(
@@ -229,13 +297,20 @@ class AttributionStore:
             >>> sorted(store.compare(("a", 1), ("a", None)))[:2]
             ['m/com_shift', 'm/cosine']
         """
-        return compare_snapshots(self._as_snapshot("a", a), self._as_snapshot("b", b), key, metric_options)
+        first, second = self._as_snapshot("a", a), self._as_snapshot("b", b)
+        try:
+            return compare_snapshots(first, second, key, metric_options)
+        except ValueError as err:  # say which store the snapshots are from
+            if str(self._path) in str(err):
+                raise
+            raise ValueError(f"{err} (AttributionStore {self._path})") from err
 
     def close(self) -> None:
         """Close the connection (idempotent); the last one to close folds the WAL back into the file."""
-        if self._conn is not None and os.getpid() == self._pid:
-            self._conn.close()
-        self._conn = None
+        conn, self._conn = self._conn, None
+        if conn is not None and os.getpid() == self._pid:
+            with schema.about(self._path, "close the store"):
+                conn.close()
 
     def __enter__(self) -> AttributionStore:  # noqa: PYI034  (typing.Self is Python 3.11+)
         return self
@@ -247,7 +322,8 @@ class AttributionStore:
         return f"AttributionStore({str(self._path)!r})"
 
     def _load_arrays(self, info: SnapshotInfo) -> Snapshot:
-        return read.load_arrays(self._db(), info)
+        with schema.about(self._path, f"read the snapshot {info.id} of run {info.run!r}"):
+            return read.load_arrays(self._db(), info)
 
     def _as_snapshot(self, name: str, value: Any) -> Snapshot:
         if isinstance(value, Snapshot):
@@ -255,3 +331,7 @@ class AttributionStore:
         if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
             return self.load(value[0], value[1])
         raise TypeError(expected(name, "a Snapshot or a (run, step) pair", value))
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")  # noqa: UP017  (3.10: no UTC)
