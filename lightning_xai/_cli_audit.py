@@ -262,8 +262,9 @@ def compare(args: argparse.Namespace, lightning_args: Sequence[str], out: TextIO
     for ckpt in ckpts:
         check_checkpoint(ckpt)
     store = args.store
+    used: list[str] = []  # the run names written to: `v1#2` when an earlier compare already wrote `v1`
     for i, (ckpt, name) in enumerate(zip(ckpts, names)):
-        drift = {"run": name, "reference_run": names[0] if i else None, "store": store, "method": args.method}
+        drift = {"run": name, "reference_run": used[0] if i else None, "store": store, "method": args.method}
         cli = _ValidateCLI(lightning_args, prog="lightning-xai compare", drift=drift)
         if not i:  # the first run's store serves them all; one that is not a store is refused before validating
             default = os.path.join(cli.trainer.default_root_dir, "xai_store.sqlite")
@@ -271,7 +272,9 @@ def compare(args: argparse.Namespace, lightning_args: Sequence[str], out: TextIO
             if Path(store).exists():
                 open_store(store, "`--store`" if args.store else "the config's AttributionDriftCallback").close()
         _validate(cli, ckpt)
-        print(f"Validated {ckpt} as run {name!r} (log dir {cli.trainer.log_dir})", file=out)
+        used.append(_drift_callbacks(cli.trainer)[0].run_name or name)
+        print(f"Validated {ckpt} as run {used[-1]!r} (log dir {cli.trainer.log_dir})", file=out)
+    names = used
     empty = _not_stored(str(store), names, ckpts)
     if empty:
         print(

@@ -121,6 +121,22 @@ def test_compare_a_copy_is_identical_and_another_seed_is_not(tmp_path, ckpts):
     assert imread(str(maps)).shape[1] > imread(str(png)).shape[1] // 2  # three map columns, not a thumbnail
 
 
+def test_a_second_compare_into_one_store_reports_its_own_runs(tmp_path, ckpts):
+    store, no_callbacks = tmp_path / "s.sqlite", tmp_path / "none.yaml"
+    no_callbacks.write_text("trainer:\n  callbacks: []\n")
+    command = (f"compare --config {EXAMPLE} --config {no_callbacks} --ckpt_path {ckpts['seed0']} {ckpts['seed1']} "
+               f"--method gradcam --store {store} --out {tmp_path / 'c.png'}")
+    assert _run(command, tmp_path / "first")[0] == 0
+    status, text = _run(command, tmp_path / "second")
+    assert status == 0
+    assert "as run 'seed0#2'" in text and "as run 'seed1#2'" in text  # not the first compare's runs
+    with AttributionStore(store, create=False) as s:
+        assert [r.name for r in s.runs()] == ["seed0", "seed1", "seed0#2", "seed1#2"]
+        assert s.load("seed1#2").info.meta["against"]["reference"]["run"] == "seed0#2"
+    table = text.split("Attribution drift in")[1]
+    assert "| seed0#2 " in table and "| seed1#2 " in table and "| seed0 " not in table
+
+
 def test_compare_sets_run_reference_and_store_of_the_config_drift_callback(tmp_path, ckpts, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the preset's store is the relative xai_store.sqlite; the PNG goes here too
     with pytest.warns(RuntimeWarning, match="drift alert"):  # the preset alerts below a Spearman of 0.8
