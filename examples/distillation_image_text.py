@@ -78,14 +78,15 @@ class Distillation(LightningModule):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 
 
-def head_callbacks(head: str, store: str, class_names: list[str]) -> list[Any]:
-    """SHAP, calibration and drift for one head, in their own namespaces."""
+def head_callbacks(head: str, store: str, class_names: list[str], tag: str = "") -> list[Any]:
+    """SHAP, calibration and drift for one head, in their own namespaces; drift runs ``<head><tag>``."""
     return [
         SHAPCallback(num_samples=4, n_background=16, output=head, name=f"shap_{head}", class_names=class_names,
                      embedding_layer=f"{head}.embedding"),  # two token embeddings: name the head's own
         CalibrationCallback(n_bins=10, output=head, name=f"calibration_{head}", class_names=class_names),
-        AttributionDriftCallback(method="shap", num_samples=8, store=store, run=head, output=head, target="label",
-                                 name=f"drift_{head}", reference_run=None if head == "teacher" else "teacher",
+        AttributionDriftCallback(method="shap", num_samples=8, store=store, run=f"{head}{tag}", output=head,
+                                 target="label", name=f"drift_{head}",
+                                 reference_run=None if head == "teacher" else f"teacher{tag}",
                                  method_kwargs={"n_background": 16, "embedding_layer": f"{head}.embedding"},
                                  class_names=class_names),
     ]
@@ -102,8 +103,12 @@ def main() -> None:
     store = str(Path(args.logdir) / "xai_store.sqlite")
     train = DataLoader(PatchKeywordPairs(args.num_train, seed=0), batch_size=64, shuffle=True)
     val = DataLoader(PatchKeywordPairs(256, seed=1), batch_size=128)
-    trainer = Trainer(max_epochs=args.epochs, logger=TensorBoardLogger(args.logdir, name="distillation"),
-                      callbacks=head_callbacks("teacher", store, names) + head_callbacks("student", store, names),
+    logger = TensorBoardLogger(args.logdir, name="distillation")
+    # one pair of run names per invocation: a rerun's Student is compared with its own Teacher, never an older one
+    tag = f"/version_{logger.version}"
+    trainer = Trainer(max_epochs=args.epochs, logger=logger,
+                      callbacks=head_callbacks("teacher", store, names, tag) + head_callbacks("student", store, names,
+                                                                                             tag),
                       accelerator="cpu", devices=1, enable_checkpointing=False, log_every_n_steps=8)
     trainer.fit(Distillation(), train, val)
     metrics = trainer.callback_metrics
@@ -118,7 +123,7 @@ def main() -> None:
         print(f"{head}: share of |SHAP| image {image:.2f}, text {text:.2f}   ({folder})")
     print(f"TensorBoard: tensorboard --logdir {args.logdir}   (xai/shap_teacher/*, xai/shap_student/*, "
           "xai/drift_student/*/reference)")
-    print(f"Student vs Teacher explanations: lightning-xai drift --store {store} --reference teacher")
+    print(f"Student vs Teacher explanations: lightning-xai drift --store {store} --reference teacher{tag}")
 
 
 if __name__ == "__main__":

@@ -47,17 +47,19 @@ def main() -> None:
         ]
 
     checkpoint = ModelCheckpoint(monitor="val/acc", mode="max", save_last=True)
+    training = callbacks("quickstart")
     trainer = Trainer(max_epochs=args.epochs, logger=TensorBoardLogger(args.logdir, name="quickstart"),
-                      callbacks=[*callbacks("quickstart"), checkpoint], accelerator="cpu", devices=1,
+                      callbacks=[*training, checkpoint], accelerator="cpu", devices=1,
                       log_every_n_steps=8)
     trainer.fit(ShapesCNN(num_classes=3), datamodule=dm)
 
     # The same callbacks on a checkpoint: no retraining, logged at the checkpoint's own epoch and step; the drift
-    # callback adds the audit to the store as a run of its own and compares it with the training run.
+    # callback adds the audit to the store as a run of its own and compares it with the training run (by the name
+    # that run got: "quickstart#2" when logs/ already holds an earlier "quickstart").
     audit = Trainer(logger=TensorBoardLogger(args.logdir, name="quickstart_audit"), accelerator="cpu", devices=1,
                     callbacks=[*callbacks("quickstart-audit")[:3],
                                AttributionDriftCallback(num_samples=8, store=store, run="quickstart-audit",
-                                                        reference_run="quickstart", target="label")])
+                                                        reference_run=training[-1].run_name, target="label")])
     audit.validate(ShapesCNN(num_classes=3), datamodule=dm, ckpt_path=checkpoint.best_model_path)
 
     for name, t in (("training run", trainer), ("checkpoint audit", audit)):
