@@ -152,9 +152,19 @@ def test_callbacks_under_trainer_setup(setup, tmp_path):
     for f in files:
         assert f.is_file(), f
     for r in records:  # the folder of every artifact set names its own validation
-        folder = r["folder"]
+        folder = r.get("folder")
         if folder is not None:
             assert f"epoch={r['epoch']}-step={r['global_step']}" in folder
+
+    store = root / "store.sqlite"
+    if setup == "fast_dev_run":  # a debug run never writes into the user's store
+        assert not store.exists()
+    else:  # one run (a resume appends to it), one snapshot per validation
+        from lightning_xai import AttributionStore
+
+        with AttributionStore(store, create=False) as s:
+            (run,) = s.runs()
+            assert run.name and [(i.epoch, i.global_step) for i in s.snapshots(run.name)] == seen
 
     steps = sorted({step for _, step in seen})
     if setup not in ("logger_false", "csv_only", "fast_dev_run"):  # TensorBoard attached
