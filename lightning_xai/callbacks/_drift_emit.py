@@ -107,6 +107,10 @@ def emit_drift(cb: AttributionDriftCallback, result: dict[str, Any], inputs: Mod
     keep: dict[str, Tensor] = {k: v.bool().cpu() for k, v in result["keep"].items()}
     arrays = {k: _as_stored(v, cb.dtype) for k, v in result["arrays"].items()}
     found, problems = _comparisons(cb, store, ev.epoch, fingerprint)
+    raw = result.get("raw") or {}
+    made_by = {k: raw[k] for k in ("layer", "reshape") if raw.get(k) is not None}  # Grad-CAM: which layer
+    flat = {key: _flat(values, keep.get(key)) for key, values in arrays.items()}
+    _warn_flat(cb, flat, probe, made_by, sink)
     per_probe: dict[str, dict[str, list[float]]] = {}
     means: dict[str, dict[str, float]] = {}
     for against, snap in found.items():
@@ -116,13 +120,17 @@ def emit_drift(cb: AttributionDriftCallback, result: dict[str, Any], inputs: Mod
                 continue
             metrics = drift_metrics(snap.arrays[key], values, kind=_kind(key, values, keep),  # type: ignore[arg-type]
                                     k_fraction=cb.k_fraction, top_tokens=cb.top_tokens, keep=keep.get(key))
+            undefined = flat[key] | _flat(snap.arrays[key], keep.get(key))  # a flat map is not "stable": no ranking
             prefix = "" if len(arrays) == 1 else f"{key}/"
             for metric, value in metrics.items():
                 tag = f"{prefix}{metric}"
-                means.setdefault(against, {})[tag] = float(value.mean())
+                value = value.float().masked_fill(undefined, float("nan"))
+                mean = float(value.nanmean()) if not bool(undefined.all()) else float("nan")
+                means.setdefault(against, {})[tag] = mean
                 per_probe.setdefault(against, {})[tag] = value.tolist()
-                sink.scalar(f"{tag}/{against}", float(value.mean()))
-    meta = {"stage": ev.stage, "drift": means,
+                sink.scalar(f"{tag}/{against}", mean)
+    meta = {"stage": ev.stage, "drift": means, **made_by,
+            "flat": {key: f.tolist() for key, f in flat.items()},
             "against": {a: {"run": s.info.run, "epoch": s.info.epoch, "global_step": s.info.global_step}
                         for a, s in found.items() if a in means}}
     info = store.write(run, {**arrays, **{_KEEP + k: v for k, v in keep.items()}}, epoch=ev.epoch,
@@ -130,14 +138,58 @@ def emit_drift(cb: AttributionDriftCallback, result: dict[str, Any], inputs: Mod
                        checkpoint_path=ev.ckpt_path, model_hash=ev.model_hash or None, meta=meta,
                        run_meta={"reference_run": cb.reference_run}, dtype=cb.dtype)
     _alert(cb, per_probe, probe, sink)
-    _figures(cb, store, info, result, arrays, keep, found, probe, sink)
-    sink.json("drift", {"run": run, "store": str(store.path), "snapshot_id": info.id,
-                        "probe_fingerprint": fingerprint, "dataset_index": probe.indices, "against": meta["against"],
-                        "mean": means, "per_probe": per_probe})
-    sink.commit(method=cb.method, run=run, store=str(store.path), snapshot_id=info.id)
+    sink.json("drift", {"run": run, "store": str(store.path), "snapshot_id": info.id, "method": cb.method,
+                        **made_by, "probe_fingerprint": fingerprint, "dataset_index": probe.indices,
+                        "against": meta["against"], "flat": meta["flat"], "mean": means, "per_probe": per_probe})
+    failed: Exception | None = None
+    try:  # the figures read the store back: after the data, and a failure costs only them
+        _figures(cb, store, info, result, arrays, keep, found, probe, sink)
+    except Exception as err:
+        failed = err
+        if cb.on_error != "raise":
+            rank_zero_warn(f"lightning_xai: the drift figures of run {run!r} at epoch {ev.epoch} could not be drawn "
+                           f"({type(err).__name__}: {err}); the snapshot and drift.json are written.",
+                           category=RuntimeWarning)
+    sink.commit(method=cb.method, run=run, store=str(store.path), snapshot_id=info.id, **made_by)
+    if failed is not None and cb.on_error == "raise":
+        raise failed
     if problems:
         raise ValueError("lightning_xai: AttributionDriftCallback stored the snapshot but could not compare: "
                          + "; ".join(problems) + ".")
+
+
+def _flat(values: Tensor, keep: Tensor | None = None) -> Tensor:
+    """Per probe: is the map (or the kept tokens' values) constant, zero or not finite? Such a map ranks nothing.
+
+    Example:
+        >>> _flat(torch.tensor([[1.0, 1.0], [0.0, 2.0]])).tolist()
+        [True, False]
+    """
+    v = values.detach().float().flatten(1)
+    if keep is not None:
+        k = keep.bool().flatten(1)
+        hi = torch.where(k, v, float("-inf")).amax(1)
+        lo = torch.where(k, v, float("inf")).amin(1)
+    else:
+        hi, lo = v.amax(1), v.amin(1)
+    return ~((hi > lo) & torch.isfinite(hi) & torch.isfinite(lo))
+
+
+def _warn_flat(cb: AttributionDriftCallback, flat: dict[str, Tensor], probe: Probe, made_by: dict[str, Any],
+               sink: ArtifactSink) -> None:
+    """Log the share of flat maps (``xai/drift/flat``) and say loudly which probes gave one."""
+    ev = sink.event
+    for key, f in flat.items():
+        sink.scalar("flat" if len(flat) == 1 else f"{key}/flat", float(f.float().mean()))
+        if bool(f.any()):
+            which = [probe.indices[i] if probe.indices[i] >= 0 else i for i in f.nonzero().flatten().tolist()]
+            layer = f" at layer {made_by['layer']!r}" if "layer" in made_by else ""
+            hint = (" set `target_layer=` (or method_kwargs={'target_layer': ...}) to a layer with spatial extent"
+                    if "layer" in made_by else " check the model and `target`")
+            rank_zero_warn(
+                f"lightning_xai: AttributionDriftCallback got flat (constant) {cb.method} maps{layer} for probes "
+                f"{which} of {key!r} at {ev.stage} epoch {ev.epoch}: drift against them is undefined (logged as NaN, "
+                f"not as stable);{hint}.", category=RuntimeWarning)
 
 
 def _alert(cb: AttributionDriftCallback, per_probe: dict[str, dict[str, list[float]]], probe: Probe,
@@ -149,9 +201,13 @@ def _alert(cb: AttributionDriftCallback, per_probe: dict[str, dict[str, list[flo
         for tag, values in metrics.items():
             if against not in cb.alert_against or not tag.endswith("spearman"):
                 continue
-            mean = sum(values) / len(values)
+            finite = [v for v in values if v == v]  # probes with a flat map have no Spearman (NaN)
+            if not finite:
+                continue
+            mean = sum(finite) / len(finite)
             if mean < cb.alert_below:
-                worst = sorted(range(len(values)), key=lambda i: values[i])[:3]
+                ranked = [i for i in range(len(values)) if values[i] == values[i]]
+                worst = sorted(ranked, key=lambda i: values[i])[:3]
                 moved = ", ".join(f"#{probe.indices[i]} (rho {values[i]:.2f})" for i in worst)
                 lines.append(f"Spearman of {tag.removesuffix('spearman') or ''}maps vs {against} = {mean:.3f} < "
                              f"alert_below={cb.alert_below}; moved most: {moved}")

@@ -13,19 +13,17 @@ from typing_extensions import override
 from lightning_xai._checks import check_choice, check_choices, check_positive_int, check_probability, expected
 from lightning_xai.adapters import ModelInputs, TargetSpec
 from lightning_xai.callbacks._drift_emit import emit_drift
+from lightning_xai.callbacks._drift_method import DRIFT_METHODS, auto_method, build_explainer
 from lightning_xai.callbacks._drift_run import DriftRun
 from lightning_xai.callbacks._shell import Stage
 from lightning_xai.callbacks.base import XAICallback
 from lightning_xai.callbacks.gradcam import GradCAMCallback
 from lightning_xai.callbacks.shap import SHAPCallback
-from lightning_xai.functional import CAM_METHODS
 from lightning_xai.probe import Probe
 from lightning_xai.sinks import ArtifactSink
 
 __all__ = ["AttributionDriftCallback", "DRIFT_METHODS"]
 
-#: Attribution methods the drift callback can follow: every Grad-CAM family method, and SHAP.
-DRIFT_METHODS: tuple[str, ...] = (*CAM_METHODS, "shap")
 
 
 class AttributionDriftCallback(XAICallback):
@@ -50,7 +48,10 @@ class AttributionDriftCallback(XAICallback):
     and the store is not touched. Under DDP every rank explains the probe and rank zero writes.
 
     Args:
-        method: ``"gradcam"`` (or any Grad-CAM family method: ``gradcam++``, ``layercam``, ...) or ``"shap"``.
+        method: ``"auto"`` (default: ``"gradcam"`` when the model takes an image or a clip, ``"shap"`` for
+            token ids, spectrograms and tabular inputs; decided on the probe at the first explanation, kept in
+            the state and in every snapshot), ``"gradcam"`` (or any Grad-CAM family method: ``gradcam++``,
+            ``layercam``, ...) or ``"shap"``. A ``target_layer`` with ``"auto"`` means Grad-CAM.
         store: the SQLite file (default ``<default_root_dir>/xai_store.sqlite``); shared by many runs.
         run: this run's name in the store (default ``<logger name>/version_<n>``, or the root folder's name
             without a logger); the name written to, :attr:`run_name`, is kept in the callback state, so a resumed
@@ -87,7 +88,7 @@ class AttributionDriftCallback(XAICallback):
 
     def __init__(
         self,
-        method: str = "gradcam",
+        method: str = "auto",
         store: str | None = None,
         run: str | None = None,
         if_exists: Literal["new", "append", "raise"] = "new",
@@ -132,15 +133,14 @@ class AttributionDriftCallback(XAICallback):
         self.top_tokens = check_positive_int("top_tokens", top_tokens)
         self.dtype = check_choice("dtype", dtype, ("float16", "float32"))
         self.grid_snapshots = check_positive_int("grid_snapshots", grid_snapshots)
-        shared = dict(num_samples=num_samples, batch_to_inputs=self.batch_to_inputs, forward_fn=self.forward_fn,
-                      target=self.target, output=self.output, class_names=class_names, on_error="raise")
-        extra = dict(method_kwargs or {})
-        if self.method == "shap":
-            if target_layer is not None:
-                raise ValueError(expected("target_layer", "None with method='shap'", target_layer))
-            self._explainer: GradCAMCallback | SHAPCallback = SHAPCallback(**shared, **extra)
-        else:
-            self._explainer = GradCAMCallback(**shared, methods=(self.method,), target_layer=target_layer, **extra)
+        self._spec = (dict(num_samples=num_samples, batch_to_inputs=self.batch_to_inputs, forward_fn=self.forward_fn,
+                           target=self.target, output=self.output, class_names=class_names, on_error="raise"),
+                      dict(method_kwargs or {}), target_layer)
+        if self.method == "auto" and target_layer is not None:
+            self.method = "gradcam"
+        self._explainer: GradCAMCallback | SHAPCallback | None = None
+        if self.method != "auto":
+            self._explainer = build_explainer(self.method, *self._spec)
         self._target = DriftRun(run, self.if_exists)
         self._id.update(method=method, run=run, store=store)
 
@@ -157,13 +157,16 @@ class AttributionDriftCallback(XAICallback):
     # ------------------------------------------------------------------ state: run name, probe, SHAP background
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), **self._target.state(), "explainer": self._explainer.state_dict()}
+        explainer = None if self._explainer is None else self._explainer.state_dict()
+        return {**super().state_dict(), **self._target.state(), "method": self.method, "explainer": explainer}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self._target.restore(state_dict)
-        if state_dict.get("explainer"):
+        if self.method == "auto" and state_dict.get("method") in DRIFT_METHODS[1:]:
+            self._use(state_dict["method"])  # a resume follows the method its run was written with
+        if state_dict.get("explainer") and self._explainer is not None:
             self._explainer.load_state_dict(state_dict["explainer"])
 
     @override
@@ -175,7 +178,8 @@ class AttributionDriftCallback(XAICallback):
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        self._explainer._check_model(trainer, pl_module)
+        if self._explainer is not None:
+            self._explainer._check_model(trainer, pl_module)
         if self.store_path is None:
             self.store_path = os.path.join(trainer.default_root_dir, "xai_store.sqlite")
         if self._works_in(trainer):
@@ -209,12 +213,19 @@ class AttributionDriftCallback(XAICallback):
     # ------------------------------------------------------------------ explanation
     @override
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: Stage) -> None:
+        if self._explainer is None:  # method="auto": decided on the probe (every rank has the same one)
+            self._use(auto_method(self.batch_to_inputs(self._get_probe(trainer, stage).batch)))
         if isinstance(self._explainer, SHAPCallback) and self._explainer._background is None:
             self._explainer._background = self._explainer._draw_background(trainer, stage)
         super()._run(trainer, pl_module, stage)
 
+    def _use(self, method: str) -> None:
+        self.method, self._explainer = method, build_explainer(method, *self._spec)
+
     @override
     def _explain(self, model: nn.Module, inputs: ModelInputs) -> dict[str, Any]:
+        if self._explainer is None:  # set by _run before any explanation
+            raise RuntimeError("lightning_xai: AttributionDriftCallback explained before its method was decided.")
         result = self._explainer._explain(model, inputs)
         if isinstance(self._explainer, GradCAMCallback):
             maps = result["maps"][self.method]
