@@ -209,7 +209,7 @@ def audit(args: argparse.Namespace, lightning_args: Sequence[str], out: TextIO) 
         )
     for cb in _drift_callbacks(trainer):
         print(
-            f"Drift store: {cb.store_path} (run {cb._run_name!r}; lightning-xai drift --store {cb.store_path})",
+            f"Drift store: {cb.store_path} (run {cb.run_name!r}; lightning-xai drift --store {cb.store_path})",
             file=out,
         )
     return 0
