@@ -33,7 +33,7 @@ def test_preset_instantiates_through_lightning_cli(preset, tmp_path):
     if expected is GradCAMCallback:
         assert ours[0].methods == ("gradcam", "gradcam++") and ours[0].num_samples == 8
     elif expected is AttributionDriftCallback:
-        assert ours[0].method == "gradcam" and ours[0].alert_below == 0.8 and ours[0].target == "label"
+        assert ours[0].method == "auto" and ours[0].alert_below == 0.8 and ours[0].target == "label"
     elif expected is CalibrationCallback:
         assert ours[0].n_bins == 15 and ours[0].gallery_size == 8
     else:
