@@ -32,6 +32,8 @@ __all__ = [
     "batch_size_of",
     "move_to",
     "concat_batches",
+    "ctc_best_path_score",
+    "mean_over_frames",
 ]
 
 LABEL_KEYS = ("labels", "label", "targets", "target", "y")
@@ -150,12 +152,16 @@ def default_forward_fn(model: nn.Module, inputs: ModelInputs) -> Any:
 def logits_from_output(output: Any, key: str | int | None = None) -> Tensor:
     """Pick the logits-like tensor out of a model output.
 
-    A tensor is returned as is; a ``ModelOutput``/dict gives ``output[key]`` or ``logits``; a tuple/list gives
-    ``output[key]`` or its first tensor.
+    A tensor is returned as is; a ``ModelOutput``/dict gives ``output[key]``, else the first of ``logits``,
+    ``logits_per_image`` (CLIP: each image scored against the given texts, so the texts are the classes),
+    ``logit``, ``scores``, ``output``, else its only tensor; a tuple/list gives ``output[key]`` or its first
+    tensor. (CLIP's ``logits_per_text`` scores texts against images: pick it with ``output="logits_per_text"``.)
 
     Example:
         >>> logits_from_output({"loss": torch.tensor(0.), "logits": torch.ones(2, 3)}).shape
         torch.Size([2, 3])
+        >>> logits_from_output({"logits_per_image": torch.ones(2, 4), "logits_per_text": torch.ones(4, 2)}).shape
+        torch.Size([2, 4])
     """
     if isinstance(output, Tensor) and key is None:
         return output
@@ -165,7 +171,7 @@ def logits_from_output(output: Any, key: str | int | None = None) -> Tensor:
             if key not in keys:
                 raise ValueError(expected("output", f"one of the model's output keys {keys}", key))
             return output[key]
-        for k in ("logits", "logit", "scores", "output"):
+        for k in ("logits", "logits_per_image", "logit", "scores", "output"):
             if k in keys and isinstance(output[k], Tensor):
                 return output[k]
         tensors = [k for k in keys if isinstance(output[k], Tensor) and output[k].dim() >= 1]
@@ -185,6 +191,59 @@ def logits_from_output(output: Any, key: str | int | None = None) -> Tensor:
         f"Could not find a logits-like tensor in the model output of type {type(output).__name__}. "
         "Set `output=` (a key or index) or pass `forward_fn=` returning a (batch, classes) tensor."
     )
+
+
+def mean_over_frames(output: Any) -> Tensor:
+    """Class scores of a frame-wise head: the mean of ``(batch, frames, classes)`` logits over frames.
+
+    For ``output=`` when a model scores every frame (a CTC or frame-tagging head) and the callbacks should see one
+    ``(batch, classes)`` row per sample; from YAML: ``output: lightning_xai.adapters.mean_over_frames``.
+
+    Example:
+        >>> mean_over_frames({"logits": torch.arange(12.).view(1, 4, 3)}).tolist()
+        [[4.5, 5.5, 6.5]]
+    """
+    logits = logits_from_output(output)
+    if logits.dim() != 3:
+        raise ValueError(expected("output", "(batch, frames, classes) logits for mean_over_frames",
+                                  f"a tensor of shape {tuple(logits.shape)}"))
+    return logits.mean(1)
+
+
+def ctc_best_path_score(output: Any) -> Tensor:
+    """One score per sample of a CTC head: the log-probability of its best (greedy) path, summed over frames.
+
+    For ``target=`` of the attribution callbacks on ``(batch, frames, vocabulary)`` logits (e.g.
+    ``Wav2Vec2ForCTC``): the explanation says which input parts made the model sure of the transcript it reads.
+    From YAML: ``target: lightning_xai.adapters.ctc_best_path_score``.
+
+    Example:
+        >>> out = torch.log(torch.tensor([[[0.5, 0.5], [0.25, 0.75]]]))
+        >>> round(float(ctc_best_path_score({"logits": out})), 4) == round(float(torch.log(torch.tensor(0.375))), 4)
+        True
+    """
+    logits = logits_from_output(output)
+    if logits.dim() != 3:
+        raise ValueError(expected("target", "a callable for (batch, frames, vocabulary) logits in "
+                                  "ctc_best_path_score", f"logits of shape {tuple(logits.shape)}"))
+    return logits.float().log_softmax(-1).amax(-1).sum(1)
+
+
+def frame_logits_error(shape: Sequence[int], owner: str, attribution: bool) -> ValueError:
+    """The error for ``(batch, frames, vocabulary)`` outputs where ``(batch, classes)`` are needed, saying what to set.
+
+    Example:
+        >>> "output=" in str(frame_logits_error((2, 49, 32), "CalibrationCallback", attribution=False))
+        True
+    """
+    fix = ("Set `output=` to a callable (or dotted path) mapping the output to (batch, classes), e.g. "
+           "`output=\"lightning_xai.adapters.mean_over_frames\"`")
+    if attribution:
+        fix += (", or `target=` to a callable returning one score per sample, e.g. "
+                "`target=\"lightning_xai.adapters.ctc_best_path_score\"` (the log-probability of the best CTC "
+                "path) or `target=lambda out: out.logits[:, 10].max(-1).values` (one frame's top token)")
+    return ValueError(f"{owner} needs (batch, classes) scores, but the model output (picked by `output=`) has shape "
+                      f"{tuple(shape)}: one row per frame, like a CTC or frame-tagging head. {fix}.")
 
 
 def resolve_callable(name: str, value: Any) -> Callable[..., Any] | None:

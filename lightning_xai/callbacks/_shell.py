@@ -20,6 +20,7 @@ from lightning_xai.adapters import (
     ModelInputs,
     default_batch_to_inputs,
     default_forward_fn,
+    frame_logits_error,
     logits_from_output,
     resolve_callable,
 )
@@ -182,8 +183,11 @@ class CallbackShell(Callback):
             if not isinstance(logits, Tensor):
                 raise ValueError(expected("output", "a callable returning a (batch, classes) tensor",
                                           type(logits).__name__))
-            return logits
-        return logits_from_output(output, self.output)
+        else:
+            logits = logits_from_output(output, self.output)
+        if logits.dim() > 2 and not callable(getattr(self, "target", None)):  # a callable target scores the output
+            raise frame_logits_error(logits.shape, type(self).__name__, attribution=hasattr(self, "target"))
+        return logits
 
     def _class_name(self, index: int) -> str:
         if self.class_names is not None and 0 <= index < len(self.class_names):

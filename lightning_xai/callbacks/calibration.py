@@ -13,7 +13,7 @@ from torch import Tensor
 from typing_extensions import override
 
 from lightning_xai._checks import check_choice, check_non_negative_int, check_positive_int
-from lightning_xai.adapters import ModelInputs
+from lightning_xai.adapters import ModelInputs, frame_logits_error
 from lightning_xai.callbacks._gallery import Gallery
 from lightning_xai.callbacks._shell import CallbackShell, Stage
 from lightning_xai.functional.calibration import (
@@ -195,6 +195,8 @@ class CalibrationCallback(CallbackShell):
                 "ModelInputs(labels=...)."
             )
         preds = self._predictions(pl_module, outputs, inputs)
+        if preds.dim() > 2:  # what validation_step returned: (batch, frames, vocabulary)
+            raise frame_logits_error(preds.shape, "CalibrationCallback", attribution=False)
         labels = inputs.labels.to(preds.device)
         if preds.dim() == 2 and preds.shape[-1] == 1:
             preds = preds[:, 0]
