@@ -454,9 +454,9 @@ def test_reshape_transforms() -> None:
     assert vit_reshape_transform(torch.zeros(2, 16, 4)).shape == (2, 4, 4, 4)
     tokens = torch.arange(2 * 5 * 3.0).reshape(2, 5, 3)
     assert torch.equal(vit_reshape_transform(tokens, num_prefix_tokens=1)[1, :, 1, 0], tokens[1, 3])
-    with pytest.raises(ValueError, match="`num_prefix_tokens`"):
+    with pytest.raises(ValueError, match="`reshape_transform`"):
         vit_reshape_transform(torch.zeros(1, 35, 4))  # 25 patches + 10 > 8 prefix tokens
-    with pytest.raises(ValueError, match="`num_prefix_tokens`"):
+    with pytest.raises(ValueError, match="`reshape_transform`"):
         vit_reshape_transform(torch.zeros(1, 17, 4), num_prefix_tokens=2)
     with pytest.raises(ValueError, match="`tensor`"):
         swin_reshape_transform(torch.zeros(1, 15, 4))

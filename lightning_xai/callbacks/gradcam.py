@@ -15,11 +15,12 @@ from typing_extensions import override
 from lightning_xai._checks import check_choices, check_non_negative_int, check_probability, expected
 from lightning_xai.adapters import ModelInputs, TargetSpec, resolve_callable
 from lightning_xai.callbacks._faithfulness import FaithfulnessCheck, log_faithfulness
+from lightning_xai.callbacks._gradcam_checks import first_sample, flat_probes, reshape_name, warn_flat
 from lightning_xai.callbacks._shap_emit import input_kind
 from lightning_xai.callbacks._shell import Stage
 from lightning_xai.callbacks.base import XAICallback
 from lightning_xai.functional._cam import CAM_METHODS, cam
-from lightning_xai.functional._layers import find_target_layer, resolve_layer
+from lightning_xai.functional._layers import find_target_layer, resolve_layer, suggest_layers
 from lightning_xai.functional.localization import energy_in_mask, pointing_game, zhang_tolerance
 from lightning_xai.probe import Probe
 from lightning_xai.sinks import ArtifactSink
@@ -164,8 +165,14 @@ class GradCAMCallback(XAICallback):
         if self._layer is None:
             if self.target_layer is not None:
                 self._layer = (self.target_layer, self.reshape_transform)
-            else:
-                name, reshape = find_target_layer(model, (x,), forward_fn=fwd)
+            else:  # on one sample of every input (an image+text model needs its text cut alike)
+                one = first_sample(inputs)
+
+                def fwd_one(m: nn.Module, image: Tensor) -> Tensor:
+                    out = self._model_output(m, one.replace(key, image))
+                    return out if score_mode else self._logits(out)
+
+                name, reshape = find_target_layer(model, (one.get(key),), forward_fn=fwd_one)
                 self._layer = (name, self.reshape_transform or reshape)
         name, reshape = self._layer
         layer = resolve_layer(model, name)
@@ -173,6 +180,7 @@ class GradCAMCallback(XAICallback):
             m: cam(model, (x,), target, layer, method=m, forward_fn=fwd, reshape_transform=reshape).float().cpu()
             for m in self.methods
         }
+        flat = {m: flat_probes(v) for m, v in maps.items()}
         probs = logits.float().softmax(-1) if logits.dim() == 2 else None
         faith: dict[str, Any] = {}
         if self._faith and (callable(target) or x.dim() != 4):
@@ -183,6 +191,9 @@ class GradCAMCallback(XAICallback):
             **({"faithfulness": faith} if self._faith else {}),
             "maps": maps,
             "layer": name,
+            "reshape": reshape_name(reshape),
+            "flat": flat,
+            "candidates": suggest_layers(model) if any(f and all(f) for f in flat.values()) else None,
             "image": x.detach().float().cpu(),
             "layout": self._video_to_model_layout(x),
             "kind": input_kind(str(key), x),
@@ -200,6 +211,7 @@ class GradCAMCallback(XAICallback):
             image = image.permute(0, 2, 1, 3, 4)
         titles = self._titles(result, inputs, probe)
         ev = sink.event
+        warn_flat(result["layer"], result["flat"], result["candidates"], ev.epoch)
         for method, maps in result["maps"].items():
             finite = torch.isfinite(maps)
             bad = int((~finite).sum())
@@ -211,6 +223,7 @@ class GradCAMCallback(XAICallback):
                     category=RuntimeWarning,
                 )
             sink.scalar(f"{method}/nonfinite", bad)
+            sink.scalar(f"{method}/flat", sum(result["flat"][method]) / max(len(result["flat"][method]), 1))
             suptitle = f"{_PRETTY.get(method, method)} · layer {result['layer']} · {ev.stage} · epoch {ev.epoch} · step {ev.global_step}"
             if image.dim() == 5:
                 fig = partial(frame_strip, image, maps, titles=titles, suptitle=suptitle, mean=self.mean,
@@ -226,9 +239,10 @@ class GradCAMCallback(XAICallback):
             if self._faith:
                 faith = result["faithfulness"].get(method)
                 summary["faithfulness"] = log_faithfulness(sink, method, faith, self._faith)
-            sink.json(f"summary_{method}", {"layer": result["layer"], "dataset_index": probe.indices,
+            sink.json(f"summary_{method}", {"layer": result["layer"], "reshape": result["reshape"],
+                                            "flat": result["flat"][method], "dataset_index": probe.indices,
                                             "titles": titles, **summary})
-            sink.commit(method=method, layer=result["layer"])
+            sink.commit(method=method, layer=result["layer"], reshape=result["reshape"])
 
     def _localisation(self, method: str, maps: Tensor, inputs: ModelInputs, sink: ArtifactSink) -> dict[str, Any]:
         if inputs.mask is None:

@@ -25,6 +25,8 @@ __all__ = [
     "find_target_layer",
     "layer_label",
     "resolve_layer",
+    "suggest_layers",
+    "token_grid",
     "swin_reshape_transform",
     "vit_reshape_transform",
 ]
@@ -128,6 +130,16 @@ def layer_label(model: nn.Module, layer: nn.Module) -> str:
     return f"{name!r}, a {kind}" if name else f"the whole {kind}"
 
 
+def suggest_layers(model: nn.Module) -> list[str]:
+    """Names worth trying as ``target_layer``: convolutions and blocks of sequential stages, deepest last.
+
+    Example:
+        >>> suggest_layers(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()))
+        ['0']
+    """
+    return _shorten(_candidates(model))
+
+
 # ------------------------------------------------------------------------------------- find_target_layer
 def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
@@ -165,6 +177,16 @@ def _known_transformer(model: nn.Module) -> tuple[str, Callable[[Tensor], Tensor
     return None
 
 
+def _stems(model: nn.Module) -> set[str]:
+    """Patch-embedding layers (the stem of a transformer) and what they hold: never a CAM layer."""
+    names = set()
+    for name, module in model.named_modules():
+        if "embed" in name.rpartition(".")[2].lower() or "embed" in type(module).__name__.lower():
+            names.add(name)
+            names.update(_join(name, n) for n, _ in module.named_modules() if n)
+    return names
+
+
 def _first_sample(inputs: tuple[Any, ...]) -> tuple[Any, ...]:
     """Slice the tensors that share the first input's batch size to one sample: the search needs one."""
     batch = inputs[0].shape[0] if isinstance(inputs[0], Tensor) and inputs[0].ndim > 0 else None
@@ -175,9 +197,76 @@ def _first_sample(inputs: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def _is_feature_map(output: Any) -> bool:
+    """A 4-D (image) or 5-D (clip) output with spatial extent: never a pooled ``(..., 1, 1[, 1])`` one."""
     if not isinstance(output, Tensor):
         return False
-    return (output.ndim == 4 and output.shape[-1] * output.shape[-2] > 1) or output.ndim == 5
+    return output.ndim in (4, 5) and output.shape[-1] * output.shape[-2] > 1
+
+
+def _transformer_block(model: nn.Module) -> tuple[str, nn.Module] | None:
+    """The last block of the last stack of attention blocks inside ``model`` (found by structure, not by name):
+    the last ``nn.ModuleList``/``nn.Sequential`` whose children each hold an attention module and a LayerNorm."""
+    found = None
+    for name, stack in model.named_modules():
+        if not isinstance(stack, (nn.ModuleList, nn.Sequential)) or len(stack) == 0:
+            continue
+        blocks = list(stack.named_children())
+        if all(_attention(block) and _first_norm(block) is not None for _, block in blocks):
+            found = (_join(name, blocks[-1][0]), blocks[-1][1])
+    return found
+
+
+def _attention(block: nn.Module) -> bool:
+    return any("attention" in type(m).__name__.lower() or n.rpartition(".")[2] in ("attn", "self_attn",
+               "attention", "self_attention") for n, m in block.named_modules() if n)
+
+
+def _first_norm(block: nn.Module) -> str | None:
+    """The block's first LayerNorm in definition order: the norm that feeds its attention (pre-norm blocks)."""
+    return next((n for n, m in block.named_modules() if n and isinstance(m, nn.LayerNorm)), None)
+
+
+def _token_reshape(model: nn.Module, layer: nn.Module, inputs: tuple[Any, ...],
+                   forward_fn: Callable[..., Any] | None) -> Callable[[Tensor], Tensor] | None:
+    """The reshape of ``layer``'s tokens into the input image's patch grid: prefix tokens (class, distillation,
+    registers) = tokens - grid cells, the grid's aspect that of the image; ``None`` when it is no token tensor."""
+    captured: list[Tensor] = []
+    handle = layer.register_forward_hook(lambda m, a, out: captured.append(out) if isinstance(out, Tensor) else None)
+    with observer_guard(model):
+        try:
+            model.eval()
+            with torch.inference_mode(False), torch.no_grad():
+                sample = _first_sample(inputs)
+                model(*sample) if forward_fn is None else forward_fn(model, *sample)
+        finally:
+            handle.remove()
+    image = next((x for x in inputs if isinstance(x, Tensor) and x.ndim == 4), None)
+    if not captured or captured[-1].ndim != 3 or image is None:
+        return None
+    grid = token_grid(captured[-1].shape[1], image.shape[-2], image.shape[-1])
+    if grid is None:
+        return None
+    prefix, rows, cols = grid
+    return functools.partial(vit_reshape_transform, num_prefix_tokens=prefix, grid=(rows, cols))
+
+
+def token_grid(tokens: int, height: int, width: int, max_prefix: int = 8) -> tuple[int, int, int] | None:
+    """``(prefix tokens, rows, cols)``: the patch grid of an image ``height x width`` among ``tokens`` tokens.
+
+    The fewest prefix tokens (at most ``max_prefix``) that leave a grid with the image's aspect ratio.
+
+    Example:
+        >>> token_grid(1 + 4 + 16, 32, 32), token_grid(1 + 8, 16, 32)  # CLS + 4 registers; a 2 x 4 grid
+        ((5, 4, 4), (1, 2, 4))
+    """
+    for prefix in range(0, max_prefix + 1):
+        cells = tokens - prefix
+        if cells <= 0:
+            break
+        for rows in range(1, cells + 1):
+            if cells % rows == 0 and rows * width == (cells // rows) * height:
+                return prefix, rows, cells // rows
+    return None
 
 
 def _last_feature_map(
@@ -186,6 +275,7 @@ def _last_feature_map(
     """Run one forward and return the name of the module that produced the last convolutional feature map."""
     calls: dict[str, int] = {}
     seen: list[tuple[str, Tensor, int]] = []  # (name, output, output version when the module returned)
+    stem = _stems(model)
 
     def make_hook(name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
@@ -211,7 +301,7 @@ def _last_feature_map(
         finally:
             for handle in handles:
                 handle.remove()
-    once = [(name, out, version) for name, out, version in seen if calls[name] == 1]
+    once = [(name, out, version) for name, out, version in seen if calls[name] == 1 and name not in stem]
     if not once:
         return None
     last = once[-1][1]
@@ -238,8 +328,13 @@ def find_target_layer(
     * torchvision ``SwinTransformer`` -> the last block's ``norm1`` with :func:`swin_reshape_transform`;
       Hugging Face Swin -> the last block's ``layernorm_before`` with :func:`swin_reshape_transform`;
     * otherwise one forward (no grad, eval mode, model restored afterwards) and the module called exactly once
-      whose 4-D output (with more than one pixel) or 5-D output was produced last; among modules returning the
-      very same tensor, the deepest one that saw its final value (ResNet-18 -> ``layer4.1``).
+      whose 4-D or 5-D output with spatial extent (never a pooled ``(..., 1, 1[, 1])`` output, never a
+      patch-embedding stem) was produced last; among modules returning the very same tensor, the deepest one that
+      saw its final value (ResNet-18 -> ``layer4.1``, R3D-18 -> ``layer4.1``);
+    * a model without such a map but with a stack of attention blocks (DINOv2, CLIP's vision tower, BEiT, ...),
+      found by structure: the last block's first LayerNorm (the one feeding its attention), with
+      :func:`vit_reshape_transform` on the patch grid inferred from the tokens and the image (prefix tokens:
+      class, distillation, registers).
 
     Known transformers are found anywhere inside ``model`` (e.g. a LightningModule holding the backbone) and
     their names are prefixed accordingly. The token reshapes assume a square patch grid.
@@ -266,6 +361,12 @@ def find_target_layer(
         return known
     inputs = inputs if isinstance(inputs, tuple) else (inputs,)
     name = _last_feature_map(model, inputs, forward_fn)
+    block = _transformer_block(model) if name is None else None
+    if block is not None:  # tokens only (DINOv2, CLIP's vision tower, BEiT...): the last block's first norm
+        layer = _join(block[0], _first_norm(block[1]))  # type: ignore[arg-type]
+        reshape = _token_reshape(model, model.get_submodule(layer), inputs, forward_fn)
+        if reshape is not None:
+            return layer, reshape
     if name is None:
         raise ValueError(
             expected(

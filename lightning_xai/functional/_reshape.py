@@ -18,14 +18,16 @@ __all__ = ['swin_reshape_transform', 'vit_reshape_transform']
 
 
 # --------------------------------------------------------------------------------------------- reshapes
-def vit_reshape_transform(tensor: Tensor, num_prefix_tokens: int | None = None) -> Tensor:
-    """Turn ViT tokens ``(B, N, D)`` into a channels-first map ``(B, D, s, s)``, dropping the prefix tokens.
+def vit_reshape_transform(tensor: Tensor, num_prefix_tokens: int | None = None,
+                          grid: tuple[int, int] | None = None) -> Tensor:
+    """Turn ViT tokens ``(B, N, D)`` into a channels-first map ``(B, D, h, w)``, dropping the prefix tokens.
 
     Args:
         tensor: Token sequence ``(B, N, D)``: ``num_prefix_tokens`` class/distillation/register tokens
-            followed by ``s * s`` patch tokens in row-major order (square patch grid).
+            followed by ``h * w`` patch tokens in row-major order.
         num_prefix_tokens: Number of leading non-patch tokens. ``None`` infers it as ``N - s**2`` for the
             largest square ``s**2 <= N``, provided that leaves at most 8 prefix tokens.
+        grid: ``(h, w)`` of a non-square patch grid (default square).
 
     Returns:
         The patch tokens as a ``(B, D, s, s)`` map.
@@ -36,21 +38,33 @@ def vit_reshape_transform(tensor: Tensor, num_prefix_tokens: int | None = None) 
     Example:
         >>> vit_reshape_transform(torch.zeros(2, 1 + 16, 8)).shape
         torch.Size([2, 8, 4, 4])
+        >>> vit_reshape_transform(torch.zeros(2, 5 + 8, 8), grid=(2, 4)).shape  # CLS + 4 registers, 2 x 4 patches
+        torch.Size([2, 8, 2, 4])
     """
     if not isinstance(tensor, Tensor) or tensor.ndim != 3:
         got = tuple(tensor.shape) if isinstance(tensor, Tensor) else type(tensor).__name__
         raise ValueError(expected("tensor", "a (batch, tokens, dim) tensor of ViT tokens", got))
     num_tokens = tensor.shape[1]
+    if grid is not None:
+        rows, cols = grid
+        prefix = num_tokens - rows * cols if num_prefix_tokens is None else num_prefix_tokens
+        if prefix < 0 or prefix + rows * cols != num_tokens:
+            raise ValueError(expected("reshape_transform", f"a grid {rows} x {cols} plus {prefix} prefix tokens "
+                                      f"that make the layer's {num_tokens} tokens (set `target_layer=` to the "
+                                      "layer of the image tokens, or give `reshape_transform=`)", grid))
+        patches = tensor[:, prefix:, :]
+        return patches.reshape(tensor.shape[0], rows, cols, tensor.shape[2]).permute(0, 3, 1, 2)
     if num_prefix_tokens is None:
         side = math.isqrt(num_tokens)
         num_prefix_tokens = num_tokens - side * side
         if num_prefix_tokens > _MAX_PREFIX_TOKENS:
             raise ValueError(
                 expected(
-                    "num_prefix_tokens",
-                    f"given explicitly: {num_tokens} tokens are not a square grid plus at most "
+                    "reshape_transform",
+                    f"given explicitly (e.g. functools.partial(vit_reshape_transform, num_prefix_tokens=..., "
+                    f"grid=(h, w))): the layer's {num_tokens} tokens are not a square grid plus at most "
                     f"{_MAX_PREFIX_TOKENS} prefix tokens",
-                    None,
+                    "vit_reshape_transform",
                 )
             )
     elif type(num_prefix_tokens) is not int or num_prefix_tokens < 0:
@@ -59,9 +73,11 @@ def vit_reshape_transform(tensor: Tensor, num_prefix_tokens: int | None = None) 
     if side == 0 or side * side != num_tokens - num_prefix_tokens:
         raise ValueError(
             expected(
-                "num_prefix_tokens",
-                f"a count that leaves a square number of patch tokens out of {num_tokens}",
-                num_prefix_tokens,
+                "reshape_transform",
+                f"a transform for the layer's {num_tokens} tokens (vit_reshape_transform with "
+                f"num_prefix_tokens={num_prefix_tokens} leaves no square grid: set `target_layer=` to the layer of "
+                "the image tokens, or give `reshape_transform=` with num_prefix_tokens= and grid=(h, w))",
+                "vit_reshape_transform",
             )
         )
     patches = tensor[:, num_prefix_tokens:, :]
