@@ -68,7 +68,7 @@ def _claim(args: tuple[str, int]) -> str:
 
 
 def test_two_processes_never_share_a_folder_and_lose_no_manifest_line(tmp_path):
-    with mp.get_context("spawn").Pool(2) as pool:
+    with mp.get_context("fork").Pool(2) as pool:
         folders = pool.map(_claim, [(str(tmp_path), i) for i in range(8)])
     assert len(set(folders)) == 8
     records = list(read_manifest(tmp_path / "xai" / "manifest.jsonl"))
@@ -86,7 +86,7 @@ def _append_many(args: tuple[str, int]) -> None:
 
 def test_manifest_append_is_safe_for_two_writers(tmp_path):
     path = str(tmp_path / "manifest.jsonl")
-    with mp.get_context("spawn").Pool(2) as pool:
+    with mp.get_context("fork").Pool(2) as pool:
         pool.map(_append_many, [(path, 0), (path, 1)])
     records = list(read_manifest(path))
     assert len(records) == 400  # an atomic rewrite loses lines here
