@@ -363,6 +363,9 @@ def test_find_target_layer_vit(vit: nn.Module) -> None:
             super().__init__()
             self.backbone = vit
 
+        def forward(self, x: Tensor) -> Tensor:
+            return self.backbone(x)
+
     assert find_target_layer(Wrapper(), torch.randn(1, 3, 32, 32))[0] == "backbone." + name
 
 
@@ -406,7 +409,7 @@ def test_hugging_face_deit() -> None:
 
     name, reshape = find_target_layer(model, x, forward_fn=forward_fn)
     assert name.endswith(".1.layernorm_before")
-    assert reshape.keywords == {"num_prefix_tokens": 2}  # type: ignore[union-attr]
+    assert reshape.keywords == {"num_prefix_tokens": 2, "grid": (4, 4)}  # type: ignore[union-attr]
     maps = grad_cam(model, x, torch.tensor([1]), resolve_layer(model, name), forward_fn=forward_fn,
                     reshape_transform=reshape)
     assert maps.shape == (1, 32, 32) and maps.amax() > 0.99
@@ -427,7 +430,8 @@ def test_hugging_face_swin() -> None:
         return m(pixel_values=pixels).logits
 
     name, reshape = find_target_layer(model, x, forward_fn=forward_fn)
-    assert name.endswith("layernorm_before") and reshape is swin_reshape_transform
+    assert name == "swin.encoder.layers.1.blocks.0.layernorm_before"  # tokens of the 4 x 4 grid after one merge
+    assert reshape.func is vit_reshape_transform and reshape.keywords == {"num_prefix_tokens": 0, "grid": (4, 4)}
     maps = grad_cam(model, x, torch.tensor([1]), resolve_layer(model, name), forward_fn=forward_fn,
                     reshape_transform=reshape)
     assert maps.shape == (1, 32, 32) and torch.isfinite(maps).all()
@@ -458,7 +462,7 @@ def test_reshape_transforms() -> None:
         vit_reshape_transform(torch.zeros(1, 35, 4))  # 25 patches + 10 > 8 prefix tokens
     with pytest.raises(ValueError, match="`reshape_transform`"):
         vit_reshape_transform(torch.zeros(1, 17, 4), num_prefix_tokens=2)
-    with pytest.raises(ValueError, match="`tensor`"):
+    with pytest.raises(ValueError, match="`reshape_transform`.*set `target_layer=`"):
         swin_reshape_transform(torch.zeros(1, 15, 4))
 
 

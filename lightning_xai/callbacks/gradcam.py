@@ -47,10 +47,15 @@ class GradCAMCallback(XAICallback):
     Args:
         num_samples: probe images to explain.
         methods: one or several of :data:`~lightning_xai.functional.CAM_METHODS`.
-        target_layer: dotted name of the layer to explain (``"layer4.1"``); ``None`` finds the last convolutional
-            feature map, or the right block and token reshape of ViT/DeiT/Swin backbones.
-        reshape_transform: callable (or dotted path) mapping the layer's activation to ``(B, C, h, w)``.
-        input_key: which model input is the image (position or keyword); default: the first float 4-D/5-D input.
+        target_layer: dotted name of the layer to explain (``"layer4.1"``); ``None`` finds it by structure (see
+            :func:`~lightning_xai.functional.find_target_layer`): the last feature map with spatial extent, or the
+            last attention block's norm with the reshape of its token grid.
+        reshape_transform: callable (or dotted path, e.g. ``"lightning_xai.functional.token_reshape_transform"``)
+            mapping the layer's activation to ``(B, C, h, w)`` (``(B, C, t, h, w)`` for clips).
+        reshape_kwargs: keyword arguments for ``reshape_transform`` (``{"grid": [3, 5], "num_prefix_tokens": 2}``).
+        input_key: which model input is explained (position or keyword); default: the first float 4-D/5-D input
+            (an image or clip), else the first float 3-D one (a spectrogram ``(B, frames, mel)``/``(B, mel,
+            frames)``, drawn as time x frequency like SHAP's spectrogram figure).
         video_layout: ``"BTCHW"``, ``"BCTHW"`` or ``"auto"`` for 5-D inputs.
         mean: per-channel normalisation mean to undo in overlays (default: ImageNet's when the pixel range says so).
         std: per-channel normalisation std to undo in overlays.
@@ -79,6 +84,7 @@ class GradCAMCallback(XAICallback):
         methods: Sequence[str] | str = ("gradcam",),
         target_layer: str | None = None,
         reshape_transform: Callable[[Tensor], Tensor] | str | None = None,
+        reshape_kwargs: dict[str, Any] | None = None,
         input_key: int | str | None = None,
         video_layout: Literal["auto", "BTCHW", "BCTHW"] = "auto",
         mean: Sequence[float] | None = None,
@@ -107,6 +113,11 @@ class GradCAMCallback(XAICallback):
             raise ValueError(expected("target_layer", "None or a dotted module name such as 'layer4.1'", target_layer))
         self.target_layer = target_layer
         self.reshape_transform = resolve_callable("reshape_transform", reshape_transform)
+        if reshape_kwargs is not None:
+            if self.reshape_transform is None or not isinstance(reshape_kwargs, dict):
+                raise ValueError(expected("reshape_kwargs", "a dict, given with `reshape_transform=`", reshape_kwargs))
+            self.reshape_transform = partial(self.reshape_transform, **{  # YAML lists: grid=[3, 5] -> (3, 5)
+                k: tuple(v) if isinstance(v, list) else v for k, v in reshape_kwargs.items()})
         if video_layout not in ("auto", "BTCHW", "BCTHW"):
             raise ValueError(expected("video_layout", "one of ['auto', 'BTCHW', 'BCTHW']", video_layout))
         self.video_layout = video_layout
@@ -129,18 +140,27 @@ class GradCAMCallback(XAICallback):
             resolve_layer(pl_module, self.target_layer)
 
     def _image_key(self, inputs: ModelInputs) -> int | str:
-        key = self.input_key if self.input_key is not None else inputs.image_key
-        if key is None or (isinstance(key, int) and key >= len(inputs.args)) or (
-            isinstance(key, str) and key not in inputs.kwargs
-        ):
-            found = {**{str(i): a for i, a in enumerate(inputs.args)}, **inputs.kwargs}
+        found = {**dict(enumerate(inputs.args)), **inputs.kwargs}
+        spectrogram = next((k for k, v in found.items() if v.is_floating_point() and v.dim() == 3), None)
+        key = self.input_key if self.input_key is not None else (
+            inputs.image_key if inputs.image_key is not None else spectrogram)
+        x = found.get(key) if key is not None and not isinstance(key, bool) else None
+        if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() not in (3, 4, 5):
             desc = ", ".join(f"{k}: {tuple(v.shape)} {v.dtype}" for k, v in found.items())
             raise ValueError(
-                f"GradCAMCallback explains images or video clips (a floating tensor of 4 or 5 dims), but the model "
-                f"inputs are [{desc}]. Set `input_key=` to the image input, or use an attribution callback made for "
-                "this kind of input (SHAP for tokens and tabular data)."
+                f"GradCAMCallback explains images, video clips or spectrograms (a floating tensor of 3, 4 or 5 dims), "
+                f"but {'input ' + repr(key) + ' is not one: ' if self.input_key is not None else ''}the model inputs "
+                f"are [{desc}]. Set `input_key=` to that input, or use an attribution callback made for this kind of "
+                "input (SHAP for tokens and tabular data)."
             )
-        return key
+        return key  # type: ignore[return-value]
+
+    @staticmethod
+    def _time_first(model: nn.Module, x: Tensor) -> bool:
+        """Is a 3-D spectrogram ``(B, frames, mel)`` (AST) rather than ``(B, mel, frames)`` (Whisper, SHAP's
+        figure)? Read off the model's ``config.num_mel_bins`` (Hugging Face audio models) when it says so."""
+        mels = {getattr(getattr(m, "config", None), "num_mel_bins", None) for m in model.modules()}
+        return x.shape[2] in mels and x.shape[1] not in mels
 
     def _video_to_model_layout(self, x: Tensor) -> str | None:
         if x.dim() != 5:
@@ -172,7 +192,7 @@ class GradCAMCallback(XAICallback):
                     out = self._model_output(m, one.replace(key, image))
                     return out if score_mode else self._logits(out)
 
-                name, reshape = find_target_layer(model, (one.get(key),), forward_fn=fwd_one)
+                name, reshape = find_target_layer(model, (one.get(key),), forward_fn=fwd_one)  # by structure
                 self._layer = (name, self.reshape_transform or reshape)
         name, reshape = self._layer
         layer = resolve_layer(model, name)
@@ -184,7 +204,7 @@ class GradCAMCallback(XAICallback):
         probs = logits.float().softmax(-1) if logits.dim() == 2 else None
         faith: dict[str, Any] = {}
         if self._faith and (callable(target) or x.dim() != 4):
-            self._faith.skip("a callable target" if callable(target) else "a video input")
+            self._faith.skip("a callable target" if callable(target) else f"a {input_kind(str(key), x)} input")
         elif self._faith:
             faith = self._faith.measure_input(self, model, inputs, key, maps, target)
         return {
@@ -197,6 +217,7 @@ class GradCAMCallback(XAICallback):
             "image": x.detach().float().cpu(),
             "layout": self._video_to_model_layout(x),
             "kind": input_kind(str(key), x),
+            "time_first": x.dim() == 3 and self._time_first(model, x),
             "pred": logits.argmax(-1).cpu() if logits.dim() == 2 else None,
             "confidence": probs.max(-1).values.cpu() if probs is not None else None,
             "target": None if score_mode else target.cpu(),  # type: ignore[union-attr]
@@ -206,9 +227,12 @@ class GradCAMCallback(XAICallback):
     def _emit(self, result: dict[str, Any], inputs: ModelInputs, probe: Probe, sink: ArtifactSink) -> None:
         from lightning_xai.render import frame_strip, overlay_grid
 
-        image = result["image"]
+        image, shown = result["image"], dict(result["maps"])
         if result["layout"] == "BCTHW":
             image = image.permute(0, 2, 1, 3, 4)
+        if image.dim() == 3:  # a spectrogram, drawn (B, 1, mel, frames): time right, frequency up
+            flip = (lambda t: t.transpose(1, 2)) if result.get("time_first") else (lambda t: t)
+            image, shown = flip(image).unsqueeze(1), {m: flip(v) for m, v in shown.items()}
         titles = self._titles(result, inputs, probe)
         ev = sink.event
         warn_flat(result["layer"], result["flat"], result["candidates"], ev.epoch)
@@ -230,7 +254,7 @@ class GradCAMCallback(XAICallback):
                               std=self.std, alpha=self.alpha)
             else:
                 axes = ("time frame", "frequency bin") if result.get("kind") == "spectrogram" else None
-                fig = partial(overlay_grid, image, maps, titles=titles, suptitle=suptitle, mean=self.mean,
+                fig = partial(overlay_grid, image, shown[method], titles=titles, suptitle=suptitle, mean=self.mean,
                               std=self.std, alpha=self.alpha, axis_labels=axes)
             sink.figure(method, fig)  # drawn at commit, after the arrays and JSON below
             sink.array(f"gradcam_{method}", maps.numpy())

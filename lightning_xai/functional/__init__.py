@@ -8,6 +8,8 @@ from lightning_xai.functional._layers import (
     find_target_layer,
     resolve_layer,
     swin_reshape_transform,
+    token_reshape_transform,
+    video_reshape_transform,
     vit_reshape_transform,
 )
 from lightning_xai.functional._cam import (
@@ -31,6 +33,8 @@ __all__ = [
     "reference_cam",
     "resolve_layer",
     "swin_reshape_transform",
+    "token_reshape_transform",
+    "video_reshape_transform",
     "vit_reshape_transform",
 ]
 

@@ -24,12 +24,13 @@ def _check_inputs(inputs: Any, input_index: Any) -> tuple[tuple[Any, ...], Tenso
     if not valid_index or not -len(inputs) <= input_index < len(inputs):
         raise ValueError(expected("input_index", f"an index into the {len(inputs)} inputs", input_index))
     image = inputs[input_index]
-    if not isinstance(image, Tensor) or image.ndim not in (4, 5):
+    if not isinstance(image, Tensor) or image.ndim not in (3, 4, 5) or not image.is_floating_point():
         got = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
         raise ValueError(
             expected(
                 f"inputs[{input_index}]",
-                "an image batch (B, C, H, W) or a video batch (B, C, T, H, W) / (B, T, C, H, W)",
+                "an image batch (B, C, H, W), a video batch (B, C, T, H, W) / (B, T, C, H, W) or a spectrogram "
+                "batch (B, frames, mel) / (B, mel, frames), floating point",
                 got,
             )
         )

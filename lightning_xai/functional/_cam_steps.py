@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from lightning_xai._checks import expected
 from lightning_xai.functional._layers import layer_label
+from lightning_xai.functional._layers_tokens import map_axes
 from lightning_xai.functional._targets import check_class_bounds
 
 __all__: list[str] = []
@@ -103,16 +104,18 @@ def _as_feature_map(
 ) -> tuple[Tensor, tuple[int, ...]]:
     """Check the (reshaped) layer output and return it as (B, C, h, w) or (B, C, t, h, w) with the map size.
 
-    A per-frame batch ``B*T`` of a ``(B, T, C, H, W)`` video is folded into ``(B, C, T, h, w)``. ``layer``
+    A per-frame batch ``B*T`` of a ``(B, T, C, H, W)`` video is folded into ``(B, C, T, h, w)``; a spectrogram
+    ``(B, A, B')`` gets maps of its own ``(A, B')`` (the reshape puts the tokens in that order). ``layer``
     names the layer in the error (see :func:`~lightning_xai.functional._layers.layer_label`).
     """
     batch = image.shape[0]
     if activations.ndim == 4 and activations.shape[0] == batch:
         return activations, tuple(image.shape[-2:])
     if activations.ndim == 5 and activations.shape[0] == batch and image.ndim == 5:
-        return activations, tuple(image.shape[-3:])
-    if activations.ndim == 4 and image.ndim == 5 and activations.shape[0] == batch * image.shape[1]:
-        frames = image.shape[1]  # a 2-D backbone applied per frame of (B, T, C, H, W)
+        return activations, tuple(image.shape[a] for a in map_axes(tuple(image.shape)))  # (T, H, W), either layout
+    frames = image.shape[map_axes(tuple(image.shape))[0]] if image.ndim == 5 else 0
+    if activations.ndim == 4 and image.ndim == 5 and activations.shape[0] == batch * frames:
+        # a 2-D backbone applied per frame: (B*T, C, h, w), frames major within each video
         folded = activations.reshape(batch, frames, *activations.shape[1:]).transpose(1, 2)
         return folded, (frames, *image.shape[-2:])
     allowed = (
