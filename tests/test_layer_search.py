@@ -25,7 +25,7 @@ from lightning_xai.sinks.files import read_manifest
 torchvision = pytest.importorskip("torchvision")
 transformers = pytest.importorskip("transformers")
 
-_TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37)
+_TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 37}
 
 
 def _hf(name: str, config: str, **kw: Any) -> nn.Module:
