@@ -169,3 +169,42 @@ def test_video_gives_one_map_per_frame(tmp_path):
     npy = next(root.rglob("gradcam_gradcam.npy"))
     assert np.load(npy).shape == (4, 4, 16, 16)
     assert "xai/gradcam/gradcam/pointing_game" in read_events(tmp_path)["scalars"]
+
+
+class _Spectrogram(ShapesCNN):
+    """A CNN over (B, mel, frames) spectrograms, with the clip's length as an integer input beside them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, input_features, lengths=None):  # type: ignore[override]
+        return self.fc(self.net(input_features.unsqueeze(1)).amax((2, 3)))
+
+    def _step(self, batch, stage):
+        return nn.functional.cross_entropy(self(batch["input_features"]), batch["labels"])
+
+
+def _spectrogram_loader():
+    from torch.utils.data import DataLoader
+
+    gen = torch.Generator().manual_seed(0)
+    items = [{"input_features": torch.randn(12, 20, generator=gen), "lengths": torch.tensor(20),
+              "labels": torch.tensor(i % 3)} for i in range(4)]
+    return DataLoader(items, batch_size=4)
+
+
+@pytest.mark.parametrize("input_key", [None, "input_features"])
+def test_spectrograms_are_explained_time_by_frequency(tmp_path, input_key):
+    cb = GradCAMCallback(num_samples=4, input_key=input_key, on_error="raise", stages=("validate",))
+    tiny_trainer(tmp_path, [cb]).validate(_Spectrogram(), _spectrogram_loader())  # today: "Set `input_key=`"
+    (rec,) = _manifest(tmp_path)
+    assert rec["layer"] == "net.3" and rec["scalars"]["xai/gradcam/gradcam/flat"] == 0.0
+    assert np.load(next(tmp_path.rglob("gradcam_gradcam.npy"))).shape == (4, 12, 20)  # shaped like the input
+
+
+def test_an_input_key_that_is_no_image_clip_or_spectrogram_is_said(tmp_path):
+    cb = GradCAMCallback(num_samples=4, input_key="lengths", on_error="raise", stages=("validate",))
+    with pytest.raises(ValueError, match=r"input 'lengths' is not one.*lengths: \(4,\) torch.int64.*`input_key=`"):
+        tiny_trainer(tmp_path, [cb]).validate(_Spectrogram(), _spectrogram_loader())

@@ -221,6 +221,20 @@ def test_video_3d_conv_correlates_with_pytorch_grad_cam(method: str) -> None:
     assert min(corr(ours[i], ref[i]) for i in range(2)) >= 0.95
 
 
+def test_clips_in_frames_first_layout_get_maps_per_frame() -> None:
+    torch.manual_seed(0)
+    net = VideoCNN().eval()
+    x = torch.randn(2, 5, 3, 16, 16)  # (B, T, C, H, W), the model permutes: VideoMAE's layout
+
+    def fwd(m: nn.Module, clip: Tensor) -> Tensor:
+        return m(clip.transpose(1, 2))
+
+    maps = grad_cam(net, x, torch.tensor([1, 2]), net.features[3], forward_fn=fwd)
+    assert maps.shape == (2, 5, 16, 16)  # today: (2, 3, 16, 16), the channels taken for frames
+    same = grad_cam(net, x.transpose(1, 2), torch.tensor([1, 2]), net.features[3])
+    assert torch.allclose(maps, same, atol=1e-6)
+
+
 def test_frame_flattened_video() -> None:
     torch.manual_seed(0)
     net = FrameCNN().eval()
