@@ -33,6 +33,7 @@ __all__ = [
     "move_to",
     "concat_batches",
     "ctc_best_path_score",
+    "frame_logits_error",
     "mean_over_frames",
 ]
 
@@ -156,6 +157,9 @@ def logits_from_output(output: Any, key: str | int | None = None) -> Tensor:
     ``logits_per_image`` (CLIP: each image scored against the given texts, so the texts are the classes),
     ``logit``, ``scores``, ``output``, else its only tensor; a tuple/list gives ``output[key]`` or its first
     tensor. (CLIP's ``logits_per_text`` scores texts against images: pick it with ``output="logits_per_text"``.)
+    A CTC head's ``logits`` (``Wav2Vec2ForCTC``: ``(batch, frames, vocabulary)``) are returned as they are; the
+    callbacks refuse them with their shape unless ``output=`` reduces them to ``(batch, classes)`` (e.g.
+    :func:`mean_over_frames`) or a callable ``target=`` scores them (e.g. :func:`ctc_best_path_score`).
 
     Example:
         >>> logits_from_output({"loss": torch.tensor(0.), "logits": torch.ones(2, 3)}).shape
@@ -232,18 +236,28 @@ def ctc_best_path_score(output: Any) -> Tensor:
 def frame_logits_error(shape: Sequence[int], owner: str, attribution: bool) -> ValueError:
     """The error for ``(batch, frames, vocabulary)`` outputs where ``(batch, classes)`` are needed, saying what to set.
 
+    ``owner`` names who needs the scores (a callback, or an argument such as ``target``); ``attribution`` adds the
+    ``target=`` way out (a callable scoring the raw output), which only the attribution callbacks have.
+
     Example:
-        >>> "output=" in str(frame_logits_error((2, 49, 32), "CalibrationCallback", attribution=False))
+        >>> msg = str(frame_logits_error((2, 49, 32), "CalibrationCallback", attribution=False))
+        >>> "(2, 49, 32)" in msg and "`output=`" in msg and "`target=`" not in msg
         True
     """
-    fix = ("Set `output=` to a callable (or dotted path) mapping the output to (batch, classes), e.g. "
-           "`output=\"lightning_xai.adapters.mean_over_frames\"`")
+    if len(shape) == 3:
+        kind = "one row per frame, like a CTC or frame-tagging head"
+        reduce = "e.g. `output=\"lightning_xai.adapters.mean_over_frames\"` (the mean over frames)"
+    else:
+        kind = "scores per position, like a segmentation head"
+        reduce = "e.g. `output=lambda out: out.logits.flatten(2).mean(-1)` (the mean over positions)"
+    fix = f"Set `output=` to a callable (or dotted path) mapping the model output to (batch, classes), {reduce}"
     if attribution:
-        fix += (", or `target=` to a callable returning one score per sample, e.g. "
-                "`target=\"lightning_xai.adapters.ctc_best_path_score\"` (the log-probability of the best CTC "
-                "path) or `target=lambda out: out.logits[:, 10].max(-1).values` (one frame's top token)")
+        fix += (", or `target=` to a callable (or dotted path) returning one score per sample from the model output, "
+                "e.g. `target=\"lightning_xai.adapters.ctc_best_path_score\"` (the log-probability of the best CTC "
+                "path: the sum over frames of each frame's top log-probability) or "
+                "`target=lambda out: out.logits[:, 0].max(-1).values` (the top token's logit at frame 0)")
     return ValueError(f"{owner} needs (batch, classes) scores, but the model output (picked by `output=`) has shape "
-                      f"{tuple(shape)}: one row per frame, like a CTC or frame-tagging head. {fix}.")
+                      f"{tuple(shape)}: {kind}. {fix}.")
 
 
 def resolve_callable(name: str, value: Any) -> Callable[..., Any] | None:
@@ -293,8 +307,9 @@ def resolve_targets(logits: Tensor, target: TargetSpec, labels: Tensor | None = 
 
     Raises:
         ValueError: If ``target`` is none of these, ``"label"`` without labels, labels that are not one integer
-            class per sample, or a label or class index outside the model's classes (the message names the first
-            one and its position).
+            class per sample, a label or class index outside the model's classes (the message names the first
+            one and its position), or ``logits`` with more than two dimensions (``(batch, frames, vocabulary)``
+            from a CTC head: the message says how to set ``output=`` or a callable ``target=``).
 
     Example:
         >>> resolve_targets(torch.tensor([[0.1, 2.0], [3.0, 0.0]]), "pred").tolist()
@@ -303,6 +318,8 @@ def resolve_targets(logits: Tensor, target: TargetSpec, labels: Tensor | None = 
         [1, 2]
     """
     n = logits.shape[0]
+    if logits.dim() > 2 and (target in ("pred", "label") or isinstance(target, int)):
+        raise frame_logits_error(logits.shape, f"`target={target!r}`", attribution=True)
     if target == "pred":
         if logits.dim() < 2:
             raise ValueError(expected("target", "'pred' only for (batch, classes) outputs; use a callable", "pred"))

@@ -7,9 +7,10 @@ import torch
 from lightning.pytorch import LightningModule, Trainer, seed_everything
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_xai import CalibrationCallback, SHAPCallback
-from lightning_xai.adapters import ctc_best_path_score, logits_from_output, mean_over_frames
+from lightning_xai import AttributionDriftCallback, CalibrationCallback, SHAPCallback
+from lightning_xai.adapters import ctc_best_path_score, logits_from_output, mean_over_frames, resolve_targets
 from lightning_xai.datasets import SyntheticShapes
+from lightning_xai.functional.calibration import _calibration_update_step, calibration_state
 from lightning_xai.sinks.files import read_manifest
 
 transformers = pytest.importorskip("transformers")
@@ -32,7 +33,7 @@ class _Wrapped(LightningModule):
         return self(batch[0])[self.head].float().mean()  # a stand-in loss: the tests are about the outputs
 
     def validation_step(self, batch, batch_idx):
-        return None
+        return self.returns(self(batch[0])) if hasattr(self, "returns") else None
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=1e-3)
@@ -122,3 +123,54 @@ def test_the_helpers():
     torch.testing.assert_close(ctc_best_path_score({"logits": logits}), logits.log_softmax(-1).amax(-1).sum(1))
     with pytest.raises(ValueError, match="`output`"):
         mean_over_frames(torch.zeros(2, 3))
+
+
+def test_resolve_targets_refuses_frame_logits():
+    logits = torch.randn(2, 7, 12)  # before: "pred" took the argmax over frames x vocabulary, silently
+    for target in ("pred", "label", 3):
+        with pytest.raises(ValueError, match=r"`target=.*shape \(2, 7, 12\).*`output=`.*ctc_best_path_score"):
+            resolve_targets(logits, target, torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match=r"\(2, 3, 4, 4\): scores per position, like a segmentation head"):
+        resolve_targets(torch.randn(2, 3, 4, 4), "pred")
+
+
+def test_drift_on_frame_logits_says_how_to_set_output_or_target(tmp_path):
+    seed_everything(0)
+    cb = AttributionDriftCallback(method="shap", store=str(tmp_path / "store.sqlite"), num_samples=2,
+                                  method_kwargs={"n_background": 2, "nsamples": 4}, on_error="raise")
+    with pytest.raises(ValueError, match=r"shape \(\d, \d+, 12\).*`output=`.*`target=`"):
+        _trainer(tmp_path, [cb]).fit(_CTC(), _waves(), _waves())
+
+
+@pytest.mark.parametrize("source", ["auto", "outputs"])
+def test_calibration_on_frame_logits_returned_by_validation_step(source, tmp_path):
+    """validation_step returns the (batch, frames, vocab) logits: `output=` must still be the way out."""
+    seed_everything(0)
+    model = _CTC()
+    model.returns = lambda out: out.logits  # before: preferred over the forward pass, so `output=` never applied
+    cb = CalibrationCallback(n_bins=5, gallery_size=0, source=source, output=mean_over_frames, on_error="raise")
+    if source == "outputs":
+        with pytest.raises(ValueError, match=r"`source`.*'forward'.*`output=`.*shape \(4, \d+, 12\)"):
+            _trainer(tmp_path, [cb]).fit(model, _waves(), _waves())
+        return
+    _trainer(tmp_path, [cb]).fit(model, _waves(), _waves())
+    assert [r["callback"] for r in read_manifest(tmp_path / "xai" / "manifest.jsonl")] == ["calibration"]
+
+
+def test_calibration_shape_errors_name_the_callback_arguments(tmp_path):
+    seed_everything(0)
+    loader = DataLoader(SyntheticShapes(8, image_size=16, seed=1), batch_size=4)
+    head = lambda out: out.logits_per_image[:, 0]
+    cb = CalibrationCallback(n_bins=5, gallery_size=0, task="multiclass", output=head, on_error="raise")
+    with pytest.raises(ValueError, match=r"argument `output` .* task='multiclass', but got \(4,\)") as err:
+        _trainer(tmp_path, [cb]).fit(_CLIPClassifier(), loader, loader)
+    assert "preds" not in str(err.value)  # before: "Expected argument `preds` ..."
+    cb = CalibrationCallback(n_bins=5, gallery_size=0, task="binary", on_error="raise")
+    with pytest.raises(ValueError, match=r"argument `task` .*shape \(4, 3\).*but got 'binary'"):
+        _trainer(tmp_path / "b", [cb]).fit(_CLIPClassifier(), loader, loader)
+
+
+def test_the_functional_api_keeps_its_names_and_says_to_reduce():
+    state = calibration_state(5, num_classes=12)
+    with pytest.raises(ValueError, match=r"`preds` .*reduce frame-wise .*but got \(2, 7, 12\)"):
+        _calibration_update_step(state, torch.randn(2, 7, 12), torch.tensor([1, 2]), "multiclass")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, Literal
 
@@ -13,7 +13,8 @@ from torch import Tensor
 from typing_extensions import override
 
 from lightning_xai._checks import check_choice, check_non_negative_int, check_positive_int
-from lightning_xai.adapters import ModelInputs, frame_logits_error
+from lightning_xai.adapters import ModelInputs
+from lightning_xai.callbacks._calibration_checks import check_predictions, step_predictions
 from lightning_xai.callbacks._gallery import Gallery
 from lightning_xai.callbacks._shell import CallbackShell, Stage
 from lightning_xai.functional.calibration import (
@@ -69,7 +70,8 @@ class CalibrationCallback(CallbackShell):
             CPU) until the epoch ends.
         source: where predictions come from: ``"outputs"`` (what ``validation_step`` returns: a logits tensor or a
             dict with ``logits``/``preds``), ``"forward"`` (the callback runs ``forward_fn`` on the batch) or
-            ``"auto"`` (outputs when they hold logits, else forward).
+            ``"auto"`` (outputs when they hold one row of logits per sample, else forward, where ``output=``
+            applies).
         adaptive_sample: reservoir size for ACE (0: no ACE, and an update about 8% cheaper).
         max_temperature_samples: logits kept per rank for temperature scaling.
         seed: seed of the reservoir's own generator.
@@ -173,16 +175,9 @@ class CalibrationCallback(CallbackShell):
         self._gallery = Gallery(self.gallery_size)
 
     def _predictions(self, pl_module: pl.LightningModule, outputs: Any, inputs: ModelInputs) -> Tensor:
-        if self.source != "forward":
-            found = outputs if isinstance(outputs, Tensor) else None
-            if isinstance(outputs, Mapping):
-                found = next((outputs[k] for k in ("logits", "preds", "probs") if isinstance(outputs.get(k), Tensor)),
-                             None)
-            if found is not None and found.dim() >= 1 and found.shape[0] == inputs.batch_size:
-                return found.detach()
-            if self.source == "outputs":
-                raise ValueError("CalibrationCallback(source='outputs') needs validation_step to return the logits "
-                                 "(a tensor or a dict with 'logits'); use source='forward' to run the model instead.")
+        found = step_predictions(outputs, inputs.batch_size, self.source)
+        if found is not None:
+            return found
         with torch.no_grad():
             return self._logits(self._model_output(pl_module, inputs)).detach()
 
@@ -194,12 +189,8 @@ class CalibrationCallback(CallbackShell):
                 "(x, y) tuples and 'labels'/'label'/'target' keys). Pass `batch_to_inputs=` returning "
                 "ModelInputs(labels=...)."
             )
-        preds = self._predictions(pl_module, outputs, inputs)
-        if preds.dim() > 2:  # what validation_step returned: (batch, frames, vocabulary)
-            raise frame_logits_error(preds.shape, "CalibrationCallback", attribution=False)
+        preds = check_predictions(self._predictions(pl_module, outputs, inputs), self.task)  # errors name output=
         labels = inputs.labels.to(preds.device)
-        if preds.dim() == 2 and preds.shape[-1] == 1:
-            preds = preds[:, 0]
         task = self._resolved_task = self._resolved_task or _infer_task(preds, labels, self.task)
         if self._state is None:
             classes = preds.shape[-1] if task != "binary" else None

@@ -87,7 +87,9 @@ def _calibration_check(
                                       tuple(target.shape)) + target_hint)
         return
     if preds.ndim != 2:
-        raise ValueError(expected("preds", f"a tensor of shape (N, C) for task={task!r}", tuple(preds.shape)))
+        rows = " (one row per sample: reduce frame-wise or per-pixel scores first, e.g. preds.mean(1))"
+        raise ValueError(expected("preds", f"a tensor of shape (N, C) for task={task!r}" + rows * (preds.ndim > 2),
+                                  tuple(preds.shape)))
     if task == "multiclass" and preds.shape[1] < 2:
         raise ValueError(expected("preds", "a tensor of shape (N, C) with C >= 2 for task='multiclass'",
                                   tuple(preds.shape)))
