@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
 from lightning_xai._checks import expected
@@ -88,8 +89,13 @@ def drift_timeline(
             ax.axhline(alert_below, color="tab:red", linewidth=1.0, linestyle="--", label=f"alert < {alert_below:g}")
         ax.set_title(f"{metric} ({'0 = identical, px' if zero else '1 = identical'})", fontsize=TITLE_FONTSIZE)
         ax.set_xlabel(xlabel, fontsize=LABEL_FONTSIZE)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs: never 0.96, 0.98, ...
+        epochs = {x for points in series[metric].values() for x, _ in points}
+        if len(epochs) == 1:  # one epoch so far: a tick at it, not a zoom into its neighbourhood
+            (only,) = epochs
+            ax.set_xlim(only - 1, only + 1)
+            ax.set_xticks([only])
         ax.tick_params(labelsize=TICK_FONTSIZE)
-        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=TICK_FONTSIZE, loc="best")
