@@ -73,7 +73,7 @@ def test_non_image_inputs(tmp_path):
     ids = torch.randint(0, 20, (4, 6))
     loader = DataLoader(TensorDataset(ids, torch.tensor([0, 1, 0, 1])), batch_size=4)
     cb = GradCAMCallback(num_samples=2, on_error="raise")
-    with pytest.raises(ValueError, match=r"images or video clips.*\(2, 6\) torch.int64.*input_key"):
+    with pytest.raises(ValueError, match=r"images, video clips or spectrograms.*\(2, 6\) torch.int64.*input_key"):
         tiny_trainer(tmp_path, [cb]).validate(_TextModel(), loader)
 
 
