@@ -65,16 +65,23 @@ MODELS: dict[str, tuple[Any, tuple[int, ...], bool, str | None]] = {
         (3, 32, 32), False, "net.dinov2.encoder.layer.1.norm1"),
     "hf_bert": (lambda: transformers.BertForSequenceClassification(transformers.BertConfig(
         vocab_size=50, max_position_embeddings=16, num_labels=3, **_TINY)), (12,), True, None),
+    "hf_ast": (lambda: transformers.ASTForAudioClassification(transformers.ASTConfig(
+        patch_size=16, frequency_stride=10, time_stride=10, max_length=56, num_mel_bins=36, num_labels=3, **_TINY)),
+        (56, 36), False, "net.audio_spectrogram_transformer.layers.1.layernorm_before"),  # (frames, mel)
 }
+_SHAP_ARGS = {"n_background": 4, "nsamples": 8, "completeness_tol": None}
 
 
-def _callbacks(root: Path, layer: str | None) -> list[Any]:
+def _drift_method(shape: tuple[int, ...], tokens: bool) -> str:
+    return "gradcam" if not tokens and len(shape) in (3, 4) else "shap"  # images and clips; else SHAP
+
+
+def _callbacks(root: Path, layer: str | None, drift_method: str) -> list[Any]:
     cbs: list[Any] = [
         SHAPCallback(num_samples=2, n_background=4, nsamples=8, completeness_tol=None, on_error="raise"),
         CalibrationCallback(n_bins=5, gallery_size=0, on_error="raise"),
         AttributionDriftCallback(num_samples=2, store=str(root / "store.sqlite"), on_error="raise",
-                                 method_kwargs={"n_background": 4, "nsamples": 8, "completeness_tol": None}
-                                 if layer is None else None),
+                                 method_kwargs=_SHAP_ARGS if drift_method == "shap" else None),
     ]
     return cbs + ([GradCAMCallback(num_samples=2, on_error="raise")] if layer is not None else [])
 
@@ -106,9 +113,10 @@ def test_fit_then_audit_from_the_checkpoint(name, tmp_path):
     seed_everything(0)
     fit_root, audit_root = tmp_path / "fit", tmp_path / "audit"
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
-    _trainer(fit_root, [*_callbacks(fit_root, layer), ckpt]).fit(_Classifier(make), loader, loader)
+    method = _drift_method(shape, tokens)
+    _trainer(fit_root, [*_callbacks(fit_root, layer, method), ckpt]).fit(_Classifier(make), loader, loader)
     seed_everything(1)  # another init: the audit must take everything from the checkpoint
-    _trainer(audit_root, _callbacks(fit_root, layer), enable_checkpointing=False).validate(
+    _trainer(audit_root, _callbacks(fit_root, layer, method), enable_checkpointing=False).validate(
         _Classifier(make), loader, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"), verbose=False)
 
     fit = list(read_manifest(fit_root / "xai" / "manifest.jsonl"))
@@ -119,7 +127,7 @@ def test_fit_then_audit_from_the_checkpoint(name, tmp_path):
         (record,) = [r for r in fit if r["callback"] == "gradcam"]
         assert record["layer"] == layer and record["scalars"]["xai/gradcam/gradcam/flat"] == 0.0
     drift = next(r for r in fit if r["callback"] == "drift")
-    assert drift["method"] == ("shap" if layer is None else "gradcam")  # method="auto"
+    assert drift["method"] == method  # method="auto": Grad-CAM for images and clips, SHAP otherwise
     for callback in ("gradcam", "shap"):  # audit = fit
         a, b = _arrays(fit_root, callback), _arrays(audit_root, callback)
         assert set(a) == set(b)
