@@ -135,3 +135,18 @@ def test_fit_then_audit_from_the_checkpoint(name, tmp_path):
             np.testing.assert_allclose(a[key], b[key], atol=1e-5, err_msg=f"{name} {callback} {key}")
     ece = [next(r for r in rs if r["callback"] == "calibration")["scalars"]["xai/calibration/ece"] for rs in (fit, audit)]
     assert ece[0] == pytest.approx(ece[1], abs=1e-6)
+
+
+def test_shap_draws_frames_first_spectrograms_time_right(tmp_path, monkeypatch):
+    """AST takes (frames, mel): SHAP's figure must still put time right and frequency up (it drew them swapped)."""
+    import lightning_xai.render as render
+
+    drawn: list[tuple[int, ...]] = []
+    real = render.spectrogram_plot
+    monkeypatch.setattr(render, "spectrogram_plot", lambda x, v, **kw: drawn.append(tuple(x.shape)) or real(x, v, **kw))
+    make, shape, _, _ = MODELS["hf_ast"]
+    loader = _data(shape)
+    seed_everything(0)
+    cb = SHAPCallback(num_samples=2, n_background=4, nsamples=8, completeness_tol=None, on_error="raise")
+    _trainer(tmp_path, [cb], enable_checkpointing=False).fit(_Classifier(make), loader, loader)
+    assert drawn == [(2, 36, 56)]  # (probes, mel, frames) from a (probes, 56 frames, 36 mel) input

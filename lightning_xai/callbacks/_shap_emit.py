@@ -40,8 +40,24 @@ def input_kind(name: str, x: Tensor) -> str:
     return "image" if x.dim() == 4 else "tabular"
 
 
+def spectrogram_time_first(model: Any, x: Tensor) -> bool:
+    """Is a 3-D spectrogram ``(B, frames, mel)`` (AST) rather than ``(B, mel, frames)`` (Whisper, the figures' own
+    layout)? Read off the model's ``config.num_mel_bins`` (Hugging Face audio models) when it says so.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> m = torch.nn.Linear(2, 2); m.config = SimpleNamespace(num_mel_bins=36)
+        >>> spectrogram_time_first(m, torch.zeros(1, 56, 36)), spectrogram_time_first(m, torch.zeros(1, 36, 56))
+        (True, False)
+    """
+    if x.dim() != 3:
+        return False
+    mels = {getattr(getattr(m, "config", None), "num_mel_bins", None) for m in model.modules()}
+    return x.shape[2] in mels and x.shape[1] not in mels
+
+
 def _figure(cb: SHAPCallback, kind: str, name: str, x: Tensor, v: Tensor, titles: list[str], suptitle: str,
-            attention: Tensor | None) -> Any:
+            attention: Tensor | None, time_first: bool = False) -> Any:
     from lightning_xai.render import signed_frame_strip, signed_heatmap_grid, spectrogram_plot, token_grid
 
     if kind == "tokens":
@@ -54,7 +70,8 @@ def _figure(cb: SHAPCallback, kind: str, name: str, x: Tensor, v: Tensor, titles
         clips = x if channel_dim == 2 else x.transpose(1, 2)
         return signed_frame_strip(clips, v.sum(channel_dim), titles=titles, suptitle=suptitle, mean=cb.mean,
                                   std=cb.std)
-    if kind == "spectrogram":
+    if kind == "spectrogram":  # drawn (mel, frames): frequency up, time right, whatever the model's layout
+        x, v = (x.transpose(-1, -2), v.transpose(-1, -2)) if time_first else (x, v)
         return spectrogram_plot(x, v, titles=titles, suptitle=suptitle, frequency_axis="bins")
     return None
 
@@ -103,7 +120,8 @@ def emit_shap(cb: SHAPCallback, result: dict[str, Any], inputs: ModelInputs, pro
     for k, j in enumerate(shown):
         kind = input_kind(names[j], raw[k])
         suptitle = f"SHAP ({cb.engine}){_who(cb)} · {names[j]} · {ev.stage} · epoch {ev.epoch} · step {ev.global_step}"
-        sink.figure(names[j], partial(_figure, cb, kind, names[j], raw[k], values[k], titles, suptitle, attention))
+        sink.figure(names[j], partial(_figure, cb, kind, names[j], raw[k], values[k], titles, suptitle, attention,
+                                      names[j] in result.get("time_first", ())))
         if kind == "tokens":
             strings, keep = cb._token_strings(raw[k]), cb._special_mask(raw[k], attention)
             summary_tokens[k] = [[[s, float(val)] for s, val, m in zip(strings[i], values[k][i].tolist(), keep[i])
@@ -123,7 +141,7 @@ def emit_shap(cb: SHAPCallback, result: dict[str, Any], inputs: ModelInputs, pro
                   targets=np.asarray([] if result["target"] is None else result["target"].numpy()))
     ranked = result.get("ranked")
     if ranked:
-        _emit_top_k(cb, ranked, names, shown, raw, titles, attention, arrays, sink)
+        _emit_top_k(cb, ranked, names, shown, raw, titles, attention, arrays, sink, result.get("time_first", ()))
     sink.arrays("shap_values", arrays)
     samples = []
     for i in range(len(probe)):
@@ -157,7 +175,7 @@ def emit_shap(cb: SHAPCallback, result: dict[str, Any], inputs: ModelInputs, pro
 
 def _emit_top_k(cb: SHAPCallback, ranked: list[tuple[Tensor, ShapResult]], names: list[str], shown: list[int],
                 raw: list[Tensor], titles: list[str], attention: Tensor | None, arrays: dict[str, Any],
-                sink: ArtifactSink) -> None:
+                sink: ArtifactSink, time_first: Any = ()) -> None:
     """Ranks 2..k of ``top_k``: figures ``<input>/top<r>``, stacked arrays and their completeness."""
     ev = sink.event
     classes = torch.stack([t for t, _ in ranked], dim=1)
@@ -176,4 +194,4 @@ def _emit_top_k(cb: SHAPCallback, ranked: list[tuple[Tensor, ShapResult]], names
                         f"step {ev.global_step}")
             sink.figure(f"{names[j]}/top{rank}", partial(_figure, cb, kind, names[j], raw[k],
                                                          res.values[j].detach().float().cpu(), rank_titles, suptitle,
-                                                         attention))
+                                                         attention, names[j] in time_first))

@@ -16,7 +16,7 @@ from lightning_xai._checks import check_choices, check_non_negative_int, check_p
 from lightning_xai.adapters import ModelInputs, TargetSpec, resolve_callable
 from lightning_xai.callbacks._faithfulness import FaithfulnessCheck, log_faithfulness
 from lightning_xai.callbacks._gradcam_checks import first_sample, flat_probes, reshape_name, warn_flat
-from lightning_xai.callbacks._shap_emit import input_kind
+from lightning_xai.callbacks._shap_emit import input_kind, spectrogram_time_first
 from lightning_xai.callbacks._shell import Stage
 from lightning_xai.callbacks.base import XAICallback
 from lightning_xai.functional._cam import CAM_METHODS, cam
@@ -155,13 +155,6 @@ class GradCAMCallback(XAICallback):
             )
         return key  # type: ignore[return-value]
 
-    @staticmethod
-    def _time_first(model: nn.Module, x: Tensor) -> bool:
-        """Is a 3-D spectrogram ``(B, frames, mel)`` (AST) rather than ``(B, mel, frames)`` (Whisper, SHAP's
-        figure)? Read off the model's ``config.num_mel_bins`` (Hugging Face audio models) when it says so."""
-        mels = {getattr(getattr(m, "config", None), "num_mel_bins", None) for m in model.modules()}
-        return x.shape[2] in mels and x.shape[1] not in mels
-
     def _video_to_model_layout(self, x: Tensor) -> str | None:
         if x.dim() != 5:
             return None
@@ -217,7 +210,7 @@ class GradCAMCallback(XAICallback):
             "image": x.detach().float().cpu(),
             "layout": self._video_to_model_layout(x),
             "kind": input_kind(str(key), x),
-            "time_first": x.dim() == 3 and self._time_first(model, x),
+            "time_first": spectrogram_time_first(model, x),
             "pred": logits.argmax(-1).cpu() if logits.dim() == 2 else None,
             "confidence": probs.max(-1).values.cpu() if probs is not None else None,
             "target": None if score_mode else target.cpu(),  # type: ignore[union-attr]

@@ -14,7 +14,7 @@ from lightning_xai._checks import check_choice, check_positive_int, expected
 from lightning_xai.adapters import ModelInputs, TargetSpec
 from lightning_xai.callbacks._faithfulness import FaithfulnessCheck
 from lightning_xai.callbacks._shap_background import background_inputs, check_background, draw_background
-from lightning_xai.callbacks._shap_emit import emit_shap
+from lightning_xai.callbacks._shap_emit import emit_shap, spectrogram_time_first
 from lightning_xai.callbacks._shell import Stage
 from lightning_xai.callbacks.base import XAICallback
 from lightning_xai.functional.shap import ShapResult, expected_gradients, shap_gradient_reference
@@ -196,7 +196,9 @@ class SHAPCallback(XAICallback):
                 "pred": logits.argmax(-1).cpu() if logits.dim() == 2 else None,
                 "confidence": logits.softmax(-1).max(-1).values.cpu() if logits.dim() == 2 else None,
                 "target": None if score_mode else target.cpu(),  # type: ignore[union-attr]
-                "ranked": None if ranked is None else [(t.cpu(), r) for t, r in ranked]}
+                "ranked": None if ranked is None else [(t.cpu(), r) for t, r in ranked],
+                "time_first": [n for n, t in zip(display, flat) if t.is_floating_point() and
+                               spectrogram_time_first(model, t)]}  # (B, frames, mel) spectrograms (AST)
 
     def _shap(self, model: nn.Module, flat: tuple[Tensor, ...], base_flat: tuple[Tensor, ...], target: Any,
               fwd: Callable[..., Tensor], rank: int) -> ShapResult:
