@@ -81,3 +81,38 @@ def test_checkpoint_audit_puts_the_scalars_in_callback_metrics(tmp_path):
     assert float(trainer.callback_metrics["xai/calibration/ece"]) == pytest.approx(record["scalars"][
         "xai/calibration/ece"])
     assert isinstance(trainer.logged_metrics["xai/calibration/ece"], torch.Tensor)
+
+
+def test_validate_and_test_return_and_print_the_xai_scalars(tmp_path, capsys):
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    tr, va = _loaders()
+    seed_everything(0)
+    _trainer(tmp_path / "fit", [ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)], max_epochs=1).fit(
+        ShapesCNN(width=4), tr, va)
+    audit = CalibrationCallback(n_bins=5, gallery_size=0, on_error="raise")
+    trainer = _trainer(tmp_path / "audit", [audit], logger=CSVLogger(tmp_path / "audit", name="csv"))
+    capsys.readouterr()
+    (results,) = trainer.validate(ShapesCNN(width=4), va, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    table = capsys.readouterr().out
+    (record,) = read_manifest(next((tmp_path / "audit").rglob("manifest.jsonl")))
+    ece = record["scalars"]["xai/calibration/ece"]
+    assert results["xai/calibration/ece"] == pytest.approx(ece) and "val/loss" in results
+    assert "xai/calibration/ece" in table and "Validate metric" in table
+    trainer.loggers[0].save()
+    with open(trainer.loggers[0].experiment.metrics_file_path) as f:
+        rows = [r for r in csv.DictReader(f) if r.get("xai/calibration/ece")]
+    # the sink's copy at the checkpoint's step (4 batches), Lightning's own at step 0 (it logs validate there)
+    assert sorted(int(r["step"]) for r in rows) == [0, record["global_step"]] and record["global_step"] == 4
+    assert all(float(r["xai/calibration/ece"]) == pytest.approx(ece) for r in rows)
+
+    tester = _trainer(tmp_path / "test", [CalibrationCallback(n_bins=5, gallery_size=0, on_error="raise")],
+                      logger=CSVLogger(tmp_path / "test", name="csv"))
+    (results,) = tester.test(ShapesCNN(width=4), va, verbose=False)
+    assert "xai/calibration/ece" in results
+    tester.loggers[0].save()
+    with open(tester.loggers[0].experiment.metrics_file_path) as f:
+        rows = [r for r in csv.DictReader(f) if r.get("xai/calibration/ece")]
+    assert len(rows) == 1  # not a checkpoint's step: Lightning alone logs it, once

@@ -142,19 +142,24 @@ class CallbackShell(Callback):
         self._publish(trainer, pl_module, {k: v for sink in sinks for k, v in sink.published.items()})
 
     def _publish(self, trainer: pl.Trainer, pl_module: pl.LightningModule, values: dict[str, float]) -> None:
-        """Put the scalars in ``trainer.callback_metrics`` and ``trainer.logged_metrics`` (``ModelCheckpoint`` and
-        ``EarlyStopping`` can monitor them in the same epoch; the ``validate``/``test`` table lists them), on every
-        rank with rank zero's values.
+        """Hand the scalars to Lightning, on every rank with rank zero's values.
 
-        The loggers already have them from the sink, at the event's own step (a checkpoint audit at the
-        checkpoint's step), so Lightning is told ``logger=False``: nothing is logged twice.
+        They land in ``trainer.callback_metrics`` (``ModelCheckpoint``/``EarlyStopping`` monitor them in the same
+        epoch) and ``trainer.logged_metrics``. During ``fit`` the sink has logged them at the event's step (the
+        checkpoint's, ``global_step``), so Lightning is told ``logger=False``. In ``validate``/``test`` they are
+        logged through Lightning (``logger=True``), so the list those return and the results table they print show
+        them; a checkpoint-only run is the one with two copies: Lightning logs every metric of
+        ``validate(ckpt_path=...)`` at step 0 (it does not restore the loop state), and the sink also wrote them at
+        the checkpoint's own step, where the audit's images are (see :meth:`_sink`).
         """
         if trainer.world_size > 1:  # collective: rank zero computed them, every rank must hold the same values
             values = trainer.strategy.broadcast(values, src=0)
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        through = not fitting and bool(trainer.loggers)  # logger=True without a logger is a Lightning warning
         for key, value in values.items():
-            pl_module.log(key, float(value), on_step=False, on_epoch=True, prog_bar=False, logger=False,
+            pl_module.log(key, float(value), on_step=False, on_epoch=True, prog_bar=False, logger=through,
                           add_dataloader_idx=False, batch_size=1, sync_dist=trainer.world_size > 1)
-        if values:
+        if values and not through:
             trainer.logged_metrics.update({k: torch.tensor(float(v)) for k, v in values.items()})
 
     def _when(self, trainer: pl.Trainer) -> tuple[int, int]:
@@ -169,8 +174,11 @@ class CallbackShell(Callback):
         ckpt = trainer.ckpt_path if trainer.state.fn != TrainerFn.FITTING else None
         event = Event(self.name, stage, epoch, step, model_fingerprint(pl_module),
                       os.path.abspath(ckpt) if ckpt else None)
+        # the sink logs the scalars when Lightning will not (fit), or not at this step (a checkpoint's): _publish
+        own = trainer.state.fn == TrainerFn.FITTING or not trainer.loggers or (
+            (epoch, step) != (trainer.current_epoch, trainer.global_step))
         sink = ArtifactSink(trainer.loggers, self._root or trainer.default_root_dir, event,
-                            strict=self.on_error == "raise")
+                            strict=self.on_error == "raise", scalars_to_loggers=own)
         self._sinks.append(sink)
         return sink
 

@@ -71,6 +71,8 @@ class ArtifactSink:
         event: what explanation this is.
         write: ``False`` on non-zero ranks: nothing is sent or written.
         strict: raise (after the data and the manifest line are written) when a figure fails, instead of warning.
+        scalars_to_loggers: ``False`` when Lightning itself logs the scalars (a callback hands them to
+            ``LightningModule.log`` at the same step): they are still recorded in the manifest and ``published``.
 
     Example:
         >>> import tempfile
@@ -87,6 +89,7 @@ class ArtifactSink:
     event: Event
     write: bool = True
     strict: bool = False
+    scalars_to_loggers: bool = True
     files: list[str] = field(default_factory=list)
     logged: dict[str, float] = field(default_factory=dict)
     published: dict[str, float] = field(default_factory=dict)
@@ -183,6 +186,8 @@ class ArtifactSink:
             return
         self.logged[self.tag(name)] = float(value)
         self.published[self.tag(name)] = float(value)
+        if not self.scalars_to_loggers:
+            return
         for exp in self._tb():
             exp.add_scalar(self.tag(name), float(value), self.event.global_step)
         for lg in self._others():
