@@ -13,6 +13,7 @@ from lightning_xai.callbacks.calibration import CalibrationCallback
 from lightning_xai.callbacks.drift import AttributionDriftCallback
 from lightning_xai.callbacks.gradcam import GradCAMCallback
 from lightning_xai.callbacks.shap import SHAPCallback
+from lightning_xai.explainers import Explainer, Explanation, get_explainer, list_explainers, register_explainer
 from lightning_xai.probe import Probe
 from lightning_xai.sinks.shap_io import load_shap_explanation, load_shap_values
 from lightning_xai.sinks.store import AttributionStore
@@ -24,6 +25,8 @@ __all__ = [
     "AttributionStore",
     "CalibrationCallback",
     "CallbackShell",
+    "Explainer",
+    "Explanation",
     "GradCAMCallback",
     "SHAPCallback",
     "ModelInputs",
@@ -31,7 +34,10 @@ __all__ = [
     "XAICallback",
     "default_batch_to_inputs",
     "default_forward_fn",
+    "get_explainer",
+    "list_explainers",
     "load_shap_explanation",
     "load_shap_values",
     "logits_from_output",
+    "register_explainer",
 ]

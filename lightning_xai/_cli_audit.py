@@ -130,7 +130,7 @@ def _validate(cli: LightningCLI, ckpt: str) -> tuple[dict[str, float], dict[Path
 
 def _manifests(trainer: pl.Trainer) -> list[Path]:
     """The manifest files of the trainer's lightning_xai callbacks (one per artifact root)."""
-    roots = {cb._root for cb in trainer.callbacks if isinstance(cb, CallbackShell) and cb._root}
+    roots = {cb.artifact_root for cb in trainer.callbacks if isinstance(cb, CallbackShell) and cb.artifact_root}
     return sorted(manifest_path(root) for root in roots)
 
 

@@ -70,13 +70,13 @@ def test_checkpoint_audit_and_resumed_fit_append_to_the_run(tmp_path, shapes_dm)
     fit_cb = AttributionDriftCallback(num_samples=3, store=store, on_error="raise")  # run named after the logger
     tiny_trainer(tmp_path / "fit", [fit_cb, ckpt], enable_checkpointing=True, max_epochs=1).fit(
         ShapesCNN(), datamodule=shapes_dm)
-    run = fit_cb._run_name
+    run = fit_cb.run_name
     assert run == "tb/version_0"
     resumed = AttributionDriftCallback(num_samples=3, store=store, on_error="raise")
     tiny_trainer(tmp_path / "resume", [resumed, ModelCheckpoint(dirpath=tmp_path / "ckpt2")],
                  enable_checkpointing=True, max_epochs=2).fit(ShapesCNN(), datamodule=shapes_dm,
                                                               ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
-    assert resumed._run_name == run  # from the checkpoint's callback state, not the new logger's version
+    assert resumed.run_name == run  # from the checkpoint's callback state, not the new logger's version
     audit = AttributionDriftCallback(num_samples=3, store=store, run=run, on_error="raise")
     tiny_trainer(tmp_path / "audit", [audit]).validate(ShapesCNN(), datamodule=shapes_dm,
                                                        ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))

@@ -18,7 +18,8 @@ from torch import Tensor, nn
 
 from lightning_xai import GradCAMCallback, SHAPCallback
 from lightning_xai.adapters import ModelInputs
-from lightning_xai.callbacks._faithfulness import METRICS, FaithfulnessCheck
+from lightning_xai._inputs import Scorer
+from lightning_xai.explainers.faithfulness import METRICS, FaithfulnessCheck
 from lightning_xai.demo import ShapesCNN
 from lightning_xai.functional.faithfulness import deletion_auc, insertion_auc
 from lightning_xai.sinks import read_manifest
@@ -145,9 +146,7 @@ def test_other_inputs_follow_their_sample_and_other_kinds_warn_once():
     inputs, target = ModelInputs((x, side)), torch.tensor([0, 1, 2])
     check = FaithfulnessCheck(steps=STEPS, baseline="zero", seed=0)
     values = (torch.randn(3, 3, 32, 32), torch.randn(3, 4))
-    cb = SimpleNamespace(
-        _model_output=lambda m, mi: m(*mi.args), _logits=lambda out: out
-    )  # the callback's path
+    cb = Scorer(forward_fn=lambda m, mi: m(*mi.args))  # the callback's path
     shap = SimpleNamespace(values=values, explained=[True, True])  # a ShapResult of both inputs
     before = torch.get_rng_state()
     with warnings.catch_warnings(record=True) as caught:

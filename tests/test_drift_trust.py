@@ -51,7 +51,7 @@ def _drift(store: Path | str, **kw) -> AttributionDriftCallback:
 @pytest.fixture
 def no_figures(monkeypatch):
     """Skip the drift figures (two matplotlib renders per epoch) where a test is not about them."""
-    monkeypatch.setattr("lightning_xai.callbacks._drift_emit._figures", lambda *args, **kwargs: None)
+    monkeypatch.setattr("lightning_xai.callbacks._emit.drift._figures", lambda *args, **kwargs: None)
 
 
 # ------------------------------------------------------------------ item 2: a new fit never continues another run
@@ -150,7 +150,7 @@ def test_run_names_with_dollars_are_accepted(tmp_path):
 def test_a_run_continued_on_another_probe_never_mixes_them(tmp_path, first_steps, monkeypatch):
     store = tmp_path / "s.sqlite"
     with monkeypatch.context() as patch:
-        patch.setattr("lightning_xai.callbacks._drift_emit._figures", lambda *args, **kwargs: None)
+        patch.setattr("lightning_xai.callbacks._emit.drift._figures", lambda *args, **kwargs: None)
         _fit(tmp_path, _drift(store, run="x"), limit_train_batches=first_steps)
     cb = AttributionDriftCallback(num_samples=4, store=str(store), run="x", if_exists="append")
     with warnings.catch_warnings(record=True) as record:
@@ -175,7 +175,7 @@ def test_a_resume_with_another_num_samples_says_so_and_draws(tmp_path, monkeypat
     store, ckpt = tmp_path / "s.sqlite", ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
     first = _drift(store, run="n")
     with monkeypatch.context() as patch:
-        patch.setattr("lightning_xai.callbacks._drift_emit._figures", lambda *args, **kwargs: None)
+        patch.setattr("lightning_xai.callbacks._emit.drift._figures", lambda *args, **kwargs: None)
         _fit(tmp_path, first, callbacks=[first, ckpt], enable_checkpointing=True, limit_train_batches=1)
     resumed = AttributionDriftCallback(num_samples=2, store=str(store), run="n")  # another probe, same run
     with pytest.warns(RuntimeWarning, match="taken on another probe") as record:

@@ -100,11 +100,10 @@ class _Sink:
 def test_failing_shap_warns_and_falls_back_to_decoded_text(monkeypatch: pytest.MonkeyPatch) -> None:
     shap_cb = SHAPCallback(tokenizer=_Tokenizer())
 
-    def broken(model, inputs):
+    def broken(trainer, model, inputs, target=None):
         raise RuntimeError("engine exploded")
 
-    monkeypatch.setattr(shap_cb, "_explain", broken)
-    shap_cb._background = object()  # drawn already
+    monkeypatch.setattr(shap_cb, "explain", broken)
     g = Gallery(2)
     ids = torch.tensor([[5, 6, 0], [7, 8, 9]])
     g.offer(torch.tensor([[3.0, 0.0], [0.0, 3.0]]), torch.tensor([1, 0]), ModelInputs(kwargs={"input_ids": ids}))

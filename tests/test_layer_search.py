@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lightning_xai import GradCAMCallback
-from lightning_xai.callbacks._gradcam_checks import flat_probes
+from lightning_xai.explainers.gradcam import flat_probes
 from lightning_xai.datasets import SyntheticShapes
 from lightning_xai.functional import cam, find_target_layer, resolve_layer
 from lightning_xai.sinks.files import read_manifest

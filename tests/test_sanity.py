@@ -11,9 +11,9 @@ import torch
 from lightning.pytorch import Trainer, seed_everything
 
 from lightning_xai.adapters import ModelInputs
-from lightning_xai.callbacks.gradcam import GradCAMCallback
 from lightning_xai.datasets import SyntheticShapes, SyntheticShapesDataModule
 from lightning_xai.demo import ShapesCNN
+from lightning_xai.explainers import get_explainer
 from lightning_xai.functional import explanation_mode
 from lightning_xai.functional.localization import energy_in_mask, pointing_game, zhang_tolerance
 
@@ -21,10 +21,12 @@ METHODS = ("gradcam", "gradcam++", "layercam")
 
 
 def _scores(model: ShapesCNN, probe: tuple[torch.Tensor, ...]) -> dict[str, tuple[float, float]]:
-    cb = GradCAMCallback(methods=METHODS, target="label")
     x, y, mask = probe
-    with explanation_mode(model):
-        maps = cb._explain(model, ModelInputs(args=(x,), labels=y, mask=mask))["maps"]
+    maps = {}
+    with explanation_mode(model):  # the explainers alone, no Trainer
+        for method in METHODS:
+            expl = get_explainer(method).explain(model, ModelInputs(args=(x,), labels=y), "label")
+            maps[method] = expl.values["input"]
     tol = zhang_tolerance(32, 32)
     return {m: (float(pointing_game(v, mask, tol).float().mean()), float(energy_in_mask(v, mask).mean()))
             for m, v in maps.items()}

@@ -247,7 +247,7 @@ def test_drift_with_shap_accepts_a_background_in_method_kwargs(tmp_path):
     cb = AttributionDriftCallback(method="shap", store=str(tmp_path / "s.sqlite"), num_samples=2, on_error="raise",
                                   method_kwargs={"background": _neutral(2), "nsamples": 8})
     _trainer(tmp_path, [cb]).fit(_model(), tr, va)
-    assert torch.equal(cb._explainer._background.batch, _neutral(2))
+    assert torch.equal(cb._background.batch, _neutral(2))
     again = AttributionDriftCallback(method="shap", store=str(tmp_path / "s.sqlite"), num_samples=2)
     again.load_state_dict(cb.state_dict())
-    assert torch.equal(again._explainer._background.batch, _neutral(2))
+    assert torch.equal(again._background.batch, _neutral(2))

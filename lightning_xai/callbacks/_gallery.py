@@ -3,13 +3,15 @@
 The gallery keeps the ``size`` most confident mistakes seen so far, each with every tensor input of its sample
 (copied to the CPU, so memory is ``size`` samples whatever the epoch). At epoch end it renders them:
 
-* image inputs: thumbnails with the Grad-CAM of the predicted class when a :class:`GradCAMCallback` is on the
-  Trainer, else with the signed SHAP values of the predicted class when a :class:`SHAPCallback` is;
-* token ids: the SHAP token plot of the predicted class when a :class:`SHAPCallback` is on the Trainer; without
-  it (or if it fails), a table of the decoded text when that callback knows a tokenizer, else of the mistakes.
+* image inputs: thumbnails with the explanation of the predicted class by an attribution callback on the Trainer
+  (one whose explainer is made for images, e.g. :class:`GradCAMCallback`, before a general one such as
+  :class:`SHAPCallback`): a heatmap overlay, or a signed map for signed methods;
+* token ids: the token plot of the predicted class by a callback whose explainer explains tokens (SHAP); without
+  one (or if it fails), a table of the decoded text when that explainer knows a tokenizer, else of the mistakes.
 
-The explanations are the other callback's own ``_explain`` on the kept inputs, inside ``explanation_mode``
-(nothing is copied from their engines); if one fails, a warning says why and the gallery renders without it.
+The explanations come from the other callback's public :meth:`~lightning_xai.callbacks.base.XAICallback.explain`
+(its explainer, ``forward_fn``, ``output`` and background) on the kept inputs, so any registered explainer works
+here; if one fails, a warning says why and the gallery renders without it.
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from lightning_xai._inputs import input_names, token_key
 from lightning_xai.adapters import ModelInputs
-from lightning_xai.functional import explanation_mode
+from lightning_xai.callbacks.base import XAICallback
+from lightning_xai.explainers import Explanation
+from lightning_xai.explainers._tokens import load_tokenizer, shown_tokens, token_strings
 
 __all__ = ["Gallery"]
 
@@ -62,39 +67,18 @@ def _stack(kept: list[_Mistake]) -> ModelInputs | None:
     return ModelInputs(args, kwargs)
 
 
-def _token_key(inputs: ModelInputs) -> int | str | None:
-    """Position or key of the token ids: ``input_ids``, else the first 2-D integer input that is no mask."""
-    ints = {k: v for k, v in (*enumerate(inputs.args), *inputs.kwargs.items())
-            if isinstance(v, Tensor) and v.dim() == 2 and not v.is_floating_point() and v.dtype != torch.bool}
-    if "input_ids" in ints:
-        return "input_ids"
-    return next((k for k in ints if not (isinstance(k, str) and ("mask" in k or "type" in k))), None)
+def _flat_name(inputs: ModelInputs, key: int | str) -> str:
+    """The display name of input ``key`` (as explanations name it)."""
+    names = input_names(inputs)
+    return names[key] if isinstance(key, int) else names[len(inputs.args) + list(inputs.kwargs).index(key)]
 
 
-def _flat_position(inputs: ModelInputs, key: int | str) -> int:
-    return key if isinstance(key, int) else len(inputs.args) + list(inputs.kwargs).index(key)
-
-
-def _on_model(inputs: ModelInputs, model: nn.Module) -> ModelInputs:
-    """Fresh copies on the model's device, floats in its dtype (call inside ``explanation_mode``)."""
-    param = next((p for p in model.parameters() if p.is_floating_point()), None)
-    device, dtype = (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.float32)
-
-    def fresh(t: Any) -> Any:
-        if not isinstance(t, Tensor):
-            return t
-        t = t.detach().to(device).clone()
-        return t.to(dtype) if t.is_floating_point() else t
-
-    return ModelInputs(tuple(fresh(a) for a in inputs.args), {k: fresh(v) for k, v in inputs.kwargs.items()})
-
-
-def _attached(trainer: pl.Trainer, name: str) -> Any:
-    from lightning_xai.callbacks.gradcam import GradCAMCallback
-    from lightning_xai.callbacks.shap import SHAPCallback
-
-    kind = {"gradcam": GradCAMCallback, "shap": SHAPCallback}[name]
-    return next((cb for cb in trainer.callbacks if isinstance(cb, kind)), None)  # type: ignore[attr-defined]
+def _explainers_for(trainer: pl.Trainer, kind: str) -> list[Any]:
+    """Attribution callbacks on the Trainer whose explainer explains ``kind`` inputs, specialists first (an
+    explainer made for fewer kinds of input, e.g. Grad-CAM for images, before a general one such as SHAP)."""
+    found = [cb for cb in trainer.callbacks  # type: ignore[attr-defined]
+             if isinstance(cb, XAICallback) and cb.explainer is not None and kind in cb.explainer.kinds]
+    return sorted(found, key=lambda cb: len(cb.explainer.kinds))
 
 
 def _warn(what: str, err: Exception) -> None:
@@ -164,93 +148,84 @@ class Gallery:
         image_key = None if batch is None else batch.image_key
         if batch is not None and image_key is not None and batch.get(image_key).dim() == 4:
             sink.figure("confidently_wrong", self._image_figure(batch, image_key, titles, suptitle, pl_module,
-                                                                trainer, ev.stage))
+                                                                trainer))
             return
-        token_key = _token_key(self.kept[0].inputs)
-        shap_cb = _attached(trainer, "shap")
-        if token_key is not None and shap_cb is not None:
-            fig = self._token_figure(shap_cb, token_key, titles, suptitle, pl_module, trainer, ev.stage)
+        key = token_key(self.kept[0].inputs)
+        explainers = _explainers_for(trainer, "tokens") if key is not None else []
+        for cb in explainers[:1]:
+            fig = self._token_figure(cb, key, titles, suptitle, pl_module, trainer)  # type: ignore[arg-type]
             if fig is not None:
                 sink.figure("confidently_wrong", fig)
                 return
-        sink.text("confidently_wrong", self._table(titles, suptitle, token_key, shap_cb))
+        sink.text("confidently_wrong", self._table(titles, suptitle, key, explainers[0] if explainers else None))
 
     def _image_figure(self, batch: ModelInputs, key: int | str, titles: list[str], suptitle: str,
-                      pl_module: pl.LightningModule, trainer: pl.Trainer, stage: str) -> Any:
+                      pl_module: pl.LightningModule, trainer: pl.Trainer) -> Any:
         from lightning_xai.render import overlay_grid, signed_heatmap_grid
         from lightning_xai.render.calibration import image_gallery
 
         images = batch.get(key).float()
-        cam_cb, shap_cb = _attached(trainer, "gradcam"), _attached(trainer, "shap")
-        if cam_cb is not None:
-            try:
-                with explanation_mode(pl_module):
-                    maps = cam_cb._explain(pl_module, _on_model(batch, pl_module))["maps"]
-                method = next(iter(maps))
-                return overlay_grid(images, maps[method], titles=titles,
-                                    suptitle=f"{suptitle} · {method} of the predicted class")
-            except Exception as err:  # the gallery is still useful without heatmaps
-                _warn("Grad-CAM heatmaps", err)
-        elif shap_cb is not None:
-            values = self._shap(shap_cb, batch, key, pl_module, trainer, stage)
-            if values is not None:
-                return signed_heatmap_grid(batch.get(key), values.sum(1), titles=titles, mean=shap_cb.mean,
-                                           std=shap_cb.std, suptitle=f"{suptitle} · SHAP of the predicted class",
-                                           colorbar_label=_SIGNED_SHORT)
+        for cb in _explainers_for(trainer, "image")[:1]:
+            expl = self._explain(cb, batch, pl_module, trainer)
+            maps = None if expl is None else expl.maps().get(_flat_name(batch, key))
+            if expl is None or maps is None:
+                break
+            if expl.signed:
+                what = "SHAP" if expl.method == "shap" else expl.method
+                return signed_heatmap_grid(batch.get(key), maps, titles=titles, mean=getattr(cb, "mean", None),
+                                           std=getattr(cb, "std", None), colorbar_label=_SIGNED_SHORT,
+                                           suptitle=f"{suptitle} · {what} of the predicted class")
+            return overlay_grid(images, maps, titles=titles,
+                                suptitle=f"{suptitle} · {expl.method} of the predicted class")
         return image_gallery(images, titles, suptitle=suptitle)
 
-    def _token_figure(self, shap_cb: Any, key: int | str, titles: list[str], suptitle: str,
-                      pl_module: pl.LightningModule, trainer: pl.Trainer, stage: str) -> Any:
-        """SHAP token plot of the predicted class; texts of unequal length are explained in groups."""
+    def _token_figure(self, cb: XAICallback, key: int | str, titles: list[str], suptitle: str,
+                      pl_module: pl.LightningModule, trainer: pl.Trainer) -> Any:
+        """Token plot of the predicted class; texts of unequal length are explained in groups."""
         from lightning_xai.render import token_grid
 
         groups: dict[tuple, list[int]] = {}
         for i, m in enumerate(self.kept):
             groups.setdefault(tuple(m.inputs.get(key).shape), []).append(i)
         rows: list[Any] = [None] * len(self.kept)
+        what = ""
         for members in groups.values():
             batch = _stack([self.kept[i] for i in members])
-            values = None if batch is None else self._shap(shap_cb, batch, key, pl_module, trainer, stage)
-            if values is None:
+            expl = None if batch is None else self._explain(cb, batch, pl_module, trainer)
+            name = None if batch is None else _flat_name(batch, key)
+            if expl is None or name not in expl.values:
                 return None
-            ids = batch.get(key)  # type: ignore[union-attr]
-            attention = batch.kwargs.get("attention_mask")  # type: ignore[union-attr]
-            tokens, keep = shap_cb._token_strings(ids), shap_cb._special_mask(ids, attention)
+            what = f"SHAP of the predicted class ({expl.settings['engine']})" if expl.method == "shap" else (
+                f"{expl.method} of the predicted class")
             for row, i in enumerate(members):
-                rows[i] = (tokens[row], values[row], keep[row], titles[i])
-        return token_grid(rows, suptitle=f"{suptitle} · SHAP of the predicted class ({shap_cb.engine})",
-                          colorbar_label=_SIGNED)
+                rows[i] = (expl.tokens[name][row], expl.values[name][row], expl.keep[name][row], titles[i])
+        return token_grid(rows, suptitle=f"{suptitle} · {what}", colorbar_label=_SIGNED)
 
-    def _shap(self, shap_cb: Any, batch: ModelInputs, key: int | str, pl_module: pl.LightningModule,
-              trainer: pl.Trainer, stage: str) -> Tensor | None:
-        """SHAP values of input ``key`` for the predicted class, from the SHAPCallback's own ``_explain``."""
-        if callable(shap_cb.target):  # it explains a score, not a class
+    @staticmethod
+    def _explain(cb: XAICallback, batch: ModelInputs, pl_module: pl.LightningModule,
+                 trainer: pl.Trainer) -> Explanation | None:
+        """The callback's explanation of the predicted class, or ``None`` (with a warning) when it fails or the
+        callback explains a score rather than a class."""
+        if callable(cb.target):  # it explains a score, not a class
             return None
-        target = shap_cb.target
         try:
-            with explanation_mode(pl_module):
-                if shap_cb._background is None:  # it draws its background at its own epoch end: maybe later
-                    shap_cb._background = shap_cb._draw_background(trainer, stage)
-                shap_cb.target = "pred"  # the gallery explains the predicted class, whatever the callback shows
-                result = shap_cb._explain(pl_module, _on_model(batch, pl_module))
-        except Exception as err:  # the gallery is still useful without SHAP values
-            _warn("SHAP values", err)
+            return cb.explain(trainer, pl_module, batch, target="pred")
+        except Exception as err:  # the gallery is still useful without the explanation
+            name = cb.explainer.name if cb.explainer is not None else type(cb).__name__
+            _warn("SHAP values" if name == "shap" else f"{name} heatmaps", err)
             return None
-        finally:
-            shap_cb.target = target
-        return result["result"].values[_flat_position(batch, key)].detach().float().cpu()
 
-    def _table(self, titles: list[str], suptitle: str, key: int | str | None, shap_cb: Any) -> str:
+    def _table(self, titles: list[str], suptitle: str, key: int | str | None, cb: XAICallback | None) -> str:
         """Markdown table of the mistakes, with their decoded text when a tokenizer is known."""
-        tokenizer = None if shap_cb is None else shap_cb.tokenizer
+        tokenizer = load_tokenizer(getattr(cb.explainer, "tokenizer", None)) if cb is not None else None
         if key is None or tokenizer is None:
             rows = "\n".join(f"| {i} | {t} |" for i, t in enumerate(titles))
             return f"{suptitle}\n\n| # | mistake |\n|---|---|\n{rows}"
         lines = []
         for i, (m, title) in enumerate(zip(self.kept, titles)):
             ids = m.inputs.get(key)
-            tokens = shap_cb._token_strings(ids)[0]
-            keep = shap_cb._special_mask(ids, m.inputs.kwargs.get("attention_mask"))[0].tolist()
+            tokens = token_strings(tokenizer, ids)[0]
+            keep = shown_tokens(tokenizer, ids, m.inputs.kwargs.get("attention_mask"))[0].tolist()
             shown = [t for t, k in zip(tokens, keep) if k]
             joined = getattr(tokenizer, "convert_tokens_to_string", " ".join)(shown)
             cell = str(joined).replace("|", "\\|").replace("\n", " ")

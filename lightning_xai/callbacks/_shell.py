@@ -16,14 +16,8 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_xai._checks import check_choice, check_choices, check_positive_int, expected
-from lightning_xai.adapters import (
-    ModelInputs,
-    default_batch_to_inputs,
-    default_forward_fn,
-    frame_logits_error,
-    logits_from_output,
-    resolve_callable,
-)
+from lightning_xai._inputs import Scorer
+from lightning_xai.adapters import ModelInputs, default_batch_to_inputs, default_forward_fn, resolve_callable
 from lightning_xai.functional._fingerprint import model_fingerprint
 from lightning_xai.sinks import ArtifactSink, Event
 
@@ -182,20 +176,21 @@ class CallbackShell(Callback):
         self._sinks.append(sink)
         return sink
 
+    @property
+    def scorer(self) -> Scorer:
+        """How this callback runs the model and reads its scores (``forward_fn`` and ``output``), for explainers."""
+        return Scorer(self.forward_fn, self.output, type(self).__name__, attribution=hasattr(self, "target"))
+
+    @property
+    def artifact_root(self) -> str | None:
+        """The folder artifacts go under (``<artifact_root>/xai``), known from ``setup`` on."""
+        return self._root
+
     def _model_output(self, model: nn.Module, inputs: ModelInputs) -> Any:
         return self.forward_fn(model, inputs)
 
     def _logits(self, output: Any) -> Tensor:
-        if callable(self.output):
-            logits = self.output(output)
-            if not isinstance(logits, Tensor):
-                raise ValueError(expected("output", "a callable returning a (batch, classes) tensor",
-                                          type(logits).__name__))
-        else:
-            logits = logits_from_output(output, self.output)
-        if logits.dim() > 2 and not callable(getattr(self, "target", None)):  # a callable target scores the output
-            raise frame_logits_error(logits.shape, type(self).__name__, attribution=hasattr(self, "target"))
-        return logits
+        return self.scorer.logits(output, scoring=callable(getattr(self, "target", None)))
 
     def _class_name(self, index: int) -> str:
         if self.class_names is not None and 0 <= index < len(self.class_names):

@@ -1,8 +1,11 @@
 """The probe-based shell: explain a fixed probe set every scheduled epoch, on every rank; rank zero writes.
 
-Subclasses implement ``_explain`` (pure computation, called inside
-:func:`~lightning_xai.functional.explanation_mode`), ``_emit`` (render and send to the sink, rank zero only) and
-optionally ``_check_model`` (environment checks in ``setup``).
+A callback holds an :class:`~lightning_xai.explainers.Explainer` (its public, read-only ``explainer``) and
+implements ``_emit`` (render and send to the sink, rank zero only); ``_explain`` (inside
+:func:`~lightning_xai.functional.explanation_mode`) runs the explainer on the probe and may add to the result.
+Explainers that want baselines from the data (``explainer.n_background > 0``) get a background drawn once here,
+kept in the state like the probe. Other callbacks (the calibration gallery) explain their own inputs through the
+public :meth:`XAICallback.explain`.
 """
 
 from __future__ import annotations
@@ -12,14 +15,17 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import lightning.pytorch as pl
-import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_xai._batch import move_to
 from lightning_xai._checks import check_positive_int, expected
+from lightning_xai._inputs import on_model
 from lightning_xai.adapters import ModelInputs, TargetSpec, resolve_callable, resolve_targets
+from lightning_xai.callbacks._background import background_inputs, check_background, draw_background
 from lightning_xai.callbacks._shell import CallbackShell, Stage
+from lightning_xai.explainers import Explainer, Explanation
 from lightning_xai.functional import explanation_mode
 from lightning_xai.probe import Probe, probe_from_dataloader, probe_from_user
 from lightning_xai.sinks import ArtifactSink
@@ -49,16 +55,19 @@ class XAICallback(CallbackShell, ABC):
         log_dir: where artifacts go (default: the trainer's ``log_dir``); files land under ``<log_dir>/xai``.
         name: namespace of this instance's tags and folders (default the callback's, e.g. ``gradcam``); give two
             callbacks of one kind on one Trainer different names (e.g. ``output="student", name="shap_student"``).
+        explainer: the :class:`~lightning_xai.explainers.Explainer` to run (subclasses build theirs).
+        background: baselines for an explainer that wants them (``explainer.n_background > 0``) instead of
+            drawing them from the data: a tensor, a batch-shaped tuple/dict or a ``Dataset``.
 
     Example:
-        >>> class Mean(XAICallback):
-        ...     name = "mean"
-        ...     def _explain(self, model, inputs):
-        ...         return inputs.args[0].mean()
+        >>> from lightning_xai.explainers import get_explainer
+        >>> class MeanMap(XAICallback):
+        ...     name = "mean_map"
         ...     def _emit(self, result, inputs, probe, sink):
-        ...         sink.scalar("input_mean", float(result))
-        >>> Mean(num_samples=4).state_key
-        "Mean{'num_samples': 4, 'target': 'pred'}"
+        ...         sink.scalar("mean", float(result.values["input"].mean()))
+        >>> cb = MeanMap(num_samples=4, explainer=get_explainer("gradcam"))
+        >>> cb.state_key, cb.explainer.method
+        ("MeanMap{'num_samples': 4, 'target': 'pred'}", 'gradcam')
     """
 
     def __init__(
@@ -75,9 +84,15 @@ class XAICallback(CallbackShell, ABC):
         on_error: Literal["warn", "raise"] = "warn",
         log_dir: str | None = None,
         name: str | None = None,
+        explainer: Explainer | None = None,
+        background: Any = None,
     ) -> None:
-        super().__init__(batch_to_inputs, forward_fn, output, class_names, every_n_epochs, stages, on_error, log_dir,
-                         name)
+        super().__init__(batch_to_inputs=batch_to_inputs, forward_fn=forward_fn, output=output,
+                         class_names=class_names, every_n_epochs=every_n_epochs, stages=stages, on_error=on_error,
+                         log_dir=log_dir, name=name)
+        self._explainer = explainer
+        self._user_background = check_background(background)
+        self._background: Probe | None = None
         self.num_samples = check_positive_int("num_samples", num_samples)
         if isinstance(target, str) and target not in ("pred", "label"):
             target = resolve_callable("target", target)  # type: ignore[assignment]
@@ -102,20 +117,60 @@ class XAICallback(CallbackShell, ABC):
         if stage is not None:
             self._epoch_end(trainer, pl_module, stage, self._run, trainer, pl_module, stage)
 
+    @property
+    def explainer(self) -> Explainer | None:
+        """The explainer this callback runs (read-only; ``None`` until decided, e.g. drift's ``method="auto"``)."""
+        return self._explainer
+
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"version": 1, "probe": None if self._probe is None else self._probe.state()}
+        state: dict[str, Any] = {"version": 1, "probe": None if self._probe is None else self._probe.state()}
+        if self._background is not None:
+            state["background"] = self._background.state()
+        return state
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict.get("probe") is not None and self._user_probe is None:
             self._probe = Probe.from_state(state_dict["probe"])
+        if state_dict.get("background") is not None and self._user_background is None:
+            self._background = Probe.from_state(state_dict["background"])
+
+    # ------------------------------------------------------------------ explaining
+    def explain(self, trainer: pl.Trainer, pl_module: pl.LightningModule, inputs: ModelInputs,
+                target: Any = None) -> Explanation:
+        """Explain ``inputs`` (any batch, e.g. the gallery's mistakes) with this callback's explainer, its
+        ``forward_fn``/``output`` and background, for ``target`` (default this callback's own). Runs inside
+        ``explanation_mode``; the model is left as it was."""
+        if self._explainer is None:
+            raise RuntimeError(f"lightning_xai: {type(self).__name__} has no explainer yet (it is decided at its "
+                               "first explanation).")
+        stage: Stage = "test" if trainer.testing else ("fit" if trainer.state.fn == TrainerFn.FITTING else "validate")
+        self._ensure_background(trainer, stage)
+        with explanation_mode(pl_module):
+            batch = on_model(inputs, pl_module)
+            self._set_background(pl_module, batch)
+            return self._explainer.explain(pl_module, batch, self.target if target is None else target, self.scorer)
+
+    def _ensure_background(self, trainer: pl.Trainer, stage: Stage) -> None:
+        if self._explainer is not None and self._explainer.n_background > 0 and self._background is None:
+            self._background = draw_background(trainer, stage, self._user_background, self._explainer.n_background,
+                                               self.batch_to_inputs)
+
+    def _set_background(self, model: nn.Module, inputs: ModelInputs) -> None:
+        """Hand the explainer its background as model inputs like ``inputs`` (call inside ``explanation_mode``)."""
+        if self._explainer is not None and self._background is not None:
+            self._explainer.background = background_inputs(
+                self._background, self._user_background is not None, inputs,
+                lambda probe: on_model(self.batch_to_inputs(move_to(probe.batch, "cpu")), model))
 
     # ------------------------------------------------------------------ the shell
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: Stage) -> None:
         probe = self._get_probe(trainer, stage)
+        self._ensure_background(trainer, stage)
         with explanation_mode(pl_module):
             inputs = self._prepare(probe, pl_module)
+            self._set_background(pl_module, inputs)
             result = self._explain(pl_module, inputs)
         if trainer.is_global_zero:
             self._emit(result, inputs.to("cpu"), probe, self._sink(trainer, pl_module, stage))
@@ -137,44 +192,24 @@ class XAICallback(CallbackShell, ABC):
 
     def _prepare(self, probe: Probe, model: nn.Module) -> ModelInputs:
         """The probe as model inputs: cloned out of inference mode, on the model's device, floats in its dtype."""
-        param = next((p for p in model.parameters() if p.is_floating_point()), None)
-        device = param.device if param is not None else torch.device("cpu")
-        dtype = param.dtype if param is not None else torch.float32
-
-        def fresh(t: Any) -> Any:
-            if not isinstance(t, Tensor):
-                return t
-            t = t.detach().to(device).clone()
-            return t.to(dtype) if t.is_floating_point() else t
-
-        inputs = self.batch_to_inputs(move_to(probe.batch, "cpu"))
-        return ModelInputs(
-            tuple(fresh(a) for a in inputs.args),
-            {k: fresh(v) for k, v in inputs.kwargs.items()},
-            fresh(inputs.labels),
-            fresh(inputs.mask),
-        )
+        return on_model(self.batch_to_inputs(move_to(probe.batch, "cpu")), model)
 
     # ------------------------------------------------------------------ helpers for subclasses
     def _targets(self, logits: Tensor, inputs: ModelInputs) -> Tensor:
         return resolve_targets(logits, self.target, inputs.labels)  # type: ignore[arg-type]
 
-    def _titles(self, result: dict[str, Any], inputs: ModelInputs, probe: Probe) -> list[str]:
+    def _titles(self, result: Explanation, inputs: ModelInputs, probe: Probe) -> list[str]:
         """Tile titles: dataset index, true label, predicted label and confidence (from ``result``)."""
-        titles = []
-        for i in range(len(probe)):
-            parts = [f"#{probe.indices[i]}" if probe.indices[i] >= 0 else f"probe {i}"]
-            if inputs.labels is not None and inputs.labels.dim() == 1:
-                parts.append(f"true: {self._class_name(int(inputs.labels[i]))}")
-            if result.get("pred") is not None:
-                parts.append(f"pred: {self._class_name(int(result['pred'][i]))} ({float(result['confidence'][i]):.2f})")
-            titles.append(" | ".join(parts))
-        return titles
+        from lightning_xai.callbacks._emit import probe_titles
+
+        return probe_titles(probe.indices, inputs.labels, result.prediction, result.confidence, self._class_name)
 
     # ------------------------------------------------------------------ to implement
-    @abstractmethod
     def _explain(self, model: nn.Module, inputs: ModelInputs) -> Any:
-        """Compute the explanation. Runs inside ``explanation_mode`` on every rank; returns tensors."""
+        """Run the explainer on the probe (inside ``explanation_mode``, every rank); subclasses may add to it."""
+        if self._explainer is None:
+            raise RuntimeError(f"lightning_xai: {type(self).__name__} explained before its explainer was set.")
+        return self._explainer.explain(model, inputs, self.target, self.scorer)
 
     @abstractmethod
     def _emit(self, result: Any, inputs: ModelInputs, probe: Probe, sink: ArtifactSink) -> None:

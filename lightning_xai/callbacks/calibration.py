@@ -43,9 +43,9 @@ class CalibrationCallback(CallbackShell):
     Logs ``xai/calibration/{ece,mce,rmsce,ace,brier,nll,accuracy,confidence}``, the reliability diagram
     ``xai/calibration/reliability`` (ECE in its title), with ``temperature_scaling`` the fitted temperature and the
     ECE after scaling (the model is never changed), with ``per_class`` a bar figure of one-vs-rest ECE, and a
-    gallery of the most confident mistakes (images or token ids, with the Grad-CAM heatmap of a
-    :class:`GradCAMCallback` or the SHAP heatmap / token plot of a :class:`SHAPCallback` on the same Trainer,
-    for the predicted class).
+    gallery of the most confident mistakes (images or token ids, explained for the predicted class by an attribution
+    callback on the same Trainer through its public ``explain``: the heatmap of a :class:`GradCAMCallback`, the
+    SHAP heatmap / token plot of a :class:`SHAPCallback`, or any callback holding a registered explainer).
     The bins go to ``calibration.json`` so checkpoints can be compared later: per-bin ``counts``, ``accuracy`` and
     ``confidence`` (``n_bins`` entries, torchmetrics' bins, ``null`` when empty), ``edges``, ``at_one`` (the
     predictions of confidence exactly 1.0, which torchmetrics bins apart) and the overall values under
@@ -108,8 +108,9 @@ class CalibrationCallback(CallbackShell):
         log_dir: str | None = None,
         name: str | None = None,
     ) -> None:
-        super().__init__(batch_to_inputs, forward_fn, output, class_names, every_n_epochs, stages, on_error, log_dir,
-                         name)
+        super().__init__(batch_to_inputs=batch_to_inputs, forward_fn=forward_fn, output=output,
+                         class_names=class_names, every_n_epochs=every_n_epochs, stages=stages, on_error=on_error,
+                         log_dir=log_dir, name=name)
         self.n_bins = check_positive_int("n_bins", n_bins)
         self.task = check_choice("task", task, ("auto", "binary", "multiclass", "multilabel"))
         self.input = check_choice("input", input, ("auto", "logits", "probs"))

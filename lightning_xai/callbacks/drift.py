@@ -7,24 +7,28 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import lightning.pytorch as pl
-from torch import Tensor, nn
+from torch import Tensor
 from typing_extensions import override
 
 from lightning_xai._checks import check_choice, check_choices, check_positive_int, check_probability, expected
 from lightning_xai.adapters import ModelInputs, TargetSpec
-from lightning_xai.callbacks._drift_emit import emit_drift
-from lightning_xai.callbacks._drift_method import DRIFT_METHODS, auto_method, build_explainer
+from lightning_xai.callbacks._drift_method import (
+    DRIFT_METHODS,
+    RENDER_KEYS,
+    auto_method,
+    build_explainer,
+    check_method,
+)
 from lightning_xai.callbacks._drift_run import DriftRun
+from lightning_xai.callbacks._emit.drift import DriftOptions, emit_drift
 from lightning_xai.callbacks._shell import Stage
 from lightning_xai.callbacks.base import XAICallback
-from lightning_xai.callbacks.gradcam import GradCAMCallback
-from lightning_xai.callbacks.shap import SHAPCallback
+from lightning_xai.explainers import Explanation
+from lightning_xai.functional._layers import resolve_layer
 from lightning_xai.probe import Probe
 from lightning_xai.sinks import ArtifactSink
 
-__all__ = ["AttributionDriftCallback", "DRIFT_METHODS"]
-
-
+__all__ = ["DRIFT_METHODS", "AttributionDriftCallback"]
 
 class AttributionDriftCallback(XAICallback):
     """Explain the same probe every validation epoch, keep the maps in an :class:`AttributionStore`, log the drift.
@@ -50,8 +54,9 @@ class AttributionDriftCallback(XAICallback):
     Args:
         method: ``"auto"`` (default: ``"gradcam"`` when the model takes an image or a clip, ``"shap"`` for
             token ids, spectrograms and tabular inputs; decided on the probe at the first explanation, kept in
-            the state and in every snapshot), ``"gradcam"`` (or any Grad-CAM family method: ``gradcam++``,
-            ``layercam``, ...) or ``"shap"``. A ``target_layer`` with ``"auto"`` means Grad-CAM.
+            the state and in every snapshot), or any registered explainer
+            (:func:`lightning_xai.explainers.list_explainers`: every Grad-CAM family method, ``"shap"``, and any
+            a third party registered). A ``target_layer`` with ``"auto"`` means Grad-CAM.
         store: the SQLite file (default ``<default_root_dir>/xai_store.sqlite``); shared by many runs.
         run: this run's name in the store (default ``<logger name>/version_<n>``, or the root folder's name
             without a logger); the name written to, :attr:`run_name`, is kept in the callback state, so a resumed
@@ -68,8 +73,9 @@ class AttributionDriftCallback(XAICallback):
         dtype: how maps are stored: ``"float16"`` (half the size) or ``"float32"``.
         grid_snapshots: the most recent snapshots shown in the grid figure.
         target_layer: Grad-CAM's layer (dotted name; ``None`` finds it).
-        method_kwargs: further arguments of the method's callback, e.g. ``{"n_background": 16}`` for SHAP or
-            ``{"input_key": "pixel_values"}`` for Grad-CAM.
+        method_kwargs: arguments of the method's explainer, e.g. ``{"n_background": 16}`` for SHAP or
+            ``{"input_key": "pixel_values"}`` for Grad-CAM; ``mean``/``std`` (normalisation undone in the snapshot
+            grid) and ``background`` (SHAP's baselines, as in :class:`SHAPCallback`) are taken by the callback.
         **base: ``num_samples``, ``probe``, ``batch_to_inputs``, ``forward_fn``, ``target``, ``output``,
             ``class_names``, ``every_n_epochs``, ``stages``, ``on_error``, ``log_dir``, ``name`` as in
             :class:`~lightning_xai.XAICallback`. With ``target="pred"`` a change of prediction moves the map
@@ -114,9 +120,13 @@ class AttributionDriftCallback(XAICallback):
         log_dir: str | None = None,
         name: str | None = None,
     ) -> None:
-        super().__init__(num_samples, probe, batch_to_inputs, forward_fn, target, output, class_names,
-                         every_n_epochs, stages, on_error, log_dir, name)
-        self.method = check_choice("method", method, DRIFT_METHODS)
+        extra = dict(method_kwargs or {})
+        render = {k: extra.pop(k) for k in RENDER_KEYS if k in extra}
+        super().__init__(num_samples=num_samples, probe=probe, batch_to_inputs=batch_to_inputs, forward_fn=forward_fn,
+                         target=target, output=output, class_names=class_names, every_n_epochs=every_n_epochs,
+                         stages=stages, on_error=on_error, log_dir=log_dir, name=name,
+                         background=extra.pop("background", None))
+        self.method = check_method(method)
         for arg, value in (("run", run), ("reference_run", reference_run), ("store", store)):
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise ValueError(expected(arg, "None or a non-empty string (not only white space)", value))
@@ -133,12 +143,10 @@ class AttributionDriftCallback(XAICallback):
         self.top_tokens = check_positive_int("top_tokens", top_tokens)
         self.dtype = check_choice("dtype", dtype, ("float16", "float32"))
         self.grid_snapshots = check_positive_int("grid_snapshots", grid_snapshots)
-        self._spec = (dict(num_samples=num_samples, batch_to_inputs=self.batch_to_inputs, forward_fn=self.forward_fn,
-                           target=self.target, output=self.output, class_names=class_names, on_error="raise"),
-                      dict(method_kwargs or {}), target_layer)
+        self.mean, self.std = render.get("mean"), render.get("std")
+        self._spec = (extra, target_layer)
         if self.method == "auto" and target_layer is not None:
             self.method = "gradcam"
-        self._explainer: GradCAMCallback | SHAPCallback | None = None
         if self.method != "auto":
             self._explainer = build_explainer(self.method, *self._spec)
         self._target = DriftRun(run, self.if_exists)
@@ -150,24 +158,20 @@ class AttributionDriftCallback(XAICallback):
         checkpoint's run after a resume; ``None`` until the callback starts (``fit``/``validate``/``test``)."""
         return self._target.name
 
-    @property
-    def _run_name(self) -> str | None:  # the name used before `run_name` (lightning-xai audit reads it)
-        return self._target.name
-
     # ------------------------------------------------------------------ state: run name, probe, SHAP background
     @override
     def state_dict(self) -> dict[str, Any]:
-        explainer = None if self._explainer is None else self._explainer.state_dict()
-        return {**super().state_dict(), **self._target.state(), "method": self.method, "explainer": explainer}
+        return {**super().state_dict(), **self._target.state(), "method": self.method}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        nested = state_dict.get("explainer") or {}  # checkpoints before 0.2 kept SHAP's background one level down
+        if state_dict.get("background") is None and nested.get("background") is not None:
+            state_dict = {**state_dict, "background": nested["background"]}
         super().load_state_dict(state_dict)
         self._target.restore(state_dict)
-        if self.method == "auto" and state_dict.get("method") in DRIFT_METHODS[1:]:
-            self._use(state_dict["method"])  # a resume follows the method its run was written with
-        if state_dict.get("explainer") and self._explainer is not None:
-            self._explainer.load_state_dict(state_dict["explainer"])
+        if self.method == "auto" and state_dict.get("method") not in (None, "auto"):
+            self._use(check_method(state_dict["method"]))  # a resume follows the method its run was written with
 
     @override
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
@@ -178,8 +182,9 @@ class AttributionDriftCallback(XAICallback):
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        if self._explainer is not None:
-            self._explainer._check_model(trainer, pl_module)
+        layer = getattr(self._explainer, "target_layer", None)
+        if isinstance(layer, str):  # a wrong layer name is an error before training, naming the candidates
+            resolve_layer(pl_module, layer)
         if self.store_path is None:
             self.store_path = os.path.join(trainer.default_root_dir, "xai_store.sqlite")
         if self._works_in(trainer):
@@ -215,43 +220,20 @@ class AttributionDriftCallback(XAICallback):
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: Stage) -> None:
         if self._explainer is None:  # method="auto": decided on the probe (every rank has the same one)
             self._use(auto_method(self.batch_to_inputs(self._get_probe(trainer, stage).batch)))
-        if isinstance(self._explainer, SHAPCallback) and self._explainer._background is None:
-            self._explainer._background = self._explainer._draw_background(trainer, stage)
         super()._run(trainer, pl_module, stage)
 
     def _use(self, method: str) -> None:
         self.method, self._explainer = method, build_explainer(method, *self._spec)
 
     @override
-    def _explain(self, model: nn.Module, inputs: ModelInputs) -> dict[str, Any]:
-        if self._explainer is None:  # set by _run before any explanation
-            raise RuntimeError("lightning_xai: AttributionDriftCallback explained before its method was decided.")
-        result = self._explainer._explain(model, inputs)
-        if isinstance(self._explainer, GradCAMCallback):
-            maps = result["maps"][self.method]
-            arrays = {self.method: maps.mean(1) if maps.dim() == 4 else maps}  # clips: the map over time
-            return {"arrays": arrays, "keep": {}, "tokens": {}, "image": result["image"], "raw": result}
-        shap = result["result"]
-        arrays, keep, tokens, image = {}, {}, {}, None
-        attention = next((x for n, x in zip(result["names"], result["inputs"]) if n == "attention_mask"), None)
-        for name, values, x, explained in zip(result["names"], shap.values, result["inputs"], shap.explained):
-            if not explained:
-                continue
-            values = values.detach().float().cpu()
-            if not x.is_floating_point():  # token ids: one value per token
-                arrays[name] = values
-                keep[name] = self._explainer._special_mask(x, attention)
-                tokens[name] = self._explainer._token_strings(x)
-            elif x.dim() >= 4:  # images (B, C, H, W), clips: summed over channels (and time)
-                arrays[name] = values.sum(1) if x.dim() == 4 else values.flatten(1, 2).sum(1)
-                image = x if x.dim() == 4 and image is None else image
-            else:
-                arrays[name] = values
-        return {"arrays": arrays, "keep": keep, "tokens": tokens, "image": image, "raw": result}
-
-    @override
-    def _emit(self, result: dict[str, Any], inputs: ModelInputs, probe: Probe, sink: ArtifactSink) -> None:
+    def _emit(self, result: Explanation, inputs: ModelInputs, probe: Probe, sink: ArtifactSink) -> None:
         if self._target.store is None or self._target.name is None:
             raise RuntimeError("lightning_xai: AttributionDriftCallback explains outside fit/validate/test: no store "
                                "was opened in `setup` (or no run named).")
-        emit_drift(self, result, inputs, probe, sink)
+        options = DriftOptions(
+            store=self._target.store, run_name=self._target.name, method=self.method,
+            reference_run=self.reference_run, other_probe_noted=self._target.other_probe_noted, dtype=self.dtype,
+            k_fraction=self.k_fraction, top_tokens=self.top_tokens, alert_below=self.alert_below,
+            alert_against=self.alert_against, grid_snapshots=self.grid_snapshots, on_error=self.on_error,
+            mean=self.mean, std=self.std)
+        emit_drift(options, result, probe, sink)

@@ -3,32 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Any, Literal
 
 import lightning.pytorch as pl
-import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_xai._checks import check_choices, check_non_negative_int, check_probability, expected
-from lightning_xai.adapters import ModelInputs, TargetSpec, resolve_callable
-from lightning_xai.callbacks._faithfulness import FaithfulnessCheck, log_faithfulness
-from lightning_xai.callbacks._gradcam_checks import first_sample, flat_probes, reshape_name, warn_flat
-from lightning_xai.callbacks._shap_emit import input_kind, spectrogram_time_first
+from lightning_xai.adapters import ModelInputs, TargetSpec
+from lightning_xai.callbacks._emit.gradcam import CAMFigureOptions, emit_gradcam
 from lightning_xai.callbacks._shell import Stage
 from lightning_xai.callbacks.base import XAICallback
-from lightning_xai.functional._cam import CAM_METHODS, cam
-from lightning_xai.functional._layers import find_target_layer, resolve_layer, suggest_layers
-from lightning_xai.functional.localization import energy_in_mask, pointing_game, zhang_tolerance
+from lightning_xai.explainers import CAMExplainer, CAMExplanation
+from lightning_xai.explainers.faithfulness import FaithfulnessCheck
+from lightning_xai.functional._cam import CAM_METHODS
+from lightning_xai.functional._layers import resolve_layer
 from lightning_xai.probe import Probe
 from lightning_xai.sinks import ArtifactSink
 
 __all__ = ["GradCAMCallback"]
-
-_PRETTY = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "xgradcam": "XGrad-CAM", "layercam": "Layer-CAM",
-           "hirescam": "HiResCAM", "scorecam": "Score-CAM", "eigencam": "Eigen-CAM", "ablationcam": "Ablation-CAM"}
 
 
 class GradCAMCallback(XAICallback):
@@ -106,22 +100,17 @@ class GradCAMCallback(XAICallback):
         log_dir: str | None = None,
         name: str | None = None,
     ) -> None:
-        super().__init__(num_samples, probe, batch_to_inputs, forward_fn, target, output, class_names,
-                         every_n_epochs, stages, on_error, log_dir, name)
-        self.methods = check_choices("methods", methods, CAM_METHODS)
-        if target_layer is not None and (not isinstance(target_layer, str) or not target_layer):
-            raise ValueError(expected("target_layer", "None or a dotted module name such as 'layer4.1'", target_layer))
-        self.target_layer = target_layer
-        self.reshape_transform = resolve_callable("reshape_transform", reshape_transform)
-        if reshape_kwargs is not None:
-            if self.reshape_transform is None or not isinstance(reshape_kwargs, dict):
-                raise ValueError(expected("reshape_kwargs", "a dict, given with `reshape_transform=`", reshape_kwargs))
-            self.reshape_transform = partial(self.reshape_transform, **{  # YAML lists: grid=[3, 5] -> (3, 5)
-                k: tuple(v) if isinstance(v, list) else v for k, v in reshape_kwargs.items()})
-        if video_layout not in ("auto", "BTCHW", "BCTHW"):
-            raise ValueError(expected("video_layout", "one of ['auto', 'BTCHW', 'BCTHW']", video_layout))
-        self.video_layout = video_layout
-        self.input_key = input_key
+        explainers = {m: CAMExplainer(m, target_layer, reshape_transform, reshape_kwargs, input_key, video_layout)
+                      for m in check_choices("methods", methods, CAM_METHODS)}
+        super().__init__(num_samples=num_samples, probe=probe, batch_to_inputs=batch_to_inputs, forward_fn=forward_fn,
+                         target=target, output=output, class_names=class_names, every_n_epochs=every_n_epochs,
+                         stages=stages, on_error=on_error, log_dir=log_dir, name=name,
+                         explainer=next(iter(explainers.values())))
+        self.explainers = explainers
+        self.methods = tuple(explainers)
+        first = next(iter(explainers.values()))
+        self.target_layer, self.reshape_transform = target_layer, first.reshape_transform
+        self.video_layout, self.input_key = video_layout, input_key
         for arg, value in (("mean", mean), ("std", std)):
             if value is not None and (isinstance(value, str) or len(value) not in (1, 3)):
                 raise ValueError(expected(arg, "None or a sequence of 1 or 3 floats", value))
@@ -130,148 +119,42 @@ class GradCAMCallback(XAICallback):
         if pointing_tolerance is not None:
             check_non_negative_int("pointing_tolerance", pointing_tolerance)
         self.pointing_tolerance = pointing_tolerance
-        self._layer: tuple[str, Callable[[Tensor], Tensor] | None] | None = None
         self._id.update(methods=list(self.methods), target_layer=target_layer)
-        self._faith = FaithfulnessCheck.attach(self, faithfulness, faithfulness_steps, faithfulness_baseline)
+        self.faithfulness, self.faithfulness_steps, self.faithfulness_baseline = (
+            faithfulness, faithfulness_steps, faithfulness_baseline)
+        self._faith = FaithfulnessCheck.from_args(faithfulness, faithfulness_steps, faithfulness_baseline,
+                                                  warn=rank_zero_warn)
+        if self._faith is not None:
+            self._id.update(faithfulness=True, faithfulness_steps=faithfulness_steps,
+                            faithfulness_baseline=faithfulness_baseline)
 
     @override
     def _check_model(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.target_layer is not None:
             resolve_layer(pl_module, self.target_layer)
 
-    def _image_key(self, inputs: ModelInputs) -> int | str:
-        found = {**dict(enumerate(inputs.args)), **inputs.kwargs}
-        spectrogram = next((k for k, v in found.items() if v.is_floating_point() and v.dim() == 3), None)
-        key = self.input_key if self.input_key is not None else (
-            inputs.image_key if inputs.image_key is not None else spectrogram)
-        x = found.get(key) if key is not None and not isinstance(key, bool) else None
-        if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() not in (3, 4, 5):
-            desc = ", ".join(f"{k}: {tuple(v.shape)} {v.dtype}" for k, v in found.items())
-            raise ValueError(
-                f"GradCAMCallback explains images, video clips or spectrograms (a floating tensor of 3, 4 or 5 dims), "
-                f"but {'input ' + repr(key) + ' is not one: ' if self.input_key is not None else ''}the model inputs "
-                f"are [{desc}]. Set `input_key=` to that input, or use an attribution callback made for this kind of "
-                "input (SHAP for tokens and tabular data)."
-            )
-        return key  # type: ignore[return-value]
-
-    def _video_to_model_layout(self, x: Tensor) -> str | None:
-        if x.dim() != 5:
-            return None
-        if self.video_layout != "auto":
-            return self.video_layout
-        return "BCTHW" if x.shape[1] in (1, 3) and x.shape[2] not in (1, 3) else "BTCHW"
-
     @override
     def _explain(self, model: nn.Module, inputs: ModelInputs) -> dict[str, Any]:
-        key = self._image_key(inputs)
-        x = inputs.get(key)
-        score_mode = callable(self.target)
-
-        def fwd(m: nn.Module, image: Tensor) -> Tensor:
-            out = self._model_output(m, inputs.replace(key, image))
-            return out if score_mode else self._logits(out)
-
-        with torch.no_grad():
-            logits = self._logits(self._model_output(model, inputs))
-        target: Tensor | Callable[[Any], Tensor] = self.target if score_mode else self._targets(logits, inputs)  # type: ignore[assignment]
-        if self._layer is None:
-            if self.target_layer is not None:
-                self._layer = (self.target_layer, self.reshape_transform)
-            else:  # on one sample of every input (an image+text model needs its text cut alike)
-                one = first_sample(inputs)
-
-                def fwd_one(m: nn.Module, image: Tensor) -> Tensor:
-                    out = self._model_output(m, one.replace(key, image))
-                    return out if score_mode else self._logits(out)
-
-                name, reshape = find_target_layer(model, (one.get(key),), forward_fn=fwd_one)  # by structure
-                self._layer = (name, self.reshape_transform or reshape)
-        name, reshape = self._layer
-        layer = resolve_layer(model, name)
-        maps = {
-            m: cam(model, (x,), target, layer, method=m, forward_fn=fwd, reshape_transform=reshape).float().cpu()
-            for m in self.methods
-        }
-        flat = {m: flat_probes(v) for m, v in maps.items()}
-        probs = logits.float().softmax(-1) if logits.dim() == 2 else None
+        first, *others = self.explainers.values()
+        out: dict[str, CAMExplanation] = {first.method: first.explain(model, inputs, self.target, self.scorer)}
+        for explainer in others:  # one layer for every method: the first one's (given or found once)
+            explainer.layer = first.layer
+            out[explainer.method] = explainer.explain(model, inputs, self.target, self.scorer)
+        expl = out[first.method]
         faith: dict[str, Any] = {}
-        if self._faith and (callable(target) or x.dim() != 4):
-            self._faith.skip("a callable target" if callable(target) else f"a {input_kind(str(key), x)} input")
+        key = next(k for k, n in zip([*range(len(inputs.args)), *inputs.kwargs], expl.inputs) if n == expl.key)
+        x = inputs.get(key)
+        if self._faith and (expl.target is None or x.dim() != 4):
+            self._faith.skip("a callable target" if expl.target is None else f"a {expl.kinds[expl.key]} input")
         elif self._faith:
-            faith = self._faith.measure_input(self, model, inputs, key, maps, target)
-        return {
-            **({"faithfulness": faith} if self._faith else {}),
-            "maps": maps,
-            "layer": name,
-            "reshape": reshape_name(reshape),
-            "flat": flat,
-            "candidates": suggest_layers(model) if any(f and all(f) for f in flat.values()) else None,
-            "image": x.detach().float().cpu(),
-            "layout": self._video_to_model_layout(x),
-            "kind": input_kind(str(key), x),
-            "time_first": spectrogram_time_first(model, x),
-            "pred": logits.argmax(-1).cpu() if logits.dim() == 2 else None,
-            "confidence": probs.max(-1).values.cpu() if probs is not None else None,
-            "target": None if score_mode else target.cpu(),  # type: ignore[union-attr]
-        }
+            faith = self._faith.measure_input(self.scorer, model, inputs, key,
+                                              {m: e.values[e.key] for m, e in out.items()}, expl.target.to(x.device))
+        return {"explanations": out, "faithfulness": faith}
 
     @override
     def _emit(self, result: dict[str, Any], inputs: ModelInputs, probe: Probe, sink: ArtifactSink) -> None:
-        from lightning_xai.render import frame_strip, overlay_grid
-
-        image, shown = result["image"], dict(result["maps"])
-        if result["layout"] == "BCTHW":
-            image = image.permute(0, 2, 1, 3, 4)
-        if image.dim() == 3:  # a spectrogram, drawn (B, 1, mel, frames): time right, frequency up
-            flip = (lambda t: t.transpose(1, 2)) if result.get("time_first") else (lambda t: t)
-            image, shown = flip(image).unsqueeze(1), {m: flip(v) for m, v in shown.items()}
-        titles = self._titles(result, inputs, probe)
-        ev = sink.event
-        warn_flat(result["layer"], result["flat"], result["candidates"], ev.epoch)
-        for method, maps in result["maps"].items():
-            finite = torch.isfinite(maps)
-            bad = int((~finite).sum())
-            if bad:
-                rows = sorted({int(i) for i in (~finite).flatten(1).any(1).nonzero().flatten()})
-                rank_zero_warn(
-                    f"lightning_xai: {_PRETTY.get(method, method)} gave {bad} non-finite values for probes {rows} at "
-                    f"epoch {ev.epoch}; logged as xai/gradcam/{method}/nonfinite and left blank in the plot.",
-                    category=RuntimeWarning,
-                )
-            sink.scalar(f"{method}/nonfinite", bad)
-            sink.scalar(f"{method}/flat", sum(result["flat"][method]) / max(len(result["flat"][method]), 1))
-            suptitle = f"{_PRETTY.get(method, method)} · layer {result['layer']} · {ev.stage} · epoch {ev.epoch} · step {ev.global_step}"
-            if image.dim() == 5:
-                fig = partial(frame_strip, image, maps, titles=titles, suptitle=suptitle, mean=self.mean,
-                              std=self.std, alpha=self.alpha)
-            else:
-                axes = ("time frame", "frequency bin") if result.get("kind") == "spectrogram" else None
-                fig = partial(overlay_grid, image, shown[method], titles=titles, suptitle=suptitle, mean=self.mean,
-                              std=self.std, alpha=self.alpha, axis_labels=axes)
-            sink.figure(method, fig)  # drawn at commit, after the arrays and JSON below
-            sink.array(f"gradcam_{method}", maps.numpy())
-            sink.histogram(f"{method}/values", maps[finite].numpy())
-            summary = self._localisation(method, maps, inputs, sink)
-            if self._faith:
-                faith = result["faithfulness"].get(method)
-                summary["faithfulness"] = log_faithfulness(sink, method, faith, self._faith)
-            sink.json(f"summary_{method}", {"layer": result["layer"], "reshape": result["reshape"],
-                                            "flat": result["flat"][method], "dataset_index": probe.indices,
-                                            "titles": titles, **summary})
-            sink.commit(method=method, layer=result["layer"], reshape=result["reshape"])
-
-    def _localisation(self, method: str, maps: Tensor, inputs: ModelInputs, sink: ArtifactSink) -> dict[str, Any]:
-        if inputs.mask is None:
-            return {}
-        mask = inputs.mask.float()
-        if mask.dim() == maps.dim() + 1 and mask.shape[1] == 1:
-            mask = mask[:, 0]
-        clean = torch.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0)
-        tol = self.pointing_tolerance
-        tol = zhang_tolerance(*maps.shape[-2:]) if tol is None else tol
-        hits = pointing_game(clean, mask, tolerance=tol).float()
-        energy = energy_in_mask(clean, mask)
-        sink.scalar(f"{method}/pointing_game", float(hits.mean()))
-        sink.scalar(f"{method}/energy_in_mask", float(energy.mean()))
-        return {"pointing_game": hits.tolist(), "pointing_tolerance": tol, "energy_in_mask": energy.tolist()}
+        explanations: dict[str, CAMExplanation] = result["explanations"]
+        titles = self._titles(next(iter(explanations.values())), inputs, probe)
+        emit_gradcam(explanations, titles, probe.indices, inputs.mask,
+                     CAMFigureOptions(self.mean, self.std, self.alpha, self.pointing_tolerance), sink,
+                     faith=result["faithfulness"], check=self._faith)

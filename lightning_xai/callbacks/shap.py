@@ -5,25 +5,25 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-import lightning.pytorch as pl
-import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
-from lightning_xai._checks import check_choice, check_positive_int, expected
+from lightning_xai._checks import expected
 from lightning_xai.adapters import ModelInputs, TargetSpec
-from lightning_xai.callbacks._faithfulness import FaithfulnessCheck
-from lightning_xai.callbacks._shap_background import background_inputs, check_background, draw_background
-from lightning_xai.callbacks._shap_emit import emit_shap, spectrogram_time_first
+from lightning_xai.callbacks._emit.shap import ShapFigureOptions, emit_shap
 from lightning_xai.callbacks._shell import Stage
 from lightning_xai.callbacks.base import XAICallback
-from lightning_xai.functional.shap import ShapResult, expected_gradients, shap_gradient_reference
+from lightning_xai.explainers import ShapExplainer, ShapExplanation
+from lightning_xai.explainers.faithfulness import FaithfulnessCheck
+from lightning_xai.explainers.shap import Engine
 from lightning_xai.probe import Probe
 from lightning_xai.sinks import ArtifactSink
 
 __all__ = ["SHAPCallback"]
 
-Engine = Literal["gradient", "shap-gradient", "deep", "kernel", "partition"]
+_SETTINGS = ("n_background", "nsamples", "completeness_tol", "max_nsamples", "engine", "sampling", "top_k",
+             "embedding_layer", "tokenizer", "max_batch", "seed")
 
 
 class SHAPCallback(XAICallback):
@@ -116,130 +116,54 @@ class SHAPCallback(XAICallback):
         log_dir: str | None = None,
         name: str | None = None,
     ) -> None:
-        super().__init__(num_samples, probe, batch_to_inputs, forward_fn, target, output, class_names,
-                         every_n_epochs, stages, on_error, log_dir, name)
-        self.n_background = check_positive_int("n_background", n_background)
-        self.nsamples = check_positive_int("nsamples", nsamples)
-        self.max_nsamples = check_positive_int("max_nsamples", max_nsamples)
-        self.max_batch = check_positive_int("max_batch", max_batch)
-        self.seed = seed
-        if completeness_tol is not None and (isinstance(completeness_tol, bool) or completeness_tol <= 0):
-            raise ValueError(expected("completeness_tol", "None or a number larger than 0", completeness_tol))
-        self.completeness_tol = completeness_tol
-        self.engine = check_choice("engine", engine, ("gradient", "shap-gradient", "deep", "kernel", "partition"))
-        self.sampling = check_choice("sampling", sampling, ("stratified", "antithetic", "lattice", "random"))
-        self.top_k = check_positive_int("top_k", top_k)
         if top_k > 1 and target != "pred":
             raise ValueError(expected("top_k", "1 unless target='pred' (the top classes are ranked predictions)",
                                       f"top_k={top_k} with target={target!r}"))
-        self.embedding_layer = embedding_layer
-        self.tokenizer = tokenizer
+        explainer = ShapExplainer(n_background=n_background, nsamples=nsamples, completeness_tol=completeness_tol,
+                                  max_nsamples=max_nsamples, engine=engine, sampling=sampling, top_k=top_k,
+                                  embedding_layer=embedding_layer, tokenizer=tokenizer, max_batch=max_batch, seed=seed)
+        super().__init__(num_samples=num_samples, probe=probe, batch_to_inputs=batch_to_inputs, forward_fn=forward_fn,
+                         target=target, output=output, class_names=class_names, every_n_epochs=every_n_epochs,
+                         stages=stages, on_error=on_error, log_dir=log_dir, name=name, explainer=explainer,
+                         background=background)
         self.mean, self.std = mean, std
-        self._user_background = check_background(background)
-        self._background: Probe | None = None
         self._id.update(n_background=n_background, engine=engine, **({"top_k": top_k} if top_k > 1 else {}))
-        self._faith = FaithfulnessCheck.attach(self, faithfulness, faithfulness_steps, faithfulness_baseline,
-                                               seed, self.max_batch)
+        self.faithfulness, self.faithfulness_steps, self.faithfulness_baseline = (
+            faithfulness, faithfulness_steps, faithfulness_baseline)
+        self._faith = FaithfulnessCheck.from_args(faithfulness, faithfulness_steps, faithfulness_baseline, seed,
+                                                  explainer.max_batch, warn=rank_zero_warn)
+        if self._faith is not None:
+            self._id.update(faithfulness=True, faithfulness_steps=faithfulness_steps,
+                            faithfulness_baseline=faithfulness_baseline)
 
-    # ------------------------------------------------------------------ state: probe and background
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        state["background"] = None if self._background is None else self._background.state()
-        return state
+    def __getattr__(self, name: str) -> Any:  # n_background, nsamples, engine, ...: the explainer's settings
+        if name in _SETTINGS and "_explainer" in self.__dict__:
+            return getattr(self.__dict__["_explainer"], name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
-        if state_dict.get("background") is not None and self._user_background is None:
-            self._background = Probe.from_state(state_dict["background"])
-
-    @override
-    def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: Stage) -> None:
-        if self._background is None:
-            self._background = self._draw_background(trainer, stage)
-        super()._run(trainer, pl_module, stage)
-
-    def _draw_background(self, trainer: pl.Trainer, stage: Stage) -> Probe:
-        return draw_background(self, trainer, stage)
+    @property
+    def explainer(self) -> ShapExplainer:
+        """The :class:`~lightning_xai.explainers.ShapExplainer` this callback runs (read-only)."""
+        return self._explainer  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ explanation
     @override
     def _explain(self, model: nn.Module, inputs: ModelInputs) -> dict[str, Any]:
-        names = [str(i) for i in range(len(inputs.args))] + list(inputs.kwargs)
-        flat = (*inputs.args, *inputs.kwargs.values())
-        n_args = len(inputs.args)
-        background = background_inputs(self, model, inputs)
-        base_flat = (*background.args, *background.kwargs.values())
-        score_mode = callable(self.target)
-
-        def fwd(m: nn.Module, *tensors: Tensor) -> Tensor:
-            mi = ModelInputs(tuple(tensors[:n_args]), dict(zip(names[n_args:], tensors[n_args:])))
-            out = self._model_output(m, mi)
-            return out if score_mode else self._logits(out)
-
-        with torch.no_grad():
-            logits = self._logits(self._model_output(model, inputs)).float()
-        target = self.target if score_mode else self._targets(logits, inputs)
-        ranked = None
-        if self.top_k > 1:
-            classes = logits.topk(min(self.top_k, logits.shape[-1]), dim=-1).indices
-            ranked = [(classes[:, r], self._shap(model, flat, base_flat, classes[:, r], fwd, r))
-                      for r in range(classes.shape[1])]
-            result = ranked[0][1]
-        else:
-            result = self._shap(model, flat, base_flat, target, fwd, 0)
-        display = ["input" if n_args == 1 and n == "0" else ("input_" + n if n.isdigit() else n) for n in names]
-        faith = self._faith and self._faith.measure_inputs(self, model, inputs, display, result, target)
-        return {"faithfulness": faith, "result": result, "names": display,
-                "inputs": [t.detach().cpu() for t in flat],
-                "pred": logits.argmax(-1).cpu() if logits.dim() == 2 else None,
-                "confidence": logits.softmax(-1).max(-1).values.cpu() if logits.dim() == 2 else None,
-                "target": None if score_mode else target.cpu(),  # type: ignore[union-attr]
-                "ranked": None if ranked is None else [(t.cpu(), r) for t, r in ranked],
-                "time_first": [n for n, t in zip(display, flat) if t.is_floating_point() and
-                               spectrogram_time_first(model, t)]}  # (B, frames, mel) spectrograms (AST)
-
-    def _shap(self, model: nn.Module, flat: tuple[Tensor, ...], base_flat: tuple[Tensor, ...], target: Any,
-              fwd: Callable[..., Tensor], rank: int) -> ShapResult:
-        """One engine call; each top-k rank gets its own generator, so rank 1 equals a ``top_k=1`` run."""
-        gen = torch.Generator(device="cpu").manual_seed(self.seed + rank)
-        layer = self.embedding_layer or "auto"
-        if self.engine in ("deep", "kernel", "partition"):
-            from lightning_xai.functional._shap_peers import shap_deep, shap_kernel, shap_partition
-
-            if self.engine == "deep":
-                return shap_deep(model, flat, base_flat, target, forward_fn=fwd, max_batch=self.max_batch,
-                                 generator=gen, embedding_layer=layer)
-            peer = shap_kernel if self.engine == "kernel" else shap_partition
-            return peer(model, flat, base_flat, target, nsamples=self.nsamples, forward_fn=fwd,
-                        max_batch=self.max_batch, generator=gen, embedding_layer=layer)
-        if self.engine == "shap-gradient":
-            return shap_gradient_reference(model, flat, base_flat, target, nsamples=self.nsamples, forward_fn=fwd,
-                                           generator=gen, embedding_layer=layer)
-        return expected_gradients(model, flat, base_flat, target, forward_fn=fwd, nsamples=self.nsamples,
-                                  max_batch=self.max_batch, generator=gen, completeness_tol=self.completeness_tol,
-                                  max_nsamples=self.max_nsamples, sampling=self.sampling, embedding_layer=layer)
+        expl: ShapExplanation = self.explainer.explain(model, inputs, self.target, self.scorer)
+        faith = self._faith and self._faith.measure_inputs(
+            self.scorer, model, inputs, expl.names, expl.result,
+            self.target if callable(self.target) else expl.target.to(_device(inputs)))  # type: ignore[union-attr]
+        return {"explanation": expl, "faithfulness": faith}
 
     @override
     def _emit(self, result: dict[str, Any], inputs: ModelInputs, probe: Probe, sink: ArtifactSink) -> None:
-        emit_shap(self, result, inputs, probe, sink)
+        expl: ShapExplanation = result["explanation"]
+        who = f" · {self.name}" if self.name != "shap" else (
+            f" · {self.output}" if isinstance(self.output, (str, int)) else "")
+        emit_shap(expl, self._titles(expl, inputs, probe), probe.indices, sink,
+                  ShapFigureOptions(who, self.mean, self.std, self._class_name),
+                  measured=result["faithfulness"] or {}, check=self._faith)
 
-    def _token_strings(self, ids: Tensor) -> list[list[str]]:
-        """Token strings for ``(B, L)`` ids through ``tokenizer`` (loaded lazily from a path), else ``#id``."""
-        if isinstance(self.tokenizer, str):
-            from transformers import AutoTokenizer
 
-            self.tokenizer = AutoTokenizer.from_pretrained(self.tokenizer)
-        if self.tokenizer is not None:
-            return [self.tokenizer.convert_ids_to_tokens(row.tolist()) for row in ids]
-        return [[f"#{int(i)}" for i in row] for row in ids]
-
-    def _special_mask(self, ids: Tensor, attention: Tensor | None) -> Tensor:
-        """True for tokens to show: attended, and not special tokens of the tokenizer."""
-        keep = torch.ones_like(ids, dtype=torch.bool) if attention is None else attention.bool()
-        specials = set(getattr(self.tokenizer, "all_special_ids", []) or [])
-        if specials:
-            keep &= ~torch.isin(ids, torch.tensor(sorted(specials)))
-        return keep
-
+def _device(inputs: ModelInputs) -> Any:
+    return next(t.device for t in (*inputs.args, *inputs.kwargs.values()) if isinstance(t, Tensor))

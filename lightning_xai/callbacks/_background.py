@@ -1,4 +1,5 @@
-"""SHAPCallback's background: given by the user (``background=``) or drawn once from the trainer's dataloaders.
+"""An explainer's background (SHAP's baselines): given by the user (``background=``) or drawn once from the
+trainer's dataloaders.
 
 Either way it is a :class:`~lightning_xai.probe.Probe` kept in the callback state, so reruns and checkpoint audits
 use the very same one. A given background is read like a given probe (:func:`~lightning_xai.probe.probe_from_user`)
@@ -7,11 +8,12 @@ and checked against the probe's inputs before the first explanation.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
-from torch import Tensor, nn
+from lightning.pytorch.utilities import CombinedLoader
+from torch import Tensor
 from torch.utils.data import Dataset
 
 from lightning_xai._batch import batch_size_of, shape_signature
@@ -21,7 +23,6 @@ from lightning_xai.probe import Probe, probe_from_dataloader, probe_from_user
 
 if TYPE_CHECKING:
     from lightning_xai.callbacks._shell import Stage
-    from lightning_xai.callbacks.shap import SHAPCallback
 
 __all__ = ["background_inputs", "check_background", "draw_background"]
 
@@ -65,21 +66,21 @@ def _kind(obj: Any) -> str:
     return "tensor" if isinstance(obj, Tensor) else type(obj).__name__
 
 
-def draw_background(cb: SHAPCallback, trainer: pl.Trainer, stage: Stage) -> Probe:
-    """The user's background if given, else ``n_background`` samples (class-balanced, deterministic) of the
+def draw_background(trainer: pl.Trainer, stage: Stage, given: Any, n_background: int,
+                    batch_to_inputs: Callable[..., ModelInputs]) -> Probe:
+    """The user's background if ``given``, else ``n_background`` samples (class-balanced, deterministic) of the
     training dataloader (fit), else of the validation (or test) dataloader."""
-    if cb._user_background is not None:
-        return probe_from_user(cb._user_background, cb.n_background, cb.batch_to_inputs, argument="background",
-                               count_name=None)
+    if given is not None:
+        return probe_from_user(given, n_background, batch_to_inputs, argument="background", count_name=None)
     loader = None
-    if stage == "fit":
-        loader = trainer.fit_loop._combined_loader.flattened[0] if trainer.fit_loop._combined_loader else None
+    if stage == "fit" and trainer.train_dataloader is not None:  # the first of the user's training loaders
+        loader = CombinedLoader(trainer.train_dataloader).flattened[0]
     if loader is None:
         loader = trainer.test_dataloaders if stage == "test" else trainer.val_dataloaders
         loader = loader[0] if isinstance(loader, (list, tuple)) else loader
     if loader is None:
         raise ValueError(expected("background", "given when the trainer has no dataloader to draw it from", None))
-    return probe_from_dataloader(loader, cb.n_background, cb.batch_to_inputs, count_name="n_background")
+    return probe_from_dataloader(loader, n_background, batch_to_inputs, count_name="n_background")
 
 
 def _slots(inputs: ModelInputs) -> dict[str, Tensor]:
@@ -90,12 +91,13 @@ def _describe(inputs: ModelInputs) -> str:
     return ", ".join(f"{name} {tuple(t.shape[1:])}" for name, t in _slots(inputs).items())
 
 
-def background_inputs(cb: SHAPCallback, model: nn.Module, inputs: ModelInputs) -> ModelInputs:
-    """The background as model inputs like the probe's ``inputs``; a given one is checked against them.
+def background_inputs(background: Probe, given: bool, inputs: ModelInputs,
+                      prepare: Callable[[Probe], ModelInputs]) -> ModelInputs:
+    """The background as model inputs like the probe's ``inputs`` (``prepare`` puts a probe on the model); a
+    ``given`` one is checked against them.
 
     A bare tensor is the model's single input (whatever ``batch_to_inputs`` expects), in the probe's slot.
     """
-    background: Probe = cb._background  # type: ignore[assignment]
     probe = _slots(inputs)
     if isinstance(background.batch, Tensor):
         if len(probe) != 1:
@@ -106,13 +108,13 @@ def background_inputs(cb: SHAPCallback, model: nn.Module, inputs: ModelInputs) -
         bare = bare.to(like.device, like.dtype if bare.is_floating_point() and like.is_floating_point() else None)
         prepared = ModelInputs(args=(bare.clone(),)) if inputs.args else ModelInputs(kwargs={slot: bare.clone()})
     else:
-        prepared = cb._prepare(background, model)
-    if cb._user_background is None:  # drawn from the data (or restored): it is what the engines always had
+        prepared = prepare(background)
+    if not given:  # drawn from the data (or restored): it is what the engines always had
         return prepared
-    given = _slots(prepared)
-    same = list(given) == list(probe) and all(
-        tuple(given[k].shape[1:]) == tuple(probe[k].shape[1:])
-        and given[k].is_floating_point() == probe[k].is_floating_point()
+    found = _slots(prepared)
+    same = list(found) == list(probe) and all(
+        tuple(found[k].shape[1:]) == tuple(probe[k].shape[1:])
+        and found[k].is_floating_point() == probe[k].is_floating_point()
         for k in probe
     )
     if not same:

@@ -2,23 +2,43 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from lightning_xai.adapters import ModelInputs
+from lightning_xai.explainers import Explanation
 from lightning_xai.functional._fingerprint import tensor_fingerprint
 from lightning_xai.functional.drift import drift_metrics
 from lightning_xai.probe import Probe
 from lightning_xai.sinks import ArtifactSink
 
 if TYPE_CHECKING:
-    from lightning_xai.callbacks.drift import AttributionDriftCallback
     from lightning_xai.sinks.store import AttributionStore, Snapshot, SnapshotInfo
 
-__all__ = ["emit_drift", "probe_fingerprint"]
+__all__ = ["DriftOptions", "emit_drift", "probe_fingerprint"]
+
+
+@dataclass(frozen=True)
+class DriftOptions:
+    """What one drift event needs to know: the run and store it writes, the method, how to compare and draw."""
+
+    store: AttributionStore
+    run_name: str
+    method: str
+    reference_run: str | None = None
+    other_probe_noted: set[str] = field(default_factory=set)  # the runs already said to hold another probe's maps
+    dtype: str = "float16"
+    k_fraction: float = 0.1
+    top_tokens: int = 5
+    alert_below: float | None = None
+    alert_against: tuple[str, ...] = ("previous", "reference")
+    grid_snapshots: int = 6
+    on_error: str = "warn"
+    mean: Any = None
+    std: Any = None
 
 _KEEP = "keep/"
 
@@ -56,7 +76,7 @@ def _kind(key: str, values: Tensor, keep: dict[str, Tensor]) -> str:
     return "tokens" if key in keep else ("map" if values.dim() >= 3 else "vector")
 
 
-def _comparisons(cb: AttributionDriftCallback, store: AttributionStore, epoch: int, fingerprint: str) -> tuple[
+def _comparisons(cb: DriftOptions, store: AttributionStore, epoch: int, fingerprint: str) -> tuple[
         dict[str, Snapshot], list[str]]:
     """The snapshots of this probe to compare with (``previous``, ``first``, ``reference``), and what is missing.
 
@@ -67,14 +87,14 @@ def _comparisons(cb: AttributionDriftCallback, store: AttributionStore, epoch: i
     found: dict[str, Snapshot] = {}
     problems: list[str] = []
     run, runs = cb.run_name, [r.name for r in store.runs()]
-    history = store.snapshots(run, method=cb.method) if run in runs else []  # type: ignore[arg-type]
+    history = store.snapshots(run, method=cb.method) if run in runs else []
     same = [i for i in history if i.probe_fingerprint == fingerprint]
     if same:
         found["previous"] = store.load_snapshot(same[-1])
         found["first"] = found["previous"] if len(same) == 1 else store.load_snapshot(same[0])
     other = [i for i in history if i.probe_fingerprint != fingerprint]
-    if other and run not in cb._target.other_probe_noted:
-        cb._target.other_probe_noted.add(run)  # type: ignore[arg-type]
+    if other and run not in cb.other_probe_noted:
+        cb.other_probe_noted.add(run)
         epochs = sorted({i.epoch for i in other})
         problems.append(f"{len(other)} earlier snapshot(s) of run {run!r} (epochs {epochs}) were taken on another "
                         f"probe (fingerprint {other[-1].probe_fingerprint} != {fingerprint}): they are not compared "
@@ -97,18 +117,16 @@ def _comparisons(cb: AttributionDriftCallback, store: AttributionStore, epoch: i
     return found, problems
 
 
-def emit_drift(cb: AttributionDriftCallback, result: dict[str, Any], inputs: ModelInputs, probe: Probe,
-               sink: ArtifactSink) -> None:
+def emit_drift(cb: DriftOptions, expl: Explanation, probe: Probe, sink: ArtifactSink) -> None:
     """Compare the new maps with the previous/first/reference snapshots, store them, log numbers and figures."""
-    store: AttributionStore = cb._target.store  # type: ignore[assignment]
-    run: str = cb.run_name  # type: ignore[assignment]
+    store: AttributionStore = cb.store
+    run: str = cb.run_name
     ev = sink.event
     fingerprint = probe_fingerprint(probe)
-    keep: dict[str, Tensor] = {k: v.bool().cpu() for k, v in result["keep"].items()}
-    arrays = {k: _as_stored(v, cb.dtype) for k, v in result["arrays"].items()}
+    keep: dict[str, Tensor] = {k: v.bool().cpu() for k, v in expl.keep.items()}
+    arrays = {k: _as_stored(v, cb.dtype) for k, v in expl.drift_arrays().items()}
     found, problems = _comparisons(cb, store, ev.epoch, fingerprint)
-    raw = result.get("raw") or {}
-    made_by = {k: raw[k] for k in ("layer", "reshape") if raw.get(k) is not None}  # Grad-CAM: which layer
+    made_by = {k: expl.settings[k] for k in ("layer", "reshape") if expl.settings.get(k) is not None}  # its layer
     flat = {key: _flat(values, keep.get(key)) for key, values in arrays.items()}
     _warn_flat(cb, flat, probe, made_by, sink)
     per_probe: dict[str, dict[str, list[float]]] = {}
@@ -143,7 +161,7 @@ def emit_drift(cb: AttributionDriftCallback, result: dict[str, Any], inputs: Mod
                         "against": meta["against"], "flat": meta["flat"], "mean": means, "per_probe": per_probe})
     failed: Exception | None = None
     try:  # the figures read the store back: after the data, and a failure costs only them
-        _figures(cb, store, info, result, arrays, keep, found, probe, sink)
+        _figures(cb, store, info, expl, arrays, keep, found, probe, sink)
     except Exception as err:
         failed = err
         if cb.on_error != "raise":
@@ -175,7 +193,7 @@ def _flat(values: Tensor, keep: Tensor | None = None) -> Tensor:
     return ~((hi > lo) & torch.isfinite(hi) & torch.isfinite(lo))
 
 
-def _warn_flat(cb: AttributionDriftCallback, flat: dict[str, Tensor], probe: Probe, made_by: dict[str, Any],
+def _warn_flat(cb: DriftOptions, flat: dict[str, Tensor], probe: Probe, made_by: dict[str, Any],
                sink: ArtifactSink) -> None:
     """Log the share of flat maps (``xai/drift/flat``) and say loudly which probes gave one."""
     ev = sink.event
@@ -192,7 +210,7 @@ def _warn_flat(cb: AttributionDriftCallback, flat: dict[str, Tensor], probe: Pro
                 f"not as stable);{hint}.", category=RuntimeWarning)
 
 
-def _alert(cb: AttributionDriftCallback, per_probe: dict[str, dict[str, list[float]]], probe: Probe,
+def _alert(cb: DriftOptions, per_probe: dict[str, dict[str, list[float]]], probe: Probe,
            sink: ArtifactSink) -> None:
     if cb.alert_below is None:
         return
@@ -218,7 +236,7 @@ def _alert(cb: AttributionDriftCallback, per_probe: dict[str, dict[str, list[flo
         sink.text("alert", text)
 
 
-def _figures(cb: AttributionDriftCallback, store: AttributionStore, info: SnapshotInfo, result: dict[str, Any],
+def _figures(cb: DriftOptions, store: AttributionStore, info: SnapshotInfo, expl: Explanation,
              arrays: dict[str, Tensor], keep: dict[str, Tensor], found: dict[str, Snapshot], probe: Probe,
              sink: ArtifactSink) -> None:
     """The timeline and the probe x snapshot grid of the run's snapshots of this probe (``info``: the new one)."""
@@ -255,10 +273,10 @@ def _figures(cb: AttributionDriftCallback, store: AttributionStore, info: Snapsh
     what = cb.method if key == cb.method else f"{cb.method} · {key}"
     suptitle = f"{what} across snapshots · run {run} · {ev.stage} · epoch {ev.epoch}"
     if key in keep:
-        fig = token_snapshot_grid(stack, result["tokens"][key], rows, titles, keep=keep[key], suptitle=suptitle)
+        fig = token_snapshot_grid(stack, expl.tokens[key], rows, titles, keep=keep[key], suptitle=suptitle)
     elif stack.dim() == 4:
-        image = result["image"]
-        mean, std = getattr(cb._explainer, "mean", None), getattr(cb._explainer, "std", None)
+        image = next((x for n in expl.values if (x := expl.inputs[n]).is_floating_point() and x.dim() == 4), None)
+        mean, std = cb.mean, cb.std
         images = denormalize(image, mean, std) if image is not None and image.dim() == 4 else None
         fig = snapshot_grid(stack, rows, titles, suptitle=suptitle, images=images)
     else:

@@ -1,29 +1,29 @@
-"""The opt-in faithfulness check of GradCAMCallback and SHAPCallback (``faithfulness=True``).
+"""The faithfulness check any explainer's image maps can get (``faithfulness=True`` on GradCAMCallback, SHAPCallback).
 
 Every explained image map is scored by deletion and insertion (:mod:`lightning_xai.functional.faithfulness`)
 against the target the map explains, next to a control: the same curves for a uniform random map drawn from
 the check's own ``torch.Generator``, re-seeded at every explanation (the global RNG is never used; every rank
-draws the same map, so DDP numbers match). :meth:`FaithfulnessCheck.measure` runs in ``_explain`` (all ranks,
-inside ``explanation_mode``); :func:`log_faithfulness` in ``_emit`` (rank zero).
+draws the same map, so DDP numbers match). :meth:`FaithfulnessCheck.measure` runs where the explanation runs (all
+ranks, inside ``explanation_mode``); ``log_faithfulness`` (``lightning_xai.callbacks._emit.faithfulness``) where it
+is emitted (rank zero). Lightning-free: rows
+are scored through a :class:`~lightning_xai._inputs.Scorer`.
 """
 
 from __future__ import annotations
 
-from functools import partial
-
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from lightning_xai._checks import check_choice, check_positive_int, expected
+from lightning_xai._inputs import Scorer, input_kind
 from lightning_xai.adapters import ModelInputs
 from lightning_xai.functional.faithfulness import deletion_curve, insertion_curve
-from lightning_xai.sinks import ArtifactSink
 
-__all__ = ["FaithfulnessCheck", "log_faithfulness"]
+__all__ = ["BASELINES", "METRICS", "FaithfulnessCheck", "expand_sample"]
 
 BASELINES = ("blur", "mean", "zero")
 METRICS = ("deletion_auc", "insertion_auc", "deletion_auc_random", "insertion_auc_random")
@@ -41,6 +41,7 @@ class FaithfulnessCheck:
         baseline: what replaces a removed pixel: ``"blur"``, ``"mean"`` or ``"zero"``.
         seed: seed of the generator of the random control.
         max_batch: most rows per forward.
+        warn: how to say that an input is skipped (a callback passes ``rank_zero_warn``).
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -51,48 +52,43 @@ class FaithfulnessCheck:
         (torch.Size([2]), torch.Size([5]))
     """
 
-    def __init__(self, steps: int, baseline: str, seed: int, max_batch: int = 64) -> None:
+    def __init__(self, steps: int, baseline: str, seed: int, max_batch: int = 64,
+                 warn: Callable[..., Any] = warnings.warn) -> None:
         self.steps, self.baseline, self.seed, self.max_batch = steps, baseline, seed, max_batch
+        self._warn = warn
         self._warned: set[str] = set()
 
     @classmethod
-    def attach(
-        cls, owner: Any, faithfulness: Any, steps: Any, baseline: Any, seed: int = 0, max_batch: int = 64
-    ) -> FaithfulnessCheck | None:
-        """Check a callback's ``faithfulness*`` arguments and keep them on it (``owner.faithfulness``, ...;
-        when on, also in its ``state_key``, so default keys stay as they were); the check when on, else
-        None."""
+    def from_args(cls, faithfulness: Any, steps: Any, baseline: Any, seed: int = 0, max_batch: int = 64,
+                  warn: Callable[..., Any] = warnings.warn) -> FaithfulnessCheck | None:
+        """Check the ``faithfulness``, ``faithfulness_steps`` and ``faithfulness_baseline`` arguments; the check
+        when on, else ``None``.
+
+        Example:
+            >>> FaithfulnessCheck.from_args(True, 10, "zero").steps, FaithfulnessCheck.from_args(False, 10, "zero")
+            (10, None)
+        """
         if not isinstance(faithfulness, bool):
             raise TypeError(expected("faithfulness", "True or False", faithfulness))
         check_positive_int("faithfulness_steps", steps)
         check_choice("faithfulness_baseline", baseline, BASELINES)
-        owner.faithfulness, owner.faithfulness_steps, owner.faithfulness_baseline = (
-            faithfulness,
-            steps,
-            baseline,
-        )
-        if not faithfulness:
-            return None
-        owner._id.update(faithfulness=True, faithfulness_steps=steps, faithfulness_baseline=baseline)
-        return cls(steps, baseline, seed, max_batch)
+        return cls(steps, baseline, seed, max_batch, warn) if faithfulness else None
 
     def skip(self, what: str, why: str = "it needs class targets of 4-D images") -> None:
         """Warn once per kind of input that is not measured."""
         if what not in self._warned:
             self._warned.add(what)
-            rank_zero_warn(
+            self._warn(
                 f"lightning_xai: faithfulness=True measures image maps only; {what} is skipped ({why}).",
                 category=UserWarning,
             )
 
     def measure_inputs(
-        self, cb: Any, model: nn.Module, inputs: ModelInputs, names: Sequence[str], shap: Any, target: Any
+        self, scorer: Scorer, model: nn.Module, inputs: ModelInputs, names: Sequence[str], shap: Any, target: Any
     ) -> dict[str, dict[str, Tensor]]:
         """:meth:`measure_input` of every explained 4-D image input of a SHAP result (``shap.values`` and
         ``shap.explained`` in the order of ``names``: the inputs' positions, then keywords); token ids are
         left out, other kinds skipped with a warning."""
-        from lightning_xai.callbacks._shap_emit import input_kind
-
         out: dict[str, dict[str, Tensor]] = {}
         for j, key in enumerate([*range(len(inputs.args)), *inputs.kwargs]):
             kind = input_kind(names[j], inputs.get(key))
@@ -101,19 +97,19 @@ class FaithfulnessCheck:
             if kind != "image" or callable(target):
                 self.skip(f"{kind} input {names[j]!r}" if kind != "image" else "a callable target")
                 continue
-            out.update(self.measure_input(cb, model, inputs, key, {names[j]: shap.values[j]}, target))
+            out.update(self.measure_input(scorer, model, inputs, key, {names[j]: shap.values[j]}, target))
         return out
 
     def measure_input(
         self,
-        cb: Any,
+        scorer: Scorer,
         model: nn.Module,
         inputs: ModelInputs,
         key: int | str,
         maps: dict[str, Tensor],
         target: Tensor,
     ) -> dict[str, dict[str, Tensor]]:
-        """:meth:`measure` of the maps of input ``key``, the rows' logits through the callback ``cb`` (its
+        """:meth:`measure` of the maps of input ``key``, the rows' logits through ``scorer`` (the model's
         ``forward_fn`` and ``output``); the other inputs of a sample go with its perturbed rows."""
         n = inputs.batch_size
 
@@ -127,7 +123,7 @@ class FaithfulnessCheck:
                 one(inputs.labels),
                 one(inputs.mask),
             )
-            return cb._logits(cb._model_output(m, mi.replace(key, image)))
+            return scorer.logits(scorer(m, mi.replace(key, image)))
 
         per_sample = len(inputs.args) + len(inputs.kwargs) > 1
         return self.measure(model, inputs.get(key), maps, target, rows, per_sample)
@@ -189,33 +185,3 @@ def expand_sample(t: Any, sample: int | None, rows: int, batch: int) -> Any:
     if sample is None or not isinstance(t, Tensor) or t.dim() == 0 or t.shape[0] != batch:
         return t
     return t[sample : sample + 1].expand(rows, *t.shape[1:])
-
-
-def log_faithfulness(
-    sink: ArtifactSink, name: str, res: dict[str, Tensor] | None, check: FaithfulnessCheck
-) -> dict[str, Any]:
-    """Log the means of the four METRICS as ``faithfulness/<name>/<metric>`` and the mean curves as
-    ``faithfulness/<name>/curves``; return the per-sample values for the summary JSON."""
-    if res is None:
-        return {}
-    from lightning_xai.render.faithfulness import faithfulness_curves
-
-    for metric in METRICS:
-        sink.scalar(f"faithfulness/{name}/{metric}", float(res[metric].mean()))
-    ev = sink.event
-    title = f"Faithfulness · {ev.callback} · {name} · epoch {ev.epoch} · step {ev.global_step}"
-    sink.figure(
-        f"faithfulness/{name}/curves",
-        partial(
-            faithfulness_curves,
-            res["fractions"],
-            {k: res[k] for k in ("deletion", "insertion", "deletion_random", "insertion_random")},
-            title=f"{title} ({check.baseline} baseline, {check.steps} steps)",
-        ),
-    )
-    return {
-        "steps": check.steps,
-        "baseline": check.baseline,
-        "score": "probability",
-        **{m: res[m].tolist() for m in METRICS},
-    }
