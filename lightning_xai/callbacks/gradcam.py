@@ -19,8 +19,8 @@ from lightning_xai.callbacks._gradcam_checks import first_sample, flat_probes, r
 from lightning_xai.callbacks._shap_emit import input_kind, spectrogram_time_first
 from lightning_xai.callbacks._shell import Stage
 from lightning_xai.callbacks.base import XAICallback
-from lightning_xai.functional._cam import CAM_METHODS, cam
 from lightning_xai.functional._layers import find_target_layer, resolve_layer, suggest_layers
+from lightning_xai.functional.cam import CAM_METHODS, cam
 from lightning_xai.functional.localization import energy_in_mask, pointing_game, zhang_tolerance
 from lightning_xai.probe import Probe
 from lightning_xai.sinks import ArtifactSink

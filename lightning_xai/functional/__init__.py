@@ -12,14 +12,14 @@ from lightning_xai.functional._layers import (
     video_reshape_transform,
     vit_reshape_transform,
 )
-from lightning_xai.functional._cam import (
+from lightning_xai.functional.cam import (
     CAM_METHODS,
     GRADIENT_CAM_METHODS,
     REFERENCE_CAM_METHODS,
     cam,
     grad_cam,
+    reference_cam,
 )
-from lightning_xai.functional._cam_reference import reference_cam
 
 __all__ = [
     "CAM_METHODS",

@@ -1,20 +1,7 @@
-"""Class activation maps: the gradient family in pure torch, every other method through pytorch_grad_cam.
+"""The two entry points of the CAM engines: :func:`grad_cam` (the gradient family in pure torch) and :func:`cam`.
 
-The gradient family (:data:`GRADIENT_CAM_METHODS`) shares one template, :func:`grad_cam`: a forward hook
-captures the target layer's output (autograd records only from there on), ``torch.autograd.grad`` takes the
-target scores' gradient with respect to that output only (never ``.backward()``, parameter ``.grad`` is never
-written, frozen parameters are fine), one small function per method turns activations and gradients into a
-map, and the map is resized to the input and normalised exactly as pytorch_grad_cam 1.5.7 does.
-:func:`reference_cam` runs pytorch_grad_cam itself (the reference for the tests, and the engine for the
-perturbation/eigen methods in :data:`REFERENCE_CAM_METHODS`) inside a guard that restores the model.
-:func:`cam` dispatches between the two.
-
-pytorch_grad_cam (with OpenCV, scikit-learn and matplotlib behind it) is imported only when
-:func:`reference_cam` runs.
-
-The steps live in private modules, one job each: ``_cam_checks`` (argument checks), ``_cam_steps`` (capture,
-scores, feature map, normalisation) and ``_cam_maps`` (one small function per method); this module holds the
-method tables and the two engines, and re-exports the steps' names.
+:func:`cam` runs the gradient family through :func:`grad_cam` and every other method through
+:func:`~lightning_xai.functional.cam.reference_cam` (see :mod:`lightning_xai.functional.cam`).
 """
 
 from __future__ import annotations
@@ -26,95 +13,21 @@ import torch  # noqa: F401  (the docstring examples use it)
 from torch import Tensor, nn
 
 from lightning_xai._checks import check_choice
-from lightning_xai.functional._cam_checks import (
+from lightning_xai.functional._guard import explanation_mode
+from lightning_xai.functional._layers import layer_label
+from lightning_xai.functional.cam._checks import (
     _check_inputs,
     _check_layer,
     _check_target,
     _no_inference_tensors,
     _Target,
 )
-from lightning_xai.functional._cam_maps import (  # noqa: F401  (re-exported: importable from here as before)
-    _CAM_MAPS,
-    _channel_weighted,
-    _gradcam_elementwise_map,
-    _gradcam_plusplus_weights,
-    _gradcam_weights,
-    _hirescam_map,
-    _layercam_map,
-    _spatial,
-    _xgradcam_weights,
-)
-from lightning_xai.functional._cam_steps import (  # noqa: F401  (re-exported: importable from here as before)
-    _EPS,
-    _activations_and_grads,
-    _as_feature_map,
-    _min_max,
-    _normalise,
-    _scores,
-)
-from lightning_xai.functional._guard import explanation_mode
-from lightning_xai.functional._layers import layer_label
+from lightning_xai.functional.cam._maps import _CAM_MAPS
+from lightning_xai.functional.cam._methods import CAM_METHODS, GRADIENT_CAM_METHODS
+from lightning_xai.functional.cam._reference import reference_cam
+from lightning_xai.functional.cam._steps import _activations_and_grads, _as_feature_map, _normalise
 
-__all__ = [
-    "CAM_METHODS",
-    "GRADIENT_CAM_METHODS",
-    "REFERENCE_CAM_METHODS",
-    "cam",
-    "grad_cam",
-]
-
-GRADIENT_CAM_METHODS: tuple[str, ...] = (
-    "gradcam",
-    "gradcam++",
-    "xgradcam",
-    "layercam",
-    "hirescam",
-    "gradcamelementwise",
-)
-
-# Every other pytorch_grad_cam 1.5.7 method that explains a classifier from one target layer.
-# Left out on purpose:
-#   FinerCAM   - its point is a target built from the predicted class and its nearest classes; with an
-#                explicit class target it is exactly its base GradCAM (so "gradcam" already covers it).
-#   RefineCAM  - a product over several target layers; with one layer it is GradCAM++ (and it is not a
-#                context manager, so its hooks could not be released reliably).
-#   DeepFeatureFactorization, GuidedBackpropReLUModel - not class activation maps of a target.
-# Notes: "fullgrad" ignores `target_layer` (it uses every Conv2d/BatchNorm2d bias); "shapleycam" needs a
-# twice-differentiable graph and, in 1.5.7, CNN feature maps (it does not reshape token activations);
-# "randomcam" draws from numpy's RNG, which the guard restores, so repeated calls give the same map.
-REFERENCE_CAM_METHODS: dict[str, str] = {
-    "scorecam": "ScoreCAM",
-    "ablationcam": "AblationCAM",
-    "eigencam": "EigenCAM",
-    "eigengradcam": "EigenGradCAM",
-    "fullgrad": "FullGrad",
-    "randomcam": "RandomCAM",
-    "kpcacam": "KPCA_CAM",
-    "shapleycam": "ShapleyCAM",
-    "fem": "FEM",
-    "segeigencam": "SegEigenCAM",
-    "sess": "SESS",
-}
-
-CAM_METHODS: tuple[str, ...] = GRADIENT_CAM_METHODS + tuple(REFERENCE_CAM_METHODS)
-
-# pytorch_grad_cam classes of our gradient family, used by `reference_cam` (the tests' reference).
-_GRADIENT_REFERENCE_CLASSES: dict[str, str] = {
-    "gradcam": "GradCAM",
-    "gradcam++": "GradCAMPlusPlus",
-    "xgradcam": "XGradCAM",
-    "layercam": "LayerCAM",
-    "hirescam": "HiResCAM",
-    "gradcamelementwise": "GradCAMElementWise",
-}
-# Methods that call the model on batches of perturbed copies of one sample: run per sample for multi-input
-# models, so that the fixed inputs can be expanded to the perturbed batch.
-_PER_SAMPLE_METHODS = ("scorecam", "ablationcam", "sess")
-# Methods whose pytorch_grad_cam 1.5.7 code cannot apply a reshape_transform (token models): FullGrad reads
-# raw Conv2d/BatchNorm2d gradients, ShapleyCAM reshapes its weights but not the activations it multiplies.
-_NO_RESHAPE_METHODS = ("fullgrad", "shapleycam")
-# Methods that draw tqdm progress bars on stderr.
-_NOISY_METHODS = ("scorecam", "ablationcam")
+__all__ = ["cam", "grad_cam"]
 
 
 # ------------------------------------------------------------------------------------------- grad_cam
@@ -234,10 +147,7 @@ def cam(
         torch.Size([1, 8, 8])
     """
     method = check_choice("method", method, CAM_METHODS)
-    if method in GRADIENT_CAM_METHODS:
-        engine = grad_cam
-    else:
-        from lightning_xai.functional._cam_reference import reference_cam as engine
+    engine = grad_cam if method in GRADIENT_CAM_METHODS else reference_cam
     return engine(
         model,
         inputs,

@@ -16,23 +16,25 @@ import torch
 from torch import Tensor, nn
 
 from lightning_xai._checks import check_choice, expected
-from lightning_xai.functional._cam import (
-    _GRADIENT_REFERENCE_CLASSES,
-    _NO_RESHAPE_METHODS,
-    _NOISY_METHODS,
-    _PER_SAMPLE_METHODS,
-    CAM_METHODS,
-    REFERENCE_CAM_METHODS,
+from lightning_xai.functional._guard import explanation_mode
+from lightning_xai.functional._layers import layer_label
+from lightning_xai.functional._targets import check_class_bounds
+from lightning_xai.functional.cam._checks import (
     _check_inputs,
     _check_layer,
     _check_target,
     _no_inference_tensors,
     _Target,
 )
-from lightning_xai.functional._cam_steps import _as_feature_map, _layer_error
-from lightning_xai.functional._guard import explanation_mode
-from lightning_xai.functional._layers import layer_label
-from lightning_xai.functional._targets import check_class_bounds
+from lightning_xai.functional.cam._methods import (
+    _GRADIENT_REFERENCE_CLASSES,
+    _NO_RESHAPE_METHODS,
+    _NOISY_METHODS,
+    _PER_SAMPLE_METHODS,
+    CAM_METHODS,
+    REFERENCE_CAM_METHODS,
+)
+from lightning_xai.functional.cam._steps import _as_feature_map, _layer_error
 
 __all__ = ["reference_cam"]
 class _OneInputModel(nn.Module):

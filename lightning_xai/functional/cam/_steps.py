@@ -1,4 +1,4 @@
-"""The template steps of :func:`~lightning_xai.functional._cam.grad_cam`: capture, scores, feature map, normalise.
+"""The template steps of :func:`~lightning_xai.functional.cam.grad_cam`: capture, scores, feature map, normalise.
 
 A forward hook captures the target layer's output (autograd records only from there on), ``torch.autograd.grad``
 takes the target scores' gradient with respect to that output only, and the map is resized to the input and

@@ -1,6 +1,6 @@
 """One small function per gradient-family method: activations and gradients in, a (B, h, w) or (B, t, h, w) map out.
 
-Each Grad-CAM variant of :func:`~lightning_xai.functional._cam.grad_cam` differs only here: a channel-weights
+Each Grad-CAM variant of :func:`~lightning_xai.functional.cam.grad_cam` differs only here: a channel-weights
 function (turned into a map by :func:`_channel_weighted`) or an element-wise map function. :data:`_CAM_MAPS`
 maps the method names of ``GRADIENT_CAM_METHODS`` to them.
 """
@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from lightning_xai.functional._cam_steps import _EPS
+from lightning_xai.functional.cam._steps import _EPS
 
 __all__: list[str] = []
 
