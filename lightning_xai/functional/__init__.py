@@ -93,7 +93,7 @@ __all__ += [
     "modality_shares",
     "shap_gradient_reference",
 ]
-from lightning_xai.functional._shap_peers import shap_deep, shap_kernel, shap_partition
+from lightning_xai.functional.shap._peers import shap_deep, shap_kernel, shap_partition
 
 __all__ += ["shap_deep", "shap_kernel", "shap_partition"]
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_xai._checks import expected
-from lightning_xai.functional._shap_inputs import logits_of
+from lightning_xai.functional._outputs import logits_of
 from lightning_xai.functional._targets import check_class_target
 
 __all__: list[str] = []

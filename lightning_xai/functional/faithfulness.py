@@ -36,7 +36,7 @@ from lightning_xai.functional._faithfulness_steps import (
     perturbed_logits,
 )
 from lightning_xai.functional._guard import explanation_mode
-from lightning_xai.functional._shap_inputs import model_device
+from lightning_xai.functional._outputs import model_device
 
 __all__ = ["deletion_auc", "deletion_curve", "insertion_auc", "insertion_curve"]
 

@@ -220,3 +220,22 @@ def embed_tokens(layer: nn.Module, ids: Tensor, length: int) -> Tensor:
         ids = torch.cat([ids, pad], dim=1)
     with torch.no_grad():
         return layer(ids).detach()
+
+
+@contextlib.contextmanager
+def _hooked(model: nn.Module, embedding_layer: Any) -> Iterator[EmbeddingSwap | None]:
+    if embedding_layer is None:
+        yield None
+        return
+    if isinstance(embedding_layer, str) and embedding_layer == "auto":
+        try:
+            embedding_layer = resolve_embedding_layer(model, None)[1]
+        except ValueError:
+            if any(isinstance(m, nn.Embedding) for m in model.modules()):
+                raise  # ambiguous: several token embeddings
+            embedding_layer = None
+        if embedding_layer is None:  # no embedding layer: integer inputs are passed through
+            yield None
+            return
+    with embedding_hook(model, embedding_layer) as swap:
+        yield swap

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lightning_xai.functional._shap_inputs import Prepared, forward_rows, score_rows
+from lightning_xai.functional.shap._inputs import Prepared, forward_rows, score_rows
 
 __all__: list[str] = []
 

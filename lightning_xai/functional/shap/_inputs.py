@@ -1,7 +1,7 @@
 """The input contract of the SHAP engines: which inputs are explained, baselines, targets, batched forwards.
 
 Every floating input is explained; an integer input that feeds the token embedding layer is explained at that
-layer's output (see :mod:`._shap_tokens`); every other input (attention masks, ids the model embeds elsewhere)
+layer's output (see :mod:`._tokens`); every other input (attention masks, ids the model embeds elsewhere)
 is passed through unchanged, row by row. Pure torch.
 """
 
@@ -15,8 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from lightning_xai._checks import expected
-from lightning_xai.functional._shap_tokens import EmbeddingSwap, _no_embedding_error, embed_tokens
+from lightning_xai.functional._outputs import logits_of, model_device
 from lightning_xai.functional._targets import check_class_target
+from lightning_xai.functional.shap._tokens import EmbeddingSwap, _no_embedding_error, embed_tokens
 
 __all__: list[str] = []
 
@@ -66,25 +67,6 @@ def check_inputs(inputs: Any) -> tuple[Tensor, ...]:
 
 def check_target(target: Any, batch: int) -> Tensor | Callable[[Any], Tensor]:
     return cast("Tensor | Callable[[Any], Tensor]", check_class_target(target, batch))
-
-
-def model_device(model: nn.Module, fallback: torch.device) -> torch.device:
-    tensor = next(model.parameters(), None)
-    if tensor is None:
-        tensor = next(model.buffers(), None)
-    return tensor.device if tensor is not None else fallback
-
-
-def logits_of(output: Any) -> Any:
-    """The tensor class indices pick from: the output, its ``.logits`` (Hugging Face), or its first item."""
-    if isinstance(output, Tensor):
-        return output
-    logits = getattr(output, "logits", None)
-    if isinstance(logits, Tensor):
-        return logits
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
-        return output[0]
-    return output
 
 
 def score_rows(output: Any, target: Tensor | Callable[[Any], Tensor], probe_idx: Tensor) -> Tensor:

@@ -1,6 +1,6 @@
 """The rows of the expected-gradients engine: per-probe ``f`` values, the row store and row batches. Pure torch.
 
-See :mod:`lightning_xai.functional._shap_engine` for the estimator these serve.
+See :mod:`lightning_xai.functional.shap._engine` for the estimator these serve.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lightning_xai.functional._shap_inputs import (
+from lightning_xai.functional.shap._inputs import (
     FLOAT,
     TOKEN,
     Prepared,

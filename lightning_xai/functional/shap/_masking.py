@@ -20,8 +20,8 @@ from torch import Tensor, nn
 
 from lightning_xai._checks import check_non_negative_int, check_positive_int, expected
 from lightning_xai.functional._guard import explanation_mode
-from lightning_xai.functional._shap_engine import forward_values
-from lightning_xai.functional._shap_inputs import (
+from lightning_xai.functional.shap._engine import forward_values
+from lightning_xai.functional.shap._inputs import (
     FLOAT,
     TOKEN,
     Prepared,
@@ -30,7 +30,8 @@ from lightning_xai.functional._shap_inputs import (
     prepare,
     score_rows,
 )
-from lightning_xai.functional.shap import ShapResult, _check_generator, _hooked, _result
+from lightning_xai.functional.shap._result import ShapResult, _check_generator, _result
+from lightning_xai.functional.shap._tokens import _hooked
 
 __all__: list[str] = []
 

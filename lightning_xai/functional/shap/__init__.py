@@ -1,7 +1,7 @@
 """SHAP values by expected gradients, checked by completeness, and the metrics a SHAP callback logs.
 
 :func:`expected_gradients` is the engine (the method behind ``shap.GradientExplainer``, variance-reduced; the
-scheme is described in :mod:`lightning_xai.functional._shap_engine`); :func:`shap_gradient_reference` runs
+scheme is described in :mod:`lightning_xai.functional.shap._engine`); :func:`shap_gradient_reference` runs
 ``shap.GradientExplainer`` itself on the same model and inputs. Both return a :class:`ShapResult` whose
 ``relative_error`` says how far the attributions are from completeness, ``sum(phi) = f(x) - E f(background)``.
 
@@ -18,9 +18,7 @@ Pure torch; shap is imported only by :func:`shap_gradient_reference`.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -29,15 +27,11 @@ from torch import Tensor, nn
 from lightning_xai._checks import check_choice, check_positive_int, expected
 from lightning_xai.functional._attribution_summary import gini, modality_shares
 from lightning_xai.functional._guard import explanation_mode
-from lightning_xai.functional._shap_engine import SAMPLINGS, Settings, _relative, estimate, forward_values
-from lightning_xai.functional._shap_inputs import FLOAT, TOKEN, Prepared, Target, check_inputs, prepare
-from lightning_xai.functional._shap_reference import shap_values
-from lightning_xai.functional._shap_tokens import (
-    EmbeddingSwap,
-    embedding_hook,
-    find_embedding_layer,
-    resolve_embedding_layer,
-)
+from lightning_xai.functional.shap._engine import SAMPLINGS, Settings, estimate, forward_values
+from lightning_xai.functional.shap._inputs import FLOAT, TOKEN, Target, check_inputs, prepare
+from lightning_xai.functional.shap._reference import shap_values
+from lightning_xai.functional.shap._result import ShapResult, _check_generator, _result
+from lightning_xai.functional.shap._tokens import EmbeddingSwap, _hooked, embedding_hook, find_embedding_layer
 
 __all__ = [
     "EmbeddingSwap",
@@ -49,86 +43,6 @@ __all__ = [
     "modality_shares",
     "shap_gradient_reference",
 ]
-
-
-@dataclass(frozen=True)
-class ShapResult:
-    """Attributions with their completeness check.
-
-    Attributes:
-        values: One float32 tensor per input, shaped like it (token inputs: ``(B, L)``, summed over the
-            embedding dimension); zeros for inputs passed through unexplained.
-        base_values: ``(B,)`` ``E f(background)`` for each probe's target.
-        outputs: ``(B,)`` ``f(x)`` for the target.
-        completeness_error: ``(B,)`` ``|sum(phi) - (f(x) - base)|``.
-        relative_error: ``(B,)`` that divided by ``|f(x) - base|`` (guarded against 0).
-        nsamples: ``(B,)`` gradient points (forward + backward rows) spent on each probe.
-        converged: ``(B,)`` bool, ``relative_error <= completeness_tol``; ``None`` without a tolerance.
-        explained: Per input, whether it was explained.
-    """
-
-    values: tuple[Tensor, ...]
-    base_values: Tensor
-    outputs: Tensor
-    completeness_error: Tensor
-    relative_error: Tensor
-    nsamples: Tensor
-    converged: Tensor | None
-    explained: tuple[bool, ...]
-
-
-@contextlib.contextmanager
-def _hooked(model: nn.Module, embedding_layer: Any) -> Iterator[EmbeddingSwap | None]:
-    if embedding_layer is None:
-        yield None
-        return
-    if isinstance(embedding_layer, str) and embedding_layer == "auto":
-        try:
-            embedding_layer = resolve_embedding_layer(model, None)[1]
-        except ValueError:
-            if any(isinstance(m, nn.Embedding) for m in model.modules()):
-                raise  # ambiguous: several token embeddings
-            embedding_layer = None
-        if embedding_layer is None:  # no embedding layer: integer inputs are passed through
-            yield None
-            return
-    with embedding_hook(model, embedding_layer) as swap:
-        yield swap
-
-
-def _result(
-    prep: Prepared, phis: list[Tensor], points: Tensor, fx: Tensor, fbg: Tensor, tol: float | None
-) -> ShapResult:
-    values, k = [], 0
-    for role, x in zip(prep.roles, prep.inputs):
-        if role in (FLOAT, TOKEN):
-            values.append(phis[k].float().to(prep.out_device))
-            k += 1
-        else:
-            values.append(torch.zeros(x.shape, dtype=torch.float32, device=prep.out_device))
-    base = fbg.mean(1)
-    total = sum(phi.flatten(1).sum(1).double().cpu() for phi in phis)
-    err = (total - (fx - base)).abs()
-    rel = _relative(err, fx, base)
-    converged = None if tol is None else (rel <= tol).to(prep.out_device)
-    return ShapResult(
-        values=tuple(values),
-        base_values=base.float().to(prep.out_device),
-        outputs=fx.float().to(prep.out_device),
-        completeness_error=err.float().to(prep.out_device),
-        relative_error=rel.float().to(prep.out_device),
-        nsamples=points.to(prep.out_device),
-        converged=converged,
-        explained=tuple(role in (FLOAT, TOKEN) for role in prep.roles),
-    )
-
-
-def _check_generator(generator: Any) -> torch.Generator:
-    if generator is None:
-        return torch.Generator().manual_seed(0)
-    if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
-        raise TypeError(expected("generator", "a CPU torch.Generator or None", generator))
-    return generator
 
 
 def expected_gradients(

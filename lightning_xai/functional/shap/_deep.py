@@ -1,5 +1,5 @@
 """``shap.DeepExplainer`` (DeepLIFT-SHAP) on the input contract of :func:`expected_gradients`, with the layers
-it cannot handle named before it runs (see :mod:`._shap_deep_check`)."""
+it cannot handle named before it runs (see :mod:`._deep_check`)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from torch import Tensor, nn
 
 from lightning_xai._checks import check_positive_int, expected
 from lightning_xai.functional._guard import explanation_mode
-from lightning_xai.functional._shap_deep_check import describe, unsupported_layers
-from lightning_xai.functional._shap_engine import forward_values
-from lightning_xai.functional._shap_inputs import FLOAT, TOKEN, Prepared, Target, check_inputs, prepare
-from lightning_xai.functional._shap_reference import ScoreModel
-from lightning_xai.functional.shap import ShapResult, _check_generator, _hooked, _result
+from lightning_xai.functional.shap._deep_check import describe, unsupported_layers
+from lightning_xai.functional.shap._engine import forward_values
+from lightning_xai.functional.shap._inputs import FLOAT, TOKEN, Prepared, Target, check_inputs, prepare
+from lightning_xai.functional.shap._reference import ScoreModel
+from lightning_xai.functional.shap._result import ShapResult, _check_generator, _result
+from lightning_xai.functional.shap._tokens import _hooked
 
 __all__ = ["shap_deep"]
 
@@ -90,7 +91,7 @@ def shap_deep(
     Before running, one traced forward pass finds every layer it does not handle (unknown leaves such as
     ``LayerNorm`` or ``GELUActivation``, functional nonlinearities such as ``torch.relu`` in a ``forward``,
     products of activations as in attention, a ``ReLU`` module called twice; see
-    :mod:`lightning_xai.functional._shap_deep_check`) and names them by dotted module name in a
+    :mod:`lightning_xai.functional.shap._deep_check`) and names them by dotted module name in a
     ``UserWarning``, or a ``ValueError`` with ``strict=True``. shap runs with ``check_additivity=False``;
     the additivity error is reported as ``completeness_error``/``relative_error``.
 

@@ -5,7 +5,7 @@ Each returns a :class:`~lightning_xai.functional.shap.ShapResult` (``converged``
 
 * :func:`shap_deep` (``shap.DeepExplainer``, DeepLIFT-SHAP; any input kind): base ``E f(background)``, every
   background row, as :func:`expected_gradients`. Exactly additive only through layers shap handles: the
-  others are named in a warning before it runs (:mod:`._shap_deep_check`).
+  others are named in a warning before it runs (:mod:`._deep_check`).
 * :func:`shap_kernel` (``shap.KernelExplainer``): base ``E f(background)`` over shap's data rows (a
   ``shap.kmeans`` summary beyond ``max_background`` rows); for tokens ``f(every token masked)``.
 * :func:`shap_partition` (``shap.PartitionExplainer``, Owen values): base ``f(every feature masked)``, which is
@@ -29,9 +29,9 @@ import torch
 from torch import Tensor, nn
 
 from lightning_xai._checks import expected
-from lightning_xai.functional._shap_deep import shap_deep
-from lightning_xai.functional._shap_inputs import Target, check_inputs
-from lightning_xai.functional._shap_masking import (
+from lightning_xai.functional.shap._deep import shap_deep
+from lightning_xai.functional.shap._inputs import Target, check_inputs
+from lightning_xai.functional.shap._masking import (
     Features,
     Run,
     TokenMasker,
@@ -40,7 +40,7 @@ from lightning_xai.functional._shap_masking import (
     flat_background,
     masking_run,
 )
-from lightning_xai.functional.shap import ShapResult
+from lightning_xai.functional.shap._result import ShapResult
 
 __all__ = ["shap_deep", "shap_kernel", "shap_partition"]
 

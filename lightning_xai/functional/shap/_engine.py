@@ -51,9 +51,9 @@ import math
 import torch
 from torch import Tensor
 
-from lightning_xai.functional._shap_cells import CellSplitting
-from lightning_xai.functional._shap_inputs import FLOAT, TOKEN, Prepared, forward_rows, score_rows
-from lightning_xai.functional._shap_rows import (
+from lightning_xai.functional.shap._cells import CellSplitting
+from lightning_xai.functional.shap._inputs import FLOAT, TOKEN, Prepared, forward_rows, score_rows
+from lightning_xai.functional.shap._rows import (
     Settings,
     _Batch,
     _explained_shapes,

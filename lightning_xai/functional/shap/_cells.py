@@ -1,6 +1,6 @@
 """Adaptive refinement of the expected-gradients engine: which path cells to split, and the split. Pure torch.
 
-A mixin of :class:`lightning_xai.functional._shap_engine._Group`; the scheme is described in that module.
+A mixin of :class:`lightning_xai.functional.shap._engine._Group`; the scheme is described in that module.
 """
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_xai.functional._shap_inputs import Prepared
-from lightning_xai.functional._shap_rows import Settings, _Batch, _segment_cumsum, _Store
+from lightning_xai.functional.shap._inputs import Prepared
+from lightning_xai.functional.shap._rows import Settings, _Batch, _segment_cumsum, _Store
 
 __all__: list[str] = []
 
