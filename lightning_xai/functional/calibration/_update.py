@@ -1,7 +1,7 @@
 """The streaming update: formatted predictions into the bins, the per-class bins and the reservoir.
 
 Pure torch. An update copies its per-prediction values ``(weight, confidence, outcome, Brier, NLL)`` into the
-state's pending buffer; every 8192 predictions (and before any read, see :func:`_settle`) the buffer is binned
+state's pending buffer; every 8192 predictions (and before any read, see ``_binning._settle``) the buffer is binned
 with one ``bucketize`` and one ``index_add_`` and offered to the reservoir. Per batch that is one copy instead
 of a dozen small ops, which is what a stream of small batches pays for; the numbers are those of binning each
 batch at once (sums are float64; the order of additions changes only the last bits).
@@ -15,97 +15,28 @@ import warnings
 import torch
 from torch import Tensor
 
+import lightning_xai.functional.calibration._common as common
 from lightning_xai._checks import expected
-from lightning_xai.functional import _calibration_state as _state
-from lightning_xai.functional._calibration_format import (
+from lightning_xai.functional.calibration._binning import (
+    _bin_add,
+    _bin_index,
+    _bin_rows,
+    _flush,
+    _inference_needed,
+)
+from lightning_xai.functional.calibration._common import _PENDING_ROWS, Input, Task, _make_generator
+from lightning_xai.functional.calibration._format import (
     _Batch,
     _calibration_check,
     _calibration_check_values,
     _calibration_format,
 )
-from lightning_xai.functional._calibration_reservoir import _reservoir_offer
-from lightning_xai.functional._calibration_state import (
-    _F64,
-    _PENDING_ROWS,
+from lightning_xai.functional.calibration._state import (  # noqa: F401  (calibration_state: the docstring examples)
     CalibrationState,
-    Input,
-    Task,
-    _make_generator,
-    calibration_state,  # noqa: F401  (the docstring examples use it)
+    calibration_state,
 )
 
 __all__ = ["calibration_update"]
-
-
-def _bin_index(state: CalibrationState, confidence: Tensor) -> Tensor:
-    """torchmetrics' bin of each confidence: ``bucketize(c, linspace(0, 1, n_bins + 1), right=True) - 1``.
-
-    Computed as ``bucketize(c, boundaries[1:], right=True)``, the same for every ``c >= 0`` (the dropped
-    boundary 0 is always ``<= c``), with the boundaries in ``c``'s dtype and cached on the state.
-    """
-    key = ("edges", confidence.dtype)
-    if key not in state.cache:
-        edges = torch.linspace(0, 1, state.n_bins + 1, dtype=confidence.dtype, device=state.device)
-        state.cache[key] = edges[1:].contiguous()
-    return torch.bucketize(confidence, state.cache[key], right=True)
-
-
-def _bin_add(bins: Tensor, index: Tensor, columns: tuple[Tensor, ...], weight: Tensor | None) -> None:
-    """Scatter rows ``(1, *columns)`` into the float64 table ``bins``; weight False leaves one out."""
-    rows = torch.stack((torch.ones_like(columns[0]),) + columns, dim=1)
-    if weight is not None:
-        rows = rows * weight[:, None]
-    bins.index_add_(0, index, rows.to(_F64))
-
-
-def _bin_rows(state: CalibrationState, columns: Tensor, bin_dtype: torch.dtype, weighted: bool) -> None:
-    """Bin ``(5, m)`` columns ``(weight, confidence, outcome, Brier, NLL)`` and offer them to the reservoir.
-
-    The confidences are binned in ``bin_dtype``, the dtype they were computed in (exact: the columns hold them
-    in that dtype or a wider one). The sums run over columns (an ``index_add_`` along a contiguous dimension is
-    about twice as fast as along rows of five).
-    """
-    confidence = columns[1]
-    index = _bin_index(state, confidence if confidence.dtype == bin_dtype else confidence.to(bin_dtype))
-    weight = columns[0]
-    source = (columns * weight if weighted else columns).to(_F64)
-    sums = torch.zeros(5, state.n_bins + 1, dtype=_F64, device=source.device).index_add_(1, index, source)
-    state.table.add_(sums.T)
-    if state.generator is not None:
-        _reservoir_offer(state, confidence, columns[2], weight > 0 if weighted else None)
-
-
-def _flush(state: CalibrationState) -> None:
-    """Bin the pending rows, if any; column 0 (the weights) is left all ones again."""
-    fill, state.pending_fill = state.pending_fill, 0
-    if fill:
-        columns = state.pending[:, :fill]  # type: ignore[index]
-        _bin_rows(state, columns, state.pending_dtype, state.pending_weighted)  # type: ignore[arg-type]
-        if state.pending_weighted:
-            columns[0] = 1
-    state.pending_weighted = False
-
-
-def _inference_needed(state: CalibrationState) -> bool:
-    """Whether tensors of the state were made under ``torch.inference_mode`` and we are outside it now.
-
-    Such tensors can only be written to inside inference mode, so state changes then run inside it (Lightning
-    updates a state in its validation loop, which runs in inference mode; a user may read it later outside).
-    """
-    if torch.is_inference_mode_enabled():
-        return False
-    for tensor in (state.pending, state.table, state.sample, state.nonfinite, state.class_bins):
-        if tensor is not None and tensor.is_inference():
-            return True
-    return False
-
-
-def _settle(state: CalibrationState) -> None:
-    """Bin the pending rows before a read (see :func:`_inference_needed`)."""
-    if not state.pending_fill:
-        return
-    with torch.inference_mode() if _inference_needed(state) else contextlib.nullcontext():
-        _flush(state)
 
 
 def _push(state: CalibrationState, columns: tuple[Tensor, ...], weight: Tensor | None,
@@ -197,7 +128,7 @@ def _calibration_update_step(
     if validate_args:
         _calibration_check_values(preds, target, task, input, target_name, target_hint)
     check_input = (input != "auto" and state.input_mismatch is None and not (validate_args and input == "probs")
-                   and (_state._branch_on_values(preds) or (validate_args and state.seen == 0)))
+                   and (common._branch_on_values(preds) or (validate_args and state.seen == 0)))
     batch = _calibration_format(preds, target, task, input, per_class=state.per_class, check_input=check_input)
     with torch.inference_mode() if _inference_needed(state) else contextlib.nullcontext():
         _calibration_update(state, batch)

@@ -13,9 +13,11 @@ import torch
 from torch import Tensor
 
 from lightning_xai._checks import expected
-from lightning_xai.functional._calibration_reservoir import _reservoir_rows
-from lightning_xai.functional._calibration_state import _F64, CalibrationState, calibration_state  # noqa: F401
-from lightning_xai.functional._calibration_update import _settle, calibration_update  # noqa: F401  (examples)
+from lightning_xai.functional.calibration._binning import _settle
+from lightning_xai.functional.calibration._common import _F64
+from lightning_xai.functional.calibration._reservoir import _reservoir_rows
+from lightning_xai.functional.calibration._state import CalibrationState, calibration_state  # noqa: F401
+from lightning_xai.functional.calibration._update import calibration_update  # noqa: F401  (examples)
 
 __all__ = ["calibration_compute"]
 

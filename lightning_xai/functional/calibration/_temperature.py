@@ -10,16 +10,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_xai._checks import check_positive_int, expected
-from lightning_xai.functional._calibration_compute import _calibration_compute
-from lightning_xai.functional._calibration_format import (
+from lightning_xai.functional.calibration._common import _F64, Task
+from lightning_xai.functional.calibration._compute import _calibration_compute
+from lightning_xai.functional.calibration._format import (
     _calibration_check,
     _calibration_check_values,
     _finite_rows,
     _infer_task,
     _looks_like_probs,
 )
-from lightning_xai.functional._calibration_state import _F64, Task, calibration_state
-from lightning_xai.functional._calibration_update import _calibration_update_step
+from lightning_xai.functional.calibration._state import calibration_state
+from lightning_xai.functional.calibration._update import _calibration_update_step
 
 __all__ = ["fit_temperature"]
 

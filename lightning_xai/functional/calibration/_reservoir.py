@@ -15,8 +15,8 @@ import math
 import torch
 from torch import Tensor
 
-from lightning_xai.functional import _calibration_state as _state
-from lightning_xai.functional._calibration_state import CalibrationState
+import lightning_xai.functional.calibration._common as common
+from lightning_xai.functional.calibration._common import _StateData
 
 __all__: list[str] = []
 
@@ -25,7 +25,7 @@ def _smallest_keys(rows: Tensor, count: int) -> Tensor:
     return rows.index_select(0, torch.topk(rows[:, 0], count, largest=False, sorted=False).indices)
 
 
-def _compact(state: CalibrationState, exact: bool = False) -> None:
+def _compact(state: _StateData, exact: bool = False) -> None:
     """Cut the buffer back to (about) the ``k = adaptive_sample`` smallest keys.
 
     The exact cut is a ``topk``. On the CPU a cheaper cut is tried first: the keys are uniform, so after
@@ -37,7 +37,7 @@ def _compact(state: CalibrationState, exact: bool = False) -> None:
     rows, k = state.sample[:state.sample_fill], state.adaptive_sample
     if rows.shape[0] <= k:
         return
-    branch = _state._branch_on_values(rows)
+    branch = common._branch_on_values(rows)
     cut = None
     if not exact and branch and state.sample_pushed:
         threshold = min(state.sample_threshold, (k + 6 * math.sqrt(k) + 16) / state.sample_pushed)
@@ -52,7 +52,7 @@ def _compact(state: CalibrationState, exact: bool = False) -> None:
     state.sample_fill = cut.shape[0]
 
 
-def _reserve(state: CalibrationState, count: int) -> None:
+def _reserve(state: _StateData, count: int) -> None:
     """Make room for ``count <= adaptive_sample`` more rows: grow the buffer up to its limit, else cut it."""
     need, size = state.sample_fill + count, state.sample.shape[0]
     if need <= size:
@@ -69,7 +69,7 @@ def _reserve(state: CalibrationState, count: int) -> None:
         _compact(state, exact=True)
 
 
-def _reservoir_extend(state: CalibrationState, columns: tuple[Tensor, Tensor, Tensor]) -> None:
+def _reservoir_extend(state: _StateData, columns: tuple[Tensor, Tensor, Tensor]) -> None:
     """Append rows (key, confidence, outcome), given as three columns, to the buffer, cutting it when full."""
     step = state.adaptive_sample  # a cut always frees this many rows
     for start in range(0, columns[0].shape[0], step):
@@ -81,7 +81,7 @@ def _reservoir_extend(state: CalibrationState, columns: tuple[Tensor, Tensor, Te
         state.sample_fill = fill + count
 
 
-def _reservoir_offer(state: CalibrationState, confidence: Tensor, correct: Tensor, valid: Tensor | None) -> None:
+def _reservoir_offer(state: _StateData, confidence: Tensor, correct: Tensor, valid: Tensor | None) -> None:
     """Draw a key for each new prediction and keep those that may still make the sample.
 
     ``valid`` is False for predictions of non-finite rows: they draw a key too (so the keys of the others do
@@ -104,7 +104,7 @@ def _reservoir_offer(state: CalibrationState, confidence: Tensor, correct: Tenso
     state.sample_pushed += count
 
 
-def _reservoir_rows(state: CalibrationState) -> Tensor:
+def _reservoir_rows(state: _StateData) -> Tensor:
     """The sample: the ``(m, 3)`` rows with the ``adaptive_sample`` smallest finite keys (binned rows only)."""
     rows = state.sample[:state.sample_fill]
     if rows.shape[0] > state.adaptive_sample:

@@ -12,16 +12,13 @@ import torch
 from torch import Tensor
 
 from lightning_xai._checks import expected
-from lightning_xai.functional._calibration_reservoir import _reservoir_extend
-from lightning_xai.functional._calibration_state import (  # noqa: F401 - calibration_state: the examples use it
+from lightning_xai.functional.calibration._binning import _inference_needed, _settle
+from lightning_xai.functional.calibration._reservoir import _reservoir_extend
+from lightning_xai.functional.calibration._state import (  # noqa: F401 - calibration_state: the examples use it
     CalibrationState,
     calibration_state,
 )
-from lightning_xai.functional._calibration_update import (  # noqa: F401  (calibration_update: examples)
-    _inference_needed,
-    _settle,
-    calibration_update,
-)
+from lightning_xai.functional.calibration._update import calibration_update  # noqa: F401  (examples)
 
 __all__ = ["calibration_merge", "state_from_tensors", "state_tensors"]
 

@@ -39,10 +39,10 @@ small batches pays one copy per batch rather than a dozen small ops. On the CPU 
 data freely; elsewhere it makes no device sync (with ``validate_args=False``): non-finite rows are weighted
 out instead of removed and ``input="auto"`` decides with ``torch.where``.
 
-The steps live in private modules, one job each: ``_calibration_state`` (the state),
-``_calibration_format`` (checks, one batch to per-prediction rows), ``_calibration_update`` (rows into the
-bins), ``_calibration_reservoir`` (the sample for ``ace``), ``_calibration_merge`` (merging, DDP tensors),
-``_calibration_compute`` (metrics) and ``_calibration_temperature``; this module re-exports their public
+The steps live in private modules, one job each: ``_common`` (types, constants, the state's fields),
+``_state`` (the state), ``_format`` (checks, one batch to per-prediction rows), ``_update`` (rows into the
+pending buffer), ``_binning`` (pending rows into the bins), ``_reservoir`` (the sample for ``ace``), ``_merge``
+(merging, DDP tensors), ``_compute`` (metrics) and ``_temperature``; this package re-exports their public
 functions and holds the one-shot ones.
 """
 
@@ -55,30 +55,24 @@ import torch
 from torch import Tensor
 
 from lightning_xai._checks import check_choice, check_positive_int
-from lightning_xai.functional._calibration_compute import (  # noqa: F401  (private steps the callback reuses)
+from lightning_xai.functional.calibration._common import _NORMS, Input, Norm, Task
+from lightning_xai.functional.calibration._compute import (  # noqa: F401  (private steps the callback reuses)
     _bin_errors,
     _calibration_compute,
     _calibration_summary,
     _reliability_compute,
     calibration_compute,
 )
-from lightning_xai.functional._calibration_format import (  # noqa: F401  (private steps the callback reuses)
+from lightning_xai.functional.calibration._format import (  # noqa: F401  (private steps the callback reuses)
     _calibration_check,
     _calibration_check_values,
     _calibration_format,
     _infer_task,
 )
-from lightning_xai.functional._calibration_merge import calibration_merge, state_from_tensors, state_tensors
-from lightning_xai.functional._calibration_state import (
-    _NORMS,
-    CalibrationState,
-    Input,
-    Norm,
-    Task,
-    calibration_state,
-)
-from lightning_xai.functional._calibration_temperature import _temperature_ece, fit_temperature  # noqa: F401
-from lightning_xai.functional._calibration_update import (  # noqa: F401  (private steps the callback reuses)
+from lightning_xai.functional.calibration._merge import calibration_merge, state_from_tensors, state_tensors
+from lightning_xai.functional.calibration._state import CalibrationState, calibration_state
+from lightning_xai.functional.calibration._temperature import _temperature_ece, fit_temperature  # noqa: F401
+from lightning_xai.functional.calibration._update import (  # noqa: F401  (private steps the callback reuses)
     _calibration_update,
     _calibration_update_step,
     calibration_update,

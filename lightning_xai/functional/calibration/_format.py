@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+import lightning_xai.functional.calibration._common as common
 from lightning_xai._checks import check_choice, expected
-from lightning_xai.functional import _calibration_state as _state
-from lightning_xai.functional._calibration_state import _F64, _INPUTS, _TASKS
+from lightning_xai.functional.calibration._common import _F64, _INPUTS, _TASKS
 
 __all__: list[str] = []
 
@@ -334,7 +334,7 @@ def _calibration_format(
     preds = preds.detach()
     if target.device != preds.device:
         target = target.to(preds.device)
-    branch = _state._branch_on_values(preds)
+    branch = common._branch_on_values(preds)
     finite: Tensor | None = None
     nonfinite: Tensor | int = 0
     x = preds
