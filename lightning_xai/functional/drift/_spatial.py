@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_xai.functional import _drift_core as core
+import lightning_xai.functional.drift._core as core
 
 __all__ = ["center_of_mass_shift", "focus_radius", "focus_radius_change"]
 

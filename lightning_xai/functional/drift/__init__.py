@@ -42,9 +42,9 @@ from typing import Literal
 
 from torch import Tensor
 
+import lightning_xai.functional.drift._core as core
 from lightning_xai._checks import check_choice, expected
-from lightning_xai.functional import _drift_core as core
-from lightning_xai.functional._drift_spatial import (
+from lightning_xai.functional.drift._spatial import (
     MAP_LAYOUT,
     center_of_mass_shift,
     com_shift_step,
