@@ -27,7 +27,9 @@ import torch
 from torch import Tensor, nn
 
 from lightning_xai._checks import check_choice, check_positive_int, expected
-from lightning_xai.functional._faithfulness_steps import (
+from lightning_xai.functional._guard import explanation_mode
+from lightning_xai.functional._outputs import model_device
+from lightning_xai.functional.faithfulness._steps import (
     SCORES,
     baseline_of,
     check_inputs,
@@ -35,8 +37,6 @@ from lightning_xai.functional._faithfulness_steps import (
     feature_ranks,
     perturbed_logits,
 )
-from lightning_xai.functional._guard import explanation_mode
-from lightning_xai.functional._outputs import model_device
 
 __all__ = ["deletion_auc", "deletion_curve", "insertion_auc", "insertion_curve"]
 
