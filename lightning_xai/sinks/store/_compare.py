@@ -7,7 +7,7 @@ from typing import Any
 from torch import Tensor
 
 from lightning_xai._checks import expected
-from lightning_xai.sinks._store_records import Snapshot
+from lightning_xai.sinks.store._records import Snapshot
 
 __all__: list[str] = []
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
+import lightning_xai.sinks.store._schema as schema
 from lightning_xai._checks import expected
-from lightning_xai.sinks import _store_schema as schema
-from lightning_xai.sinks._store_records import RunInfo, Snapshot, SnapshotInfo, listing, select
+from lightning_xai.sinks.store._records import RunInfo, Snapshot, SnapshotInfo, listing, select
 
 __all__: list[str] = []
 

@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import lightning_xai.sinks.store._schema as schema
 from lightning_xai._checks import check_choice, check_non_negative_int, expected
-from lightning_xai.sinks import _store_schema as schema
-from lightning_xai.sinks._store_records import SnapshotInfo, non_empty_str, to_numpy
+from lightning_xai.sinks.store._records import SnapshotInfo, non_empty_str, to_numpy
 
 __all__: list[str] = []
 

@@ -34,12 +34,12 @@ import numpy as np
 import torch  # noqa: F401  (the docstring examples use it)
 from torch import Tensor
 
+import lightning_xai.sinks.store._read as read
+import lightning_xai.sinks.store._schema as schema
 from lightning_xai._checks import check_choice, expected
-from lightning_xai.sinks import _store_read as read
-from lightning_xai.sinks import _store_schema as schema
-from lightning_xai.sinks._store_compare import compare_snapshots
-from lightning_xai.sinks._store_read import _SNAPSHOT_COLUMNS  # noqa: F401  (re-exported, as before)
-from lightning_xai.sinks._store_records import (  # noqa: F401  (the helpers: re-exported, as before)
+from lightning_xai.sinks.store._compare import compare_snapshots
+from lightning_xai.sinks.store._read import _SNAPSHOT_COLUMNS  # noqa: F401  (re-exported, as before)
+from lightning_xai.sinks.store._records import (  # noqa: F401  (the helpers: re-exported, as before)
     RunInfo,
     Snapshot,
     SnapshotInfo,
@@ -48,7 +48,7 @@ from lightning_xai.sinks._store_records import (  # noqa: F401  (the helpers: re
     select,
     to_numpy,
 )
-from lightning_xai.sinks._store_write import IF_EXISTS, check_and_encode, claim_run, insert_snapshot
+from lightning_xai.sinks.store._write import IF_EXISTS, check_and_encode, claim_run, insert_snapshot
 
 __all__ = ["AttributionStore", "RunInfo", "Snapshot", "SnapshotInfo"]
 
