@@ -14,7 +14,7 @@ build model, data, trainer and callbacks with Lightning's ``LightningCLI`` (``--
 ``--data``, ``--trainer.*``; model and data by ``class_path``) and re-validate checkpoints without training:
 ``audit`` prints the ``xai/...`` scalars and where the artifacts went; ``compare`` validates two or more
 checkpoints of one model config as runs of one store (each after the first with the first as its reference)
-and prints the ``drift`` tables of those runs (see :mod:`lightning_xai._cli_audit`).
+and prints the ``drift`` tables of those runs (see :mod:`lightning_xai.cli._audit`).
 
 A user error is one line on stderr naming the file, exit status 2; ``--debug`` adds its traceback (see :func:`main`).
 """
@@ -24,140 +24,19 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
-from lightning_xai._cli_errors import UserError, open_store, report, write_png
+from lightning_xai.cli._drift import METRICS, drift_command
+from lightning_xai.cli._errors import UserError, report
 
 __all__ = ["main"]
 
-_AGAINST = ("first", "previous", "reference")
-_METRICS = ("spearman", "ndcg", "topk_iou", "cosine", "com_shift", "focus_radius_change", "top_token_overlap")
 _LIGHTNING_FLAGS = (
     "Every other flag goes to LightningCLI: --config FILE (YAML with model, data, trainer and "
     "trainer.callbacks), --model CLASS_PATH, --data CLASS_PATH, --trainer.*, --seed_everything "
     "(default 0), --print_config."
 )
 _DEBUG = "on a user error, print the traceback before the one-line message"
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A markdown table with aligned columns."""
-    cells = [[str(h) for h in headers]] + [
-        ["-" if c is None else (f"{c:.3f}" if isinstance(c, float) else str(c)) for c in row] for row in rows
-    ]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in cells]
-    lines.insert(1, "| " + " | ".join("-" * w for w in widths) + " |")
-    return "\n".join(lines)
-
-
-def _pick(metrics: dict[str, Any], metric: str, array: str | None) -> Any:
-    """``metric`` of ``array`` (``"<array>/<metric>"`` keys of several explained inputs), else of the first array
-    that has it; ``None`` when missing."""
-    if array is not None:
-        return metrics.get(f"{array}/{metric}", metrics.get(metric))
-    key = next((k for k in metrics if k == metric or k.endswith("/" + metric)), None)
-    return None if key is None else metrics[key]
-
-
-def _mean(metrics: dict[str, Any], metric: str, array: str | None) -> float | None:
-    """The mean over probes of ``metric`` in a ``store.compare`` result."""
-    value = _pick(metrics, metric, array)
-    return None if value is None else float(value.mean())
-
-
-def _drift(args: argparse.Namespace, out: TextIO) -> int:
-    from lightning_xai.render import figure_to_png_bytes
-    from lightning_xai.render.drift import ZERO_WHEN_IDENTICAL, drift_timeline
-
-    metric = args.metric
-    with open_store(args.store) as store:
-        runs = store.runs()
-        names = [r.name for r in runs]
-        chosen = args.runs or names
-        unknown = [r for r in chosen + ([args.reference] if args.reference else []) if r not in names]
-        if unknown:
-            raise UserError(f"runs {unknown} are not in {args.store}; it holds {names}")
-        rows, series, last = [], {}, {}
-        for run in chosen:
-            snaps = store.snapshots(run)
-            if not snaps:
-                continue
-            final = snaps[-1]
-            last[run] = final
-            drift = {a: _pick(d, metric, args.input) for a, d in final.meta.get("drift", {}).items()}
-            ref_run = (final.meta.get("against", {}).get("reference", {}) or {}).get("run")
-            if args.reference is not None:
-                ref_run, drift["reference"] = args.reference, None
-                try:
-                    ref = store.reference_snapshot(args.reference, final.epoch, method=final.method)
-                except ValueError as err:  # the reference run has no snapshot of this method
-                    raise UserError(f"`--reference` {args.reference}: {err}") from err
-                if run != args.reference and ref.info.probe_fingerprint == final.probe_fingerprint:
-                    drift["reference"] = _mean(
-                        store.compare(ref, (run, final.global_step)), metric, args.input
-                    )
-            rows.append(
-                [
-                    run,
-                    final.method,
-                    len(snaps),
-                    f"{snaps[0].epoch}-{final.epoch}",
-                    *(drift.get(a) for a in _AGAINST),
-                    ref_run,
-                ]
-            )
-            identical = 0.0 if metric in ZERO_WHEN_IDENTICAL else 1.0
-            series.setdefault(metric, {}).setdefault(f"{run} vs first", []).append(
-                (snaps[0].epoch, identical)
-            )
-            for info in snaps:
-                for against in _AGAINST:
-                    value = _pick(info.meta.get("drift", {}).get(against, {}), metric, args.input)
-                    if value is not None and against != "previous":
-                        series.setdefault(metric, {}).setdefault(f"{run} vs {against}", []).append(
-                            (info.epoch, value)
-                        )
-        shown = f"{metric} of {args.input}" if args.input else metric
-        print(f"Attribution drift in {args.store}: {shown} of each run's last snapshot\n", file=out)
-        print(
-            _table(
-                [
-                    "run",
-                    "method",
-                    "snapshots",
-                    "epochs",
-                    "vs first",
-                    "vs previous",
-                    "vs reference",
-                    "reference run",
-                ],
-                rows,
-            ),
-            file=out,
-        )
-        pairs = []
-        for i, a in enumerate(chosen):
-            for b in chosen[i + 1 :]:
-                sa, sb = last.get(a), last.get(b)
-                if (
-                    sa is None
-                    or sb is None
-                    or sa.probe_fingerprint != sb.probe_fingerprint
-                    or sa.method != sb.method
-                ):
-                    continue
-                value = _mean(store.compare((a, sa.global_step), (b, sb.global_step)), metric, args.input)
-                pairs.append([a, sa.epoch, b, sb.epoch, value])
-        if pairs:
-            print(f"\nLast snapshots compared run against run ({metric}, same probe and method):\n", file=out)
-            print(_table(["run a", "epoch a", "run b", "epoch b", metric], pairs), file=out)
-    if series:
-        fig = drift_timeline(series, title=f"Attribution drift · {Path(args.store).name}")
-        write_png(args.out, figure_to_png_bytes(fig))
-        print(f"\nTimeline written to {args.out}", file=out)
-    return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -182,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
         "--reference", default=None, help="name this run as every run's reference in the table"
     )
     drift.add_argument(
-        "--metric", default="spearman", choices=_METRICS, help="the metric shown (default: spearman)"
+        "--metric", default="spearman", choices=METRICS, help="the metric shown (default: spearman)"
     )
     drift.add_argument(
         "--input",
@@ -235,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
         "none (default: gradcam); given, it also replaces the config's",
     )
     compare.add_argument(
-        "--metric", default="spearman", choices=_METRICS, help="the metric shown (default: spearman)"
+        "--metric", default="spearman", choices=METRICS, help="the metric shown (default: spearman)"
     )
     compare.add_argument("--out", default="compare.png", help="where to write the PNG (default: compare.png)")
     return parser
@@ -285,13 +164,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, rest: list[s
     if args.command == "drift":
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
-        return _drift(args, out)
-    from lightning_xai import _cli_audit  # LightningCLI and jsonargparse load only for these two
+        return drift_command(args, out)
+    from lightning_xai.cli import _audit  # LightningCLI and jsonargparse load only for these two
 
-    return (
-        _cli_audit.audit(args, rest, out) if args.command == "audit" else _cli_audit.compare(args, rest, out)
-    )
+    return _audit.audit(args, rest, out) if args.command == "audit" else _audit.compare(args, rest, out)
 
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

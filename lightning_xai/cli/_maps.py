@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from lightning_xai._cli_errors import open_store, write_png
+from lightning_xai.cli._errors import open_store, write_png
 
 __all__ = ["write_compare_maps"]
 

@@ -72,7 +72,7 @@ def open_store(path: str | Path, given: str = "`--store`") -> AttributionStore:
         >>> open_store("no-such-store.sqlite")
         Traceback (most recent call last):
         ...
-        lightning_xai._cli_errors.UserError: no store at no-such-store.sqlite (`--store` names the file an AttributionDriftCallback wrote)
+        lightning_xai.cli._errors.UserError: no store at no-such-store.sqlite (`--store` names the file an AttributionDriftCallback wrote)
     """  # noqa: E501
     from lightning_xai.sinks.store import AttributionStore
 
@@ -105,7 +105,7 @@ def check_checkpoint(path: str, flag: str = "--ckpt_path") -> None:
         >>> check_checkpoint("no-such.ckpt")
         Traceback (most recent call last):
         ...
-        lightning_xai._cli_errors.UserError: Expected argument `--ckpt_path` to be an existing checkpoint file, but got 'no-such.ckpt'.
+        lightning_xai.cli._errors.UserError: Expected argument `--ckpt_path` to be an existing checkpoint file, but got 'no-such.ckpt'.
     """  # noqa: E501
     if not Path(path).is_file():
         raise UserError(expected(flag, "an existing checkpoint file", path))
@@ -183,7 +183,7 @@ def check_configs(args: Sequence[str]) -> None:
         >>> check_configs(["--config", "no-such.yaml", "--trainer.max_epochs", "1"])
         Traceback (most recent call last):
         ...
-        lightning_xai._cli_errors.UserError: Expected argument `--config` to be an existing YAML file, but got 'no-such.yaml'.
+        lightning_xai.cli._errors.UserError: Expected argument `--config` to be an existing YAML file, but got 'no-such.yaml'.
     """  # noqa: E501
     import yaml
 

@@ -34,11 +34,12 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from typing_extensions import override
 
 from lightning_xai._checks import expected
-from lightning_xai._cli_errors import UserError, check_checkpoint, check_configs, load_error, open_store
-from lightning_xai._cli_maps import write_compare_maps
 from lightning_xai.callbacks._shell import CallbackShell
 from lightning_xai.callbacks.drift import DRIFT_METHODS, AttributionDriftCallback
-from lightning_xai.cli import _drift, _table
+from lightning_xai.cli._drift import drift_command
+from lightning_xai.cli._errors import UserError, check_checkpoint, check_configs, load_error, open_store
+from lightning_xai.cli._maps import write_compare_maps
+from lightning_xai.cli._table import table
 from lightning_xai.sinks.files import manifest_path, read_manifest
 
 __all__ = ["audit", "compare"]
@@ -174,7 +175,7 @@ def audit(args: argparse.Namespace, lightning_args: Sequence[str], out: TextIO) 
         >>> audit(argparse.Namespace(ckpt_path="no-such.ckpt"), [], sys.stdout)
         Traceback (most recent call last):
         ...
-        lightning_xai._cli_errors.UserError: Expected argument `--ckpt_path` to be an existing checkpoint file, but got 'no-such.ckpt'.
+        lightning_xai.cli._errors.UserError: Expected argument `--ckpt_path` to be an existing checkpoint file, but got 'no-such.ckpt'.
     """  # noqa: E501
     ckpt = args.ckpt_path
     check_checkpoint(ckpt)
@@ -189,7 +190,7 @@ def audit(args: argparse.Namespace, lightning_args: Sequence[str], out: TextIO) 
     data = "" if cli.datamodule is None else f" on {type(cli.datamodule).__name__}"
     print(f"Audit of {ckpt}{where}: {type(cli.model).__name__}{data}\n", file=out)
     if scalars:
-        print(_table(["scalar", "value"], [[k, f"{v:.4g}"] for k, v in sorted(scalars.items())]), file=out)
+        print(table(["scalar", "value"], [[k, f"{v:.4g}"] for k, v in sorted(scalars.items())]), file=out)
     else:
         print(
             "No xai/ scalars were logged: does the config have lightning_xai callbacks with 'validate' in their "
@@ -241,7 +242,7 @@ def compare(args: argparse.Namespace, lightning_args: Sequence[str], out: TextIO
         >>> compare(ns, [], sys.stdout)
         Traceback (most recent call last):
         ...
-        lightning_xai._cli_errors.UserError: Expected argument `--ckpt_path` to be two or more checkpoint files, but got ['a.ckpt'].
+        lightning_xai.cli._errors.UserError: Expected argument `--ckpt_path` to be two or more checkpoint files, but got ['a.ckpt'].
     """  # noqa: E501
     ckpts = list(args.ckpt_path)
     if len(ckpts) < 2:
@@ -287,7 +288,7 @@ def compare(args: argparse.Namespace, lightning_args: Sequence[str], out: TextIO
     drift_args = argparse.Namespace(
         store=str(store), runs=names, reference=None, metric=args.metric, input=None, out=args.out
     )
-    status = _drift(drift_args, out)
+    status = drift_command(drift_args, out)
     maps = write_compare_maps(str(store), names, args.out) if status == 0 else None
     if maps is not None:
         print(f"Maps side by side (probe x run) written to {maps}", file=out)
