@@ -16,6 +16,11 @@ The steps live in private modules, one job each: ``_checks`` (argument checks), 
 feature map, normalisation), ``_maps`` (one small function per method), ``_methods`` (the method tables),
 ``_engine`` (:func:`grad_cam` and :func:`cam`) and ``_reference`` (:func:`reference_cam`); this package
 re-exports their public names.
+
+:mod:`lightning_xai.functional` exports the function :func:`cam` under the same name as this package, so
+the attribute ``lightning_xai.functional.cam`` (and ``import lightning_xai.functional.cam as m``) is that
+function; take names from the package with ``from lightning_xai.functional.cam import ...`` (or
+``importlib.import_module``).
 """
 
 from lightning_xai.functional.cam._engine import cam, grad_cam
