@@ -64,7 +64,7 @@ from benchmarks._shap_cases import (
     cached,
     use_cache,
 )
-from lightning_xai.functional import _shap_engine
+from lightning_xai.functional.shap import _engine as _shap_engine
 from lightning_xai.functional.shap import expected_gradients, shap_gradient_reference
 
 HEADER = ("model", "method", "points", "cpu s", "wall s", "x floor", "rel err", "corr", "peak MiB")
@@ -178,7 +178,7 @@ def reference(case: Case, quick: bool) -> Reference:
         "seed": 12345,
     }
     folder = Path(_shap_engine.__file__).parent  # the engine and the modules it is made of
-    source = b"".join((folder / f"{m}.py").read_bytes() for m in ("_shap_engine", "_shap_rows", "_shap_cells"))
+    source = b"".join((folder / f"{m}.py").read_bytes() for m in ("_engine", "_rows", "_cells"))
     engine = hashlib.sha256(source).hexdigest()[:16]
 
     def make() -> dict[str, Tensor]:

@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.functional.classification import binary_calibration_error, multiclass_calibration_error
 
-from lightning_xai.functional import _calibration_state
-from lightning_xai.functional._calibration_compute import _sample
+from lightning_xai.functional.calibration import _common as _calibration_common
 from lightning_xai.functional.calibration import (
     brier_score,
     calibration_compute,
@@ -23,6 +22,7 @@ from lightning_xai.functional.calibration import (
     state_from_tensors,
     state_tensors,
 )
+from lightning_xai.functional.calibration._compute import _sample
 
 TASKS = ("binary", "multiclass", "multilabel")
 N_BINS = (1, 2, 5, 10, 15, 100)
@@ -44,7 +44,7 @@ def _one_thread():
 def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run a test on the CPU fast path and on the device-sync-free path used off the CPU."""
     if request.param == "sync-free":
-        monkeypatch.setattr(_calibration_state, "_branch_on_values", lambda x: False)
+        monkeypatch.setattr(_calibration_common, "_branch_on_values", lambda x: False)
     return request.param
 
 
@@ -248,7 +248,7 @@ def test_streaming_uneven_batches_equals_one_shot(task: str, path: str) -> None:
 def test_pending_rows_across_flushes_dtypes_and_large_batches(task: str, path: str) -> None:
     # Rows wait in a buffer of _PENDING_ROWS and are binned when it fills, when the dtype changes, for a batch
     # larger than the buffer and before every read: none of it may change a number.
-    rows = _calibration_state._PENDING_ROWS
+    rows = _calibration_common._PENDING_ROWS
     per_row = 3 if task == "multilabel" else 1  # predictions per row of preds
     logits, target = make_data(task, n=3 * rows, classes=3, seed=23)
     sizes = [(rows - 5) // per_row, 7, 2 * rows + 1, 500]  # fills the buffer, then a batch too large for it
@@ -488,7 +488,7 @@ def test_threshold_cut_keeps_the_exact_sample(monkeypatch: pytest.MonkeyPatch) -
 
     cheap, state = run()
     assert state.sample_threshold < 0.1 and state.sample_fill <= 1400  # the threshold has been in use
-    monkeypatch.setattr(_calibration_state, "_branch_on_values", lambda x: False)
+    monkeypatch.setattr(_calibration_common, "_branch_on_values", lambda x: False)
     exact, state = run()
     assert state.sample_threshold == float("inf")
     assert torch.equal(cheap, exact)

@@ -19,7 +19,7 @@ from lightning_xai import CalibrationCallback
 from lightning_xai.adapters import ModelInputs
 from lightning_xai.datasets import SyntheticShapes
 from lightning_xai.demo import ShapesCNN
-from lightning_xai.functional import _calibration_state
+from lightning_xai.functional.calibration import _common as _calibration_common
 from lightning_xai.functional.calibration import (
     calibration_state,
     calibration_update,
@@ -136,7 +136,7 @@ def test_functional_update_warns_on_logits_declared_as_probabilities_without_val
 
 
 def test_sync_free_update_looks_at_the_first_batch_only_with_value_checks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_calibration_state, "_branch_on_values", lambda x: False)  # as on an accelerator
+    monkeypatch.setattr(_calibration_common, "_branch_on_values", lambda x: False)  # as on an accelerator
     probs = torch.randn(64, 5, generator=torch.Generator().manual_seed(0)).softmax(-1)
     target = torch.arange(64) % 5
     with pytest.warns(UserWarning, match=r"`input` is 'logits'.*sums to 1"):

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_xai import AttributionStore
-from lightning_xai import cli as cli_module
+from lightning_xai.cli import _drift as drift_module
 from lightning_xai.cli import main
 from lightning_xai.datasets import SyntheticShapesDataModule
 from lightning_xai.demo import ShapesCNN
@@ -124,7 +124,7 @@ def test_a_bug_is_not_reported_as_a_user_error(files, tmp_path, monkeypatch):
     def broken(*args: object) -> str:
         raise KeyError("a bug")
 
-    monkeypatch.setattr(cli_module, "_table", broken)
+    monkeypatch.setattr(drift_module, "table", broken)
     for debug in ([], ["--debug"]):
         with pytest.raises(KeyError, match="a bug"):
             main([*debug, "drift", "--store", str(files["store"]), "--out", str(tmp_path / "d.png")])

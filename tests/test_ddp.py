@@ -18,7 +18,8 @@ SCRIPT = Path(__file__).with_name("ddp_gradcam_script.py")
 
 
 def _run(out: Path, devices: int, strategy: str) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
+    here = Path(__file__).parent  # the checkout under test, not whatever lightning_xai is installed
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(here.parent), str(here)])}
     proc = subprocess.run([sys.executable, str(SCRIPT), str(out), str(devices), strategy], env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]

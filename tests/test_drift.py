@@ -212,7 +212,7 @@ def test_large_batch_is_vectorised() -> None:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_packed_row_sort_equals_torch_sort(dtype: torch.dtype) -> None:
-    from lightning_xai.functional._drift_core import sort_rows
+    from lightning_xai.functional.drift._core import sort_rows
 
     x = torch.randn(6, 300).to(dtype)
     x[:, :40] = x[:, :40].round()  # ties

@@ -207,8 +207,8 @@ def test_adaptive_rounds_home_in_on_a_jump() -> None:
 def test_split_cells_tile_paths_and_sums_match_rows(store: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """Split cells tile every path, each holding its point; the attribution sums (kept rows or re-evaluated
     ones, weight changes included) equal the rows' weighted totals; re-evaluations are counted as points."""
-    from lightning_xai.functional import _shap_engine as engine
-    from lightning_xai.functional._shap_inputs import prepare
+    from lightning_xai.functional.shap import _engine as engine
+    from lightning_xai.functional.shap._inputs import prepare
 
     if not store:
         monkeypatch.setattr(engine, "_STORE_BYTES", 0)

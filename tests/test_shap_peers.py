@@ -15,9 +15,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from lightning_xai.functional._shap_masking import consecutive_clustering
-from lightning_xai.functional._shap_peers import shap_deep, shap_kernel, shap_partition
 from lightning_xai.functional.shap import ShapResult, expected_gradients
+from lightning_xai.functional.shap._masking import consecutive_clustering
+from lightning_xai.functional.shap._peers import shap_deep, shap_kernel, shap_partition
 
 torch.set_num_threads(1)
 

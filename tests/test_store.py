@@ -124,11 +124,11 @@ def test_float16_snapshot_is_half_the_size(path: Path) -> None:
 
 
 def test_no_pickle_anywhere() -> None:
-    sinks = Path(store_module.__file__).parent
-    names = ["store", *sorted(p.stem for p in sinks.glob("_store_*.py"))]
-    assert {"_store_schema", "_store_records", "_store_read", "_store_write"} <= set(names)
+    package = Path(store_module.__file__).parent
+    names = ["", *sorted(f".{p.stem}" for p in package.glob("_*.py") if p.stem != "__init__")]
+    assert {"._schema", "._records", "._read", "._write"} <= set(names)
     for name in names:
-        module = importlib.import_module(f"lightning_xai.sinks.{name}")
+        module = importlib.import_module(f"lightning_xai.sinks.store{name}")
         assert "pickle" not in vars(module)
         source = Path(module.__file__).read_text()
         for forbidden in ("import pickle", "allow_pickle=True", "torch.load", "np.load", "loads(data"):

@@ -307,13 +307,6 @@ def test_main_exit_status_and_report(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 # --------------------------------------------------------------------------------------- the real package
 
-ISSUE_13 = (
-    "issue 13: 3 import cycles remain (cli, functional calibration, functional cam: the package moves); "
-    "remove this mark when they are gone"
-)
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=ISSUE_13)
 def test_no_import_cycle_in_lightning_xai() -> None:
     assert cs.import_cycles(PACKAGE) == []
 

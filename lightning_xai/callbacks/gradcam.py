@@ -17,7 +17,7 @@ from lightning_xai.callbacks._shell import Stage
 from lightning_xai.callbacks.base import XAICallback
 from lightning_xai.explainers import CAMExplainer, CAMExplanation
 from lightning_xai.explainers.faithfulness import FaithfulnessCheck
-from lightning_xai.functional._cam import CAM_METHODS
+from lightning_xai.functional.cam import CAM_METHODS
 from lightning_xai.functional._layers import resolve_layer
 from lightning_xai.probe import Probe
 from lightning_xai.sinks import ArtifactSink

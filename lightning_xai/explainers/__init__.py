@@ -17,7 +17,7 @@ from collections.abc import Callable
 from lightning_xai.explainers._base import Explainer, Explanation, Target
 from lightning_xai.explainers.gradcam import CAMExplainer, CAMExplanation
 from lightning_xai.explainers.shap import ShapExplainer, ShapExplanation
-from lightning_xai.functional._cam import CAM_METHODS
+from lightning_xai.functional.cam import CAM_METHODS
 
 __all__ = [
     "CAMExplainer",

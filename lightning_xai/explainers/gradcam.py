@@ -22,7 +22,7 @@ from lightning_xai._inputs import (
 )
 from lightning_xai.adapters import ModelInputs, resolve_callable
 from lightning_xai.explainers._base import Explainer, Explanation, Target, targets_of
-from lightning_xai.functional._cam import CAM_METHODS, cam
+from lightning_xai.functional.cam import CAM_METHODS, cam
 from lightning_xai.functional._layers import find_target_layer, resolve_layer, suggest_layers
 
 __all__ = ["CAMExplainer", "CAMExplanation", "flat_probes", "reshape_name"]

@@ -170,7 +170,7 @@ class ShapExplainer(Explainer):
         gen = torch.Generator(device="cpu").manual_seed(self.seed + rank)
         layer = self.embedding_layer or "auto"
         if self.engine in ("deep", "kernel", "partition"):
-            from lightning_xai.functional._shap_peers import shap_deep, shap_kernel, shap_partition
+            from lightning_xai.functional.shap._peers import shap_deep, shap_kernel, shap_partition
 
             if self.engine == "deep":
                 return shap_deep(model, flat, base_flat, target, forward_fn=fwd, max_batch=self.max_batch,

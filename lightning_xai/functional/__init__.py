@@ -12,14 +12,14 @@ from lightning_xai.functional._layers import (
     video_reshape_transform,
     vit_reshape_transform,
 )
-from lightning_xai.functional._cam import (
+from lightning_xai.functional.cam import (
     CAM_METHODS,
     GRADIENT_CAM_METHODS,
     REFERENCE_CAM_METHODS,
     cam,
     grad_cam,
+    reference_cam,
 )
-from lightning_xai.functional._cam_reference import reference_cam
 
 __all__ = [
     "CAM_METHODS",
@@ -93,7 +93,7 @@ __all__ += [
     "modality_shares",
     "shap_gradient_reference",
 ]
-from lightning_xai.functional._shap_peers import shap_deep, shap_kernel, shap_partition
+from lightning_xai.functional.shap._peers import shap_deep, shap_kernel, shap_partition
 
 __all__ += ["shap_deep", "shap_kernel", "shap_partition"]
 
