@@ -26,12 +26,11 @@ from torch import Tensor, nn
 
 from lightning_xai._checks import check_choice, check_positive_int, expected
 from lightning_xai.functional._attribution_summary import gini, modality_shares
-from lightning_xai.functional._guard import explanation_mode
 from lightning_xai.functional.shap._engine import SAMPLINGS, Settings, estimate, forward_values
 from lightning_xai.functional.shap._inputs import FLOAT, TOKEN, Target, check_inputs, prepare
 from lightning_xai.functional.shap._reference import shap_values
 from lightning_xai.functional.shap._result import ShapResult, _check_generator, _result
-from lightning_xai.functional.shap._tokens import EmbeddingSwap, _hooked, embedding_hook, find_embedding_layer
+from lightning_xai.functional.shap._tokens import EmbeddingSwap, embedding_hook, find_embedding_layer, shap_setup
 
 __all__ = [
     "EmbeddingSwap",
@@ -136,12 +135,7 @@ def expected_gradients(
     ):
         raise ValueError(expected("completeness_tol", "a number larger than 0 or None", completeness_tol))
     gen = _check_generator(generator)
-    explicit = embedding_layer is not None and not (
-        isinstance(embedding_layer, str) and embedding_layer == "auto"
-    )
-    with explanation_mode(model), _hooked(model, embedding_layer) as swap:
-        for parameter in model.parameters():
-            parameter.requires_grad_(False)  # gradients to the inputs only; the guard restores the flags
+    with shap_setup(model, embedding_layer, freeze=True) as (swap, explicit):
         prep = prepare(model, inputs, baselines, target, forward_fn, swap, explicit)
         settings = Settings(nsamples, max_batch, gen, completeness_tol, max_nsamples, sampling)
         phis, points, fx, fbg = estimate(prep, settings)
@@ -196,10 +190,7 @@ def shap_gradient_reference(
     check_positive_int("nsamples", nsamples)
     check_positive_int("max_batch", max_batch)
     gen = _check_generator(generator)
-    explicit = embedding_layer is not None and not (
-        isinstance(embedding_layer, str) and embedding_layer == "auto"
-    )
-    with explanation_mode(model), _hooked(model, embedding_layer) as swap:
+    with shap_setup(model, embedding_layer) as (swap, explicit):
         prep = prepare(model, inputs, baselines, target, forward_fn, swap, explicit)
         phis = shap_values(prep, nsamples, max_batch, gen)
         roles = [role for role in prep.roles if role in (FLOAT, TOKEN)]

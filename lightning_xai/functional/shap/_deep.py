@@ -12,13 +12,12 @@ import torch
 from torch import Tensor, nn
 
 from lightning_xai._checks import check_positive_int, expected
-from lightning_xai.functional._guard import explanation_mode
 from lightning_xai.functional.shap._deep_check import describe, unsupported_layers
 from lightning_xai.functional.shap._engine import forward_values
 from lightning_xai.functional.shap._inputs import FLOAT, TOKEN, Prepared, Target, check_inputs, prepare
 from lightning_xai.functional.shap._reference import ScoreModel
 from lightning_xai.functional.shap._result import ShapResult, _check_generator, _result
-from lightning_xai.functional.shap._tokens import _hooked
+from lightning_xai.functional.shap._tokens import shap_setup
 
 __all__ = ["shap_deep"]
 
@@ -134,12 +133,7 @@ def shap_deep(
     if not isinstance(strict, bool):
         raise TypeError(expected("strict", "a bool", strict))
     gen = _check_generator(generator)
-    explicit = embedding_layer is not None and not (
-        isinstance(embedding_layer, str) and embedding_layer == "auto"
-    )
-    with explanation_mode(model), _hooked(model, embedding_layer) as swap:
-        for parameter in model.parameters():
-            parameter.requires_grad_(False)  # gradients to the inputs only; the guard restores the flags
+    with shap_setup(model, embedding_layer, freeze=True) as (swap, explicit):
         prep = prepare(model, inputs, baselines, target, forward_fn, swap, explicit)
         wrapper = ScoreModel(prep)
         listing = _check_layers(wrapper, prep, strict)

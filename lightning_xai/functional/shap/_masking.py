@@ -19,7 +19,6 @@ import torch
 from torch import Tensor, nn
 
 from lightning_xai._checks import check_non_negative_int, check_positive_int, expected
-from lightning_xai.functional._guard import explanation_mode
 from lightning_xai.functional.shap._engine import forward_values
 from lightning_xai.functional.shap._inputs import (
     FLOAT,
@@ -31,7 +30,7 @@ from lightning_xai.functional.shap._inputs import (
     score_rows,
 )
 from lightning_xai.functional.shap._result import ShapResult, _check_generator, _result
-from lightning_xai.functional.shap._tokens import _hooked
+from lightning_xai.functional.shap._tokens import shap_setup
 
 __all__: list[str] = []
 
@@ -212,10 +211,7 @@ def masking_run(
     seeded from ``generator`` (the guard restores it), then ``f(x)`` and the base value by forward passes:
     ``f(every token masked)`` for tokens, the ``background(features) -> (rows, weights)`` mean otherwise."""
     gen = _check_generator(run.generator)
-    explicit = run.embedding_layer is not None and not (
-        isinstance(run.embedding_layer, str) and run.embedding_layer == "auto"
-    )
-    with explanation_mode(model), _hooked(model, run.embedding_layer) as swap:
+    with shap_setup(model, run.embedding_layer) as (swap, explicit):
         baselines = _fill_token_baselines(inputs, baselines)
         prep = prepare(model, inputs, baselines, target, run.forward_fn, swap, explicit)
         feats = features(prep, run.engine, run.mask_token_id, run.max_batch)

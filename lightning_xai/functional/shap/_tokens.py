@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_xai._checks import expected
+from lightning_xai.functional._guard import explanation_mode
 
 __all__ = [
     "EmbeddingSwap",
@@ -21,6 +22,7 @@ __all__ = [
     "embedding_hook",
     "find_embedding_layer",
     "resolve_embedding_layer",
+    "shap_setup",
 ]
 
 
@@ -239,3 +241,25 @@ def _hooked(model: nn.Module, embedding_layer: Any) -> Iterator[EmbeddingSwap | 
             return
     with embedding_hook(model, embedding_layer) as swap:
         yield swap
+
+
+@contextlib.contextmanager
+def shap_setup(model: nn.Module, embedding_layer: Any, freeze: bool = False) -> Iterator[
+        tuple[EmbeddingSwap | None, bool]]:
+    """What every SHAP engine runs in: ``explanation_mode`` (the model restored afterwards) with the embedding hook
+    of token inputs; ``freeze`` turns parameter gradients off (gradients to the inputs only; the guard restores
+    the flags). Yields the swap and whether the embedding layer was named explicitly (not ``"auto"``).
+
+    Example:
+        >>> net = nn.Linear(2, 1)
+        >>> with shap_setup(net, None, freeze=True) as (swap, explicit):
+        ...     frozen = not net.weight.requires_grad
+        >>> swap, explicit, frozen, net.weight.requires_grad
+        (None, False, True, True)
+    """
+    explicit = embedding_layer is not None and not (isinstance(embedding_layer, str) and embedding_layer == "auto")
+    with explanation_mode(model), _hooked(model, embedding_layer) as swap:
+        if freeze:
+            for parameter in model.parameters():
+                parameter.requires_grad_(False)
+        yield swap, explicit
