@@ -6,6 +6,7 @@ No Lightning, no matplotlib: explainers (Lightning-free) and callbacks both impo
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -18,6 +19,8 @@ from lightning_xai.adapters import ModelInputs, default_forward_fn, frame_logits
 
 __all__ = [
     "Scorer",
+    "ambiguous_video",
+    "clip_layout",
     "first_sample",
     "image_key",
     "input_kind",
@@ -75,6 +78,27 @@ def ambiguous_video(x: Tensor) -> bool:
         (True, False)
     """
     return x.dim() == 5 and (x.shape[1] in (1, 3)) == (x.shape[2] in (1, 3))
+
+
+def clip_layout(x: Tensor, layout: Literal["auto", "BTCHW", "BCTHW"] = "auto",
+                who: str = "lightning_xai") -> Literal["BTCHW", "BCTHW"] | None:
+    """:func:`video_layout`, with a loud warning when ``"auto"`` had to guess (:func:`ambiguous_video`), naming
+    ``video_layout=``: frames and channels read the wrong way round would draw (and sum) the wrong axis.
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as w:
+        ...     warnings.simplefilter("always")
+        ...     clip_layout(torch.zeros(1, 8, 16, 4, 4)), "video_layout=" in str(w[0].message)
+        ('BTCHW', True)
+    """
+    found = video_layout(x, layout)
+    if layout == "auto" and ambiguous_video(x):
+        warnings.warn(
+            f"lightning_xai: {who} cannot tell frames from channels in a clip of shape {tuple(x.shape)} (dims 1 "
+            f"and 2 both, or neither, hold 1 or 3 values); it reads it as {found} (frames first). Set "
+            "`video_layout='BTCHW'` or `video_layout='BCTHW'` to say which.", RuntimeWarning, stacklevel=3)
+    return found
 
 
 def spectrogram_time_first(model: Any, x: Tensor) -> bool:

@@ -174,3 +174,21 @@ def test_a_checkpoint_saved_before_the_explainer_layer_still_audits(tmp_path, mo
     assert Probe.from_state(shap.state_dict()["background"]).indices == old_shap.indices
     assert Probe.from_state(drift.state_dict()["background"]).indices == old_drift.indices
     assert drift.run_name == "old" and "xai/shap/completeness/mean" in results
+
+
+def test_grad_cam_and_shap_read_an_ambiguous_clip_alike_and_say_so():
+    """(B, 8, 16, H, W): neither dim looks like channels. Both explainers read it by one rule and warn, naming
+    `video_layout=`; setting it silences the warning; an unambiguous clip never warns."""
+    net = nn.Sequential(nn.Conv3d(8, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool3d(1), nn.Flatten(),
+                        nn.Linear(4, 2))
+    clip = ModelInputs((torch.rand(2, 8, 16, 6, 6),))
+    shap = ShapExplainer(nsamples=4, completeness_tol=None)
+    shap.background = ModelInputs((torch.zeros(2, 8, 16, 6, 6),))
+    cam = CAMExplainer("gradcam", target_layer="0")
+    with pytest.warns(RuntimeWarning, match="video_layout="):
+        layouts = {cam.explain(net, clip).layouts["input"], shap.explain(net, clip).layouts["input"]}
+    assert layouts == {"BTCHW"}
+    shap.video_layout = cam.video_layout = "BCTHW"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert cam.explain(net, clip).layouts["input"] == shap.explain(net, clip).layouts["input"] == "BCTHW"

@@ -23,7 +23,7 @@ from lightning_xai.sinks import ArtifactSink
 __all__ = ["SHAPCallback"]
 
 _SETTINGS = ("n_background", "nsamples", "completeness_tol", "max_nsamples", "engine", "sampling", "top_k",
-             "embedding_layer", "tokenizer", "max_batch", "seed")
+             "embedding_layer", "tokenizer", "max_batch", "seed", "video_layout")
 
 
 class SHAPCallback(XAICallback):
@@ -71,6 +71,8 @@ class SHAPCallback(XAICallback):
         tokenizer: a Hugging Face tokenizer (or a local path to load one from) to show token strings.
         max_batch: most rows per forward/backward (bounds memory).
         seed: seed of the callback's own generators (engine, faithfulness control).
+        video_layout: ``"BTCHW"``, ``"BCTHW"`` or ``"auto"`` for 5-D clip inputs (the figures' channel axis);
+            ``"auto"`` warns when a shape leaves it guessing (like ``(B, 8, 16, H, W)``).
         faithfulness: also score the values of 4-D image inputs by deletion and insertion (explained class)
             against a seeded random map: ``xai/shap/faithfulness/<input>/{deletion_auc,insertion_auc}`` and
             their ``..._random`` controls (means); per-sample values in ``summary.json``.
@@ -98,6 +100,7 @@ class SHAPCallback(XAICallback):
         tokenizer: Any = None,
         max_batch: int = 64,
         seed: int = 0,
+        video_layout: Literal["auto", "BTCHW", "BCTHW"] = "auto",
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         faithfulness: bool = False,
@@ -121,7 +124,8 @@ class SHAPCallback(XAICallback):
                                       f"top_k={top_k} with target={target!r}"))
         explainer = ShapExplainer(n_background=n_background, nsamples=nsamples, completeness_tol=completeness_tol,
                                   max_nsamples=max_nsamples, engine=engine, sampling=sampling, top_k=top_k,
-                                  embedding_layer=embedding_layer, tokenizer=tokenizer, max_batch=max_batch, seed=seed)
+                                  embedding_layer=embedding_layer, tokenizer=tokenizer, max_batch=max_batch, seed=seed,
+                                  video_layout=video_layout)
         super().__init__(num_samples=num_samples, probe=probe, batch_to_inputs=batch_to_inputs, forward_fn=forward_fn,
                          target=target, output=output, class_names=class_names, every_n_epochs=every_n_epochs,
                          stages=stages, on_error=on_error, log_dir=log_dir, name=name, explainer=explainer,

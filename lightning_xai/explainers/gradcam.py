@@ -17,8 +17,8 @@ from lightning_xai._inputs import (
     image_key,
     input_kind,
     input_names,
+    clip_layout,
     spectrogram_time_first,
-    video_layout,
 )
 from lightning_xai.adapters import ModelInputs, resolve_callable
 from lightning_xai.explainers._base import Explainer, Explanation, Target, targets_of
@@ -178,7 +178,7 @@ class CAMExplainer(Explainer):
                       if isinstance(inputs.get(k), Tensor)}
         shown = names[slots.index(key)]
         probs = logits.float().softmax(-1) if logits.dim() == 2 else None
-        layout = video_layout(x, self.video_layout)
+        layout = clip_layout(x, self.video_layout, f"Grad-CAM ({self.method})")
         return CAMExplanation(
             method=self.method, values={shown: maps}, inputs=all_inputs,
             kinds={n: input_kind(n if n != shown else str(key), t) for n, t in all_inputs.items()}, signed=False,

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_xai._checks import check_choice, check_positive_int, expected
-from lightning_xai._inputs import Scorer, input_kind, input_names, spectrogram_time_first, video_layout
+from lightning_xai._inputs import Scorer, clip_layout, input_kind, input_names, spectrogram_time_first
 from lightning_xai.adapters import ModelInputs
 from lightning_xai.explainers._base import Explainer, Explanation, Target, targets_of
 from lightning_xai.explainers._tokens import load_tokenizer, shown_tokens, token_strings
@@ -58,6 +58,8 @@ class ShapExplainer(Explainer):
         tokenizer: a Hugging Face tokenizer (or a local path) to show token strings.
         max_batch: most rows per forward/backward.
         seed: seed of the engine's own generator (rank ``r`` of ``top_k`` uses ``seed + r``).
+        video_layout: ``"BTCHW"``, ``"BCTHW"`` or ``"auto"`` for 5-D clip inputs (which axis the figures sum as
+            channels); ``"auto"`` warns when it has to guess.
 
     Example:
         >>> net = nn.Linear(3, 2)
@@ -83,6 +85,7 @@ class ShapExplainer(Explainer):
         tokenizer: Any = None,
         max_batch: int = 64,
         seed: int = 0,
+        video_layout: Literal["auto", "BTCHW", "BCTHW"] = "auto",
     ) -> None:
         self.n_background = check_positive_int("n_background", n_background)
         self.nsamples = check_positive_int("nsamples", nsamples)
@@ -97,6 +100,7 @@ class ShapExplainer(Explainer):
         self.top_k = check_positive_int("top_k", top_k)
         self.embedding_layer = embedding_layer
         self.tokenizer = tokenizer
+        self.video_layout = check_choice("video_layout", video_layout, ("auto", "BTCHW", "BCTHW"))
         self.background: ModelInputs | None = None
 
     def settings(self) -> dict[str, Any]:
@@ -150,7 +154,7 @@ class ShapExplainer(Explainer):
         attention = cpu.get("attention_mask")
         tokens = {n: self.token_strings(cpu[n]) for n in values if kinds[n] == "tokens"}
         keep = {n: self.shown_tokens(cpu[n], attention) for n in tokens}
-        layouts = {n: lay for n in values if (lay := video_layout(cpu[n])) is not None}
+        layouts = {n: lay for n in values if (lay := clip_layout(cpu[n], self.video_layout, "SHAP")) is not None}
         return ShapExplanation(
             method="shap", values=values, inputs=cpu, kinds=kinds, signed=True,
             target=None if scoring else classes.cpu(),  # type: ignore[union-attr]
