@@ -152,17 +152,25 @@ class XAICallback(CallbackShell, ABC):
             self._set_background(pl_module, batch)
             return self._explainer.explain(pl_module, batch, self.target if target is None else target, self.scorer)
 
+    def _explainers(self) -> list[Explainer]:
+        """Every explainer this callback runs (one by default)."""
+        return [] if self._explainer is None else [self._explainer]
+
     def _ensure_background(self, trainer: pl.Trainer, stage: Stage) -> None:
-        if self._explainer is not None and self._explainer.n_background > 0 and self._background is None:
-            self._background = draw_background(trainer, stage, self._user_background, self._explainer.n_background,
-                                               self.batch_to_inputs)
+        wanted = max((e.n_background for e in self._explainers()), default=0)
+        if wanted > 0 and self._background is None:
+            self._background = draw_background(trainer, stage, self._user_background, wanted, self.batch_to_inputs)
 
     def _set_background(self, model: nn.Module, inputs: ModelInputs) -> None:
-        """Hand the explainer its background as model inputs like ``inputs`` (call inside ``explanation_mode``)."""
-        if self._explainer is not None and self._background is not None:
-            self._explainer.background = background_inputs(
+        """Hand the explainers that want one the background as model inputs like ``inputs`` (call inside
+        ``explanation_mode``)."""
+        takers = [e for e in self._explainers() if e.n_background > 0]
+        if takers and self._background is not None:
+            background = background_inputs(
                 self._background, self._user_background is not None, inputs,
                 lambda probe: on_model(self.batch_to_inputs(move_to(probe.batch, "cpu")), model))
+            for explainer in takers:
+                explainer.background = background
 
     # ------------------------------------------------------------------ the shell
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: Stage) -> None:

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable
 
 from lightning_xai.explainers._base import Explainer, Explanation, Target
@@ -27,6 +28,7 @@ __all__ = [
     "ShapExplainer",
     "ShapExplanation",
     "Target",
+    "explainer_arguments",
     "get_explainer",
     "list_explainers",
     "register_explainer",
@@ -97,6 +99,22 @@ def get_explainer(name: str, **kwargs: object) -> Explainer:
     return explainer
 
 
+def explainer_arguments(name: str) -> tuple[str, ...]:
+    """The keyword arguments the explainer registered as ``name`` takes (``"**"`` when it takes any).
+
+    Example:
+        >>> "target_layer" in explainer_arguments("gradcam"), "nsamples" in explainer_arguments("shap")
+        (True, True)
+    """
+    if name not in _REGISTRY:
+        raise ValueError(_unknown(name))
+    try:
+        params = inspect.signature(_REGISTRY[name]).parameters.values()
+    except (TypeError, ValueError):
+        return ("**",)
+    return tuple("**" if p.kind is p.VAR_KEYWORD else p.name for p in params if p.kind is not p.VAR_POSITIONAL)
+
+
 def _unknown(name: object) -> str:
     close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3)
     hint = f" (did you mean {close}?)" if close else ""
@@ -109,6 +127,8 @@ def _cam_factory(method: str) -> Callable[..., Explainer]:
         return CAMExplainer(method, **kwargs)  # type: ignore[arg-type]
 
     build.__name__ = build.__qualname__ = f"CAMExplainer[{method}]"
+    params = [p for p in inspect.signature(CAMExplainer).parameters.values() if p.name != "method"]
+    build.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     return build
 
 

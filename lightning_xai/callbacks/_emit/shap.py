@@ -13,12 +13,13 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from lightning_xai.callbacks._emit.faithfulness import log_faithfulness
+from lightning_xai.callbacks._emit.figures import explanation_figure
 from lightning_xai.explainers import ShapExplanation
 from lightning_xai.explainers.faithfulness import METRICS, FaithfulnessCheck
 from lightning_xai.functional.shap import ShapResult, gini, modality_shares
 from lightning_xai.sinks import ArtifactSink
 
-__all__ = ["ShapFigureOptions", "emit_shap", "shap_figure"]
+__all__ = ["ShapFigureOptions", "emit_shap"]
 
 
 @dataclass(frozen=True)
@@ -29,28 +30,6 @@ class ShapFigureOptions:
     mean: Sequence[float] | None = None
     std: Sequence[float] | None = None
     class_name: Callable[[int], str] = str
-
-
-def shap_figure(expl: ShapExplanation, name: str, values: Tensor, titles: list[str], suptitle: str,
-                mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> Any:
-    """The figure of one input's signed ``values`` by its kind: token plot, heatmap grid, frame strip, spectrogram
-    (``None`` for tabular rows)."""
-    from lightning_xai.render import signed_frame_strip, signed_heatmap_grid, spectrogram_plot, token_grid
-
-    x, kind = expl.inputs[name], expl.kinds[name]
-    if kind == "tokens":
-        tokens, keep = expl.tokens[name], expl.keep[name]
-        return token_grid([(tokens[i], values[i], keep[i], titles[i]) for i in range(x.shape[0])], suptitle=suptitle)
-    if kind == "image":
-        return signed_heatmap_grid(x, values.sum(1), titles=titles, suptitle=suptitle, mean=mean, std=std)
-    if kind == "video":
-        channel_dim = 1 if expl.layouts.get(name) == "BCTHW" else 2
-        clips = x if channel_dim == 2 else x.transpose(1, 2)
-        return signed_frame_strip(clips, values.sum(channel_dim), titles=titles, suptitle=suptitle, mean=mean, std=std)
-    if kind == "spectrogram":  # drawn (mel, frames): frequency up, time right, whatever the model's layout
-        x, values = (x.transpose(-1, -2), values.transpose(-1, -2)) if name in expl.time_first else (x, values)
-        return spectrogram_plot(x, values, titles=titles, suptitle=suptitle, frequency_axis="bins")
-    return None
 
 
 def emit_shap(expl: ShapExplanation, titles: list[str], indices: list[int], sink: ArtifactSink,
@@ -92,7 +71,7 @@ def emit_shap(expl: ShapExplanation, titles: list[str], indices: list[int], sink
     for k, j in enumerate(shown):
         kind = expl.kinds[names[j]]
         suptitle = f"SHAP ({engine}){who} · {names[j]} · {ev.stage} · epoch {ev.epoch} · step {ev.global_step}"
-        sink.figure(names[j], partial(shap_figure, expl, names[j], values[k], titles, suptitle, options.mean,
+        sink.figure(names[j], partial(explanation_figure, expl, names[j], values[k], titles, suptitle, options.mean,
                                       options.std))
         if kind == "tokens":
             strings, keep = expl.tokens[names[j]], expl.keep[names[j]]
@@ -162,6 +141,6 @@ def _emit_top_k(expl: ShapExplanation, options: ShapFigureOptions, ranked: list[
         for j in shown:
             suptitle = (f"SHAP ({expl.engine}){options.who} · {names[j]} · class ranked {rank} · {ev.stage} · "
                         f"epoch {ev.epoch} · step {ev.global_step}")
-            sink.figure(f"{names[j]}/top{rank}", partial(shap_figure, expl, names[j],
+            sink.figure(f"{names[j]}/top{rank}", partial(explanation_figure, expl, names[j],
                                                          res.values[j].detach().float().cpu(), rank_titles, suptitle,
                                                          options.mean, options.std))
