@@ -11,7 +11,13 @@ from lightning.pytorch import seed_everything
 from torch import nn
 
 from conftest import tiny_trainer
-from lightning_xai import AttributionDriftCallback, CalibrationCallback, GradCAMCallback, SHAPCallback
+from lightning_xai import (
+    AttributionCallback,
+    AttributionDriftCallback,
+    CalibrationCallback,
+    GradCAMCallback,
+    SHAPCallback,
+)
 from lightning_xai.adapters import ModelInputs
 from lightning_xai.demo import ShapesCNN
 from lightning_xai.functional import explanation_mode, observer_guard
@@ -102,6 +108,8 @@ def test_fit_with_callbacks_ends_with_bit_identical_weights(tmp_path):
         AttributionDriftCallback(method="shap", num_samples=2, store=str(tmp_path / "store.sqlite"), run="shap",
                                  method_kwargs={"n_background": 4, "nsamples": 8, "max_nsamples": 16},
                                  on_error="raise"),
+        AttributionCallback(num_samples=2, methods=("gradcam", "shap"), on_error="raise",
+                            method_kwargs={"shap": {"n_background": 4, "nsamples": 8, "max_nsamples": 16}}),
     ]
     with_cbs = _fit(tmp_path / "b", callbacks)
     assert without.keys() == with_cbs.keys()
