@@ -192,3 +192,20 @@ def test_grad_cam_and_shap_read_an_ambiguous_clip_alike_and_say_so():
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         assert cam.explain(net, clip).layouts["input"] == shap.explain(net, clip).layouts["input"] == "BCTHW"
+
+
+def test_the_gallery_takes_a_registered_explainer_by_name(tmp_path, toy):
+    seed_everything(0)
+    val = DataLoader(SyntheticShapes(32, image_size=16, seed=2), batch_size=8)
+    calibration = CalibrationCallback(n_bins=5, gallery_size=4, gallery_method=toy, stages=("validate",),
+                                      on_error="raise")
+    InputXGradient.calls = 0
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        tiny_trainer(tmp_path, [calibration], limit_val_batches=None).validate(ShapesCNN(width=4), val)
+    assert not [w for w in record if "confidently-wrong" in str(w.message)]
+    assert list(tmp_path.rglob("confidently_wrong.png")) and InputXGradient.calls == 1
+    with pytest.raises(ValueError, match="`gallery_method`.*registered explainer"):
+        CalibrationCallback(gallery_method="no-such-method")
+    with pytest.raises(ValueError, match="`gallery_method`.*no background"):
+        CalibrationCallback(gallery_method="shap")

@@ -25,13 +25,15 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
-from lightning_xai._inputs import input_names, token_key
+from lightning_xai._checks import expected
+from lightning_xai._inputs import Scorer, input_names, on_model, token_key
 from lightning_xai.adapters import ModelInputs
 from lightning_xai.callbacks.base import XAICallback
-from lightning_xai.explainers import Explanation
+from lightning_xai.explainers import Explainer, Explanation, get_explainer, list_explainers
+from lightning_xai.functional import explanation_mode
 from lightning_xai.explainers._tokens import load_tokenizer, shown_tokens, token_strings
 
-__all__ = ["Gallery"]
+__all__ = ["Gallery", "gallery_explainer"]
 
 _ROW_SUM_TOL = 1e-3
 _SIGNED = "SHAP value: red toward the predicted class, blue away from it"
@@ -73,12 +75,35 @@ def _flat_name(inputs: ModelInputs, key: int | str) -> str:
     return names[key] if isinstance(key, int) else names[len(inputs.args) + list(inputs.kwargs).index(key)]
 
 
-def _explainers_for(trainer: pl.Trainer, kind: str) -> list[Any]:
-    """Attribution callbacks on the Trainer whose explainer explains ``kind`` inputs, specialists first (an
-    explainer made for fewer kinds of input, e.g. Grad-CAM for images, before a general one such as SHAP)."""
-    found = [cb for cb in trainer.callbacks  # type: ignore[attr-defined]
-             if isinstance(cb, XAICallback) and cb.explainer is not None and kind in cb.explainer.kinds]
-    return sorted(found, key=lambda cb: len(cb.explainer.kinds))
+@dataclass(frozen=True)
+class _Source:
+    """Where the gallery's explanation of the predicted class comes from: a sibling callback or its own explainer."""
+
+    explainer: Explainer
+    explain: Callable[[ModelInputs], Explanation]
+    mean: Any = None
+    std: Any = None
+
+
+def _sources(trainer: pl.Trainer, pl_module: pl.LightningModule, kind: str, own: Explainer | None,
+             scorer: Scorer | None) -> list[_Source]:
+    """Explainers of ``kind`` inputs: the gallery's own (``gallery_method=``) first, then the attribution callbacks
+    on the Trainer, specialists first (an explainer made for fewer kinds of input, e.g. Grad-CAM for images, before
+    a general one such as SHAP). Callbacks that explain a score rather than a class are left out."""
+    found: list[_Source] = []
+    if own is not None and kind in own.kinds:
+        def run(batch: ModelInputs) -> Explanation:
+            with explanation_mode(pl_module):
+                return own.explain(pl_module, on_model(batch, pl_module), "pred", scorer)
+
+        found.append(_Source(own, run))
+    callbacks = sorted((cb for cb in trainer.callbacks  # type: ignore[attr-defined]
+                        if isinstance(cb, XAICallback) and cb.explainer is not None and kind in cb.explainer.kinds
+                        and not callable(cb.target)), key=lambda cb: len(cb.explainer.kinds))
+    for cb in callbacks:
+        found.append(_Source(cb.explainer, lambda batch, cb=cb: cb.explain(trainer, pl_module, batch, target="pred"),
+                             getattr(cb, "mean", None), getattr(cb, "std", None)))
+    return found
 
 
 def _warn(what: str, err: Exception) -> None:
@@ -97,8 +122,9 @@ class Gallery:
         ([0.99, 0.95], (1, 3, 4, 4))
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, explainer: Explainer | None = None) -> None:
         self.size = size
+        self.explainer = explainer  # the gallery's own (by name), else a sibling callback's
         self.kept: list[_Mistake] = []
 
     @property
@@ -136,8 +162,9 @@ class Gallery:
 
     # ------------------------------------------------------------------ rendering
     def render(self, sink: Any, pl_module: pl.LightningModule, trainer: pl.Trainer,
-               class_name: Callable[[int], str]) -> None:
-        """Send the gallery to ``sink``: a figure for images and token ids, else a text table."""
+               class_name: Callable[[int], str], scorer: Scorer | None = None) -> None:
+        """Send the gallery to ``sink``: a figure for images and token ids, else a text table. ``scorer`` runs the
+        model for the gallery's own explainer."""
         if not self.kept:
             return
         titles = [f"true: {class_name(m.label)} | pred: {class_name(m.pred)} ({m.confidence:.2f})"
@@ -147,40 +174,40 @@ class Gallery:
         batch = _stack(self.kept)
         image_key = None if batch is None else batch.image_key
         if batch is not None and image_key is not None and batch.get(image_key).dim() == 4:
-            sink.figure("confidently_wrong", self._image_figure(batch, image_key, titles, suptitle, pl_module,
-                                                                trainer))
+            sources = _sources(trainer, pl_module, "image", self.explainer, scorer)
+            sink.figure("confidently_wrong", self._image_figure(batch, image_key, titles, suptitle, sources[:1]))
             return
         key = token_key(self.kept[0].inputs)
-        explainers = _explainers_for(trainer, "tokens") if key is not None else []
-        for cb in explainers[:1]:
-            fig = self._token_figure(cb, key, titles, suptitle, pl_module, trainer)  # type: ignore[arg-type]
+        sources = _sources(trainer, pl_module, "tokens", self.explainer, scorer) if key is not None else []
+        for source in sources[:1]:
+            fig = self._token_figure(source, key, titles, suptitle)  # type: ignore[arg-type]
             if fig is not None:
                 sink.figure("confidently_wrong", fig)
                 return
-        sink.text("confidently_wrong", self._table(titles, suptitle, key, explainers[0] if explainers else None))
+        sink.text("confidently_wrong", self._table(titles, suptitle, key, sources[0] if sources else None))
 
     def _image_figure(self, batch: ModelInputs, key: int | str, titles: list[str], suptitle: str,
-                      pl_module: pl.LightningModule, trainer: pl.Trainer) -> Any:
+                      sources: list[_Source]) -> Any:
         from lightning_xai.render import overlay_grid, signed_heatmap_grid
         from lightning_xai.render.calibration import image_gallery
 
         images = batch.get(key).float()
-        for cb in _explainers_for(trainer, "image")[:1]:
-            expl = self._explain(cb, batch, pl_module, trainer)
+        for source in sources:
+            expl = _explained(source, batch)
             maps = None if expl is None else expl.maps().get(_flat_name(batch, key))
             if expl is None or maps is None:
                 break
             if expl.signed:
                 what = "SHAP" if expl.method == "shap" else expl.method
-                return signed_heatmap_grid(batch.get(key), maps, titles=titles, mean=getattr(cb, "mean", None),
-                                           std=getattr(cb, "std", None), colorbar_label=_SIGNED_SHORT,
-                                           suptitle=f"{suptitle} · {what} of the predicted class")
+                return signed_heatmap_grid(batch.get(key), maps, titles=titles, mean=source.mean, std=source.std,
+                                           colorbar_label=_SIGNED_SHORT if expl.method == "shap" else
+                                           f"{what} (red: for pred)", suptitle=f"{suptitle} · {what} of the "
+                                           "predicted class")
             return overlay_grid(images, maps, titles=titles,
                                 suptitle=f"{suptitle} · {expl.method} of the predicted class")
         return image_gallery(images, titles, suptitle=suptitle)
 
-    def _token_figure(self, cb: XAICallback, key: int | str, titles: list[str], suptitle: str,
-                      pl_module: pl.LightningModule, trainer: pl.Trainer) -> Any:
+    def _token_figure(self, source: _Source, key: int | str, titles: list[str], suptitle: str) -> Any:
         """Token plot of the predicted class; texts of unequal length are explained in groups."""
         from lightning_xai.render import token_grid
 
@@ -191,7 +218,7 @@ class Gallery:
         what = ""
         for members in groups.values():
             batch = _stack([self.kept[i] for i in members])
-            expl = None if batch is None else self._explain(cb, batch, pl_module, trainer)
+            expl = None if batch is None else _explained(source, batch)
             name = None if batch is None else _flat_name(batch, key)
             if expl is None or name not in expl.values:
                 return None
@@ -201,23 +228,9 @@ class Gallery:
                 rows[i] = (expl.tokens[name][row], expl.values[name][row], expl.keep[name][row], titles[i])
         return token_grid(rows, suptitle=f"{suptitle} · {what}", colorbar_label=_SIGNED)
 
-    @staticmethod
-    def _explain(cb: XAICallback, batch: ModelInputs, pl_module: pl.LightningModule,
-                 trainer: pl.Trainer) -> Explanation | None:
-        """The callback's explanation of the predicted class, or ``None`` (with a warning) when it fails or the
-        callback explains a score rather than a class."""
-        if callable(cb.target):  # it explains a score, not a class
-            return None
-        try:
-            return cb.explain(trainer, pl_module, batch, target="pred")
-        except Exception as err:  # the gallery is still useful without the explanation
-            name = cb.explainer.name if cb.explainer is not None else type(cb).__name__
-            _warn("SHAP values" if name == "shap" else f"{name} heatmaps", err)
-            return None
-
-    def _table(self, titles: list[str], suptitle: str, key: int | str | None, cb: XAICallback | None) -> str:
+    def _table(self, titles: list[str], suptitle: str, key: int | str | None, source: _Source | None) -> str:
         """Markdown table of the mistakes, with their decoded text when a tokenizer is known."""
-        tokenizer = load_tokenizer(getattr(cb.explainer, "tokenizer", None)) if cb is not None else None
+        tokenizer = load_tokenizer(getattr(source.explainer, "tokenizer", None)) if source is not None else None
         if key is None or tokenizer is None:
             rows = "\n".join(f"| {i} | {t} |" for i, t in enumerate(titles))
             return f"{suptitle}\n\n| # | mistake |\n|---|---|\n{rows}"
@@ -231,3 +244,34 @@ class Gallery:
             cell = str(joined).replace("|", "\\|").replace("\n", " ")
             lines.append(f"| {i} | {title} | {cell} |")
         return f"{suptitle}\n\n| # | mistake | text |\n|---|---|---|\n" + "\n".join(lines)
+
+
+def _explained(source: _Source, batch: ModelInputs) -> Explanation | None:
+    """The source's explanation of the predicted class, or ``None`` with a warning when it fails."""
+    try:
+        return source.explain(batch)
+    except Exception as err:  # the gallery is still useful without the explanation
+        name = source.explainer.name
+        _warn("SHAP values" if name == "shap" else f"{name} heatmaps", err)
+        return None
+
+
+def gallery_explainer(method: str | None, kwargs: dict[str, Any] | None) -> Explainer | None:
+    """The gallery's own explainer, by registered name; one that wants a background from the data is refused."""
+    if method is None:
+        if kwargs:
+            raise ValueError(expected("gallery_method_kwargs", "None without `gallery_method=`", kwargs))
+        return None
+    if method not in list_explainers():
+        raise ValueError(expected("gallery_method", f"None or a registered explainer, one of {list_explainers()}",
+                                  method))
+    try:
+        explainer = get_explainer(method, **(kwargs or {}))
+    except TypeError as err:
+        raise ValueError(expected("gallery_method_kwargs", f"arguments of the {method!r} explainer", kwargs)
+                         + f" ({err})") from err
+    if explainer.n_background > 0:
+        raise ValueError(expected("gallery_method", "an explainer that needs no background from the data (put a "
+                                  "callback of it, e.g. SHAPCallback, on the Trainer instead: the gallery uses it)",
+                                  method))
+    return explainer

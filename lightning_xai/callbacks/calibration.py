@@ -15,7 +15,7 @@ from typing_extensions import override
 from lightning_xai._checks import check_choice, check_non_negative_int, check_positive_int
 from lightning_xai.adapters import ModelInputs
 from lightning_xai.callbacks._calibration_checks import check_predictions, step_predictions
-from lightning_xai.callbacks._gallery import Gallery
+from lightning_xai.callbacks._gallery import Gallery, gallery_explainer
 from lightning_xai.callbacks._shell import CallbackShell, Stage
 from lightning_xai.functional.calibration import (
     CalibrationState,
@@ -68,6 +68,9 @@ class CalibrationCallback(CallbackShell):
         temperature_scaling: fit a temperature on the epoch's logits and log it with the ECE after scaling.
         gallery_size: how many of the most confident mistakes to show (0: none); their inputs are kept (on the
             CPU) until the epoch ends.
+        gallery_method: explain the mistakes with this registered explainer (e.g. ``"integrated_gradients"``)
+            instead of an attribution callback's on the Trainer; it must need no background drawn from the data.
+        gallery_method_kwargs: its arguments.
         source: where predictions come from: ``"outputs"`` (what ``validation_step`` returns: a logits tensor or a
             dict with ``logits``/``preds``), ``"forward"`` (the callback runs ``forward_fn`` on the batch) or
             ``"auto"`` (outputs when they hold one row of logits per sample, else forward, where ``output=``
@@ -94,6 +97,8 @@ class CalibrationCallback(CallbackShell):
         per_class: bool = False,
         temperature_scaling: bool = True,
         gallery_size: int = 8,
+        gallery_method: str | None = None,
+        gallery_method_kwargs: dict[str, Any] | None = None,
         source: Literal["auto", "outputs", "forward"] = "auto",
         adaptive_sample: int = 100_000,
         max_temperature_samples: int = 100_000,
@@ -125,7 +130,9 @@ class CalibrationCallback(CallbackShell):
         self._resolved_task: str | None = None
         self._kept_logits: list[Tensor] = []
         self._kept_labels: list[Tensor] = []
-        self._gallery = Gallery(self.gallery_size)
+        self.gallery_method = gallery_method
+        self._gallery_explainer = gallery_explainer(gallery_method, gallery_method_kwargs)
+        self._gallery = Gallery(self.gallery_size, self._gallery_explainer)
         self._input_warned = False
         self._id = {"n_bins": n_bins, "task": task, "output": output if not callable(output) else output.__name__,
                     **({"name": name} if name is not None else {})}
@@ -173,7 +180,7 @@ class CalibrationCallback(CallbackShell):
     # ------------------------------------------------------------------ accumulation
     def _reset(self) -> None:
         self._state, self._kept_logits, self._kept_labels = None, [], []
-        self._gallery = Gallery(self.gallery_size)
+        self._gallery = Gallery(self.gallery_size, self._gallery_explainer)
 
     def _predictions(self, pl_module: pl.LightningModule, outputs: Any, inputs: ModelInputs) -> Tensor:
         found = step_predictions(outputs, inputs.batch_size, self.source)
@@ -232,7 +239,7 @@ class CalibrationCallback(CallbackShell):
                            f"{sink.event.epoch} (logged as xai/calibration/nonfinite).", category=RuntimeWarning)
         extra = self._temperature(sink)
         self._render(metrics, extra, sink)
-        self._gallery.render(sink, pl_module, trainer, self._class_name)
+        self._gallery.render(sink, pl_module, trainer, self._class_name, self.scorer)
         sink.commit(method="calibration", task=self._resolved_task, n_bins=self.n_bins, **extra)
 
     def _temperature(self, sink: Any) -> dict[str, float]:
@@ -263,3 +270,4 @@ class CalibrationCallback(CallbackShell):
             sink.figure("per_class_ece", partial(per_class_bars, metrics["per_class_ece"], names,
                                                  title=f"ECE per class · epoch {ev.epoch}"))
         sink.json("calibration", summary)
+
