@@ -67,8 +67,7 @@ class AttributionExplainer(Explainer):
         return {"method": self.name}
 
     def settings(self) -> dict[str, Any]:
-        shown = {k: (f"tensor{tuple(v.shape)}" if isinstance(v, Tensor) else v) for k, v in self.options().items()
-                 if not isinstance(v, torch.Generator)}
+        shown = {k: _plain(v) for k, v in self.options().items() if not isinstance(v, torch.Generator)}
         return {"method": self.name, **shown}
 
     def is_signed(self) -> bool:
@@ -95,7 +94,7 @@ class AttributionExplainer(Explainer):
         kinds = {n: input_kind(n, t) for n, t in cpu.items()}
         layouts = {n: lay for n, t in cpu.items() if t.is_floating_point() and t.dim() == 5
                    and (lay := clip_layout(t, self.video_layout, self.name)) is not None}
-        options = {k: self._by_position(v, names) for k, v in self.options().items()}
+        options = {k: self._by_position(k, v, names) for k, v in self.options().items()}
         background = None
         if self.background is not None:
             background = (*self.background.args, *self.background.kwargs.values())
@@ -123,14 +122,25 @@ class AttributionExplainer(Explainer):
             tokens=tokens, keep=keep, settings=self.settings(), outputs=out(result.outputs),
             completeness_error=out(result.completeness_error), relative_error=out(result.relative_error))
 
-    def _by_position(self, value: Any, names: list[str]) -> Any:
+    def _by_position(self, key: str, value: Any, names: list[str]) -> Any:
         """A dict keyed by input display name (a baseline, window or stride per input) keyed by position."""
         if not isinstance(value, dict):
             return value
         unknown = [k for k in value if k not in names]
         if unknown:
-            raise ValueError(expected("baseline/window/stride keys", f"input names {names}", unknown))
+            raise ValueError(expected(key, f"a dict keyed by input names {names}", unknown))
         return {names.index(k): v for k, v in value.items()}
+
+
+def _plain(value: Any) -> Any:
+    """A setting as plain values (a tensor as ``"tensor(shape)"``), for artifacts and snapshots."""
+    if isinstance(value, Tensor):
+        return f"tensor{tuple(value.shape)}"
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def check_baseline(baseline: Any, allowed: tuple[str, ...] = ("zeros", "blur", "mean")) -> Any:
