@@ -16,11 +16,18 @@ import inspect
 from collections.abc import Callable
 
 from lightning_xai.explainers._base import Explainer, Explanation, Target
+from lightning_xai.explainers.attribution import (
+    ATTRIBUTION_EXPLAINERS,
+    AttributionExplainer,
+    AttributionExplanation,
+)
 from lightning_xai.explainers.gradcam import CAMExplainer, CAMExplanation
 from lightning_xai.explainers.shap import ShapExplainer, ShapExplanation
 from lightning_xai.functional.cam import CAM_METHODS
 
 __all__ = [
+    "AttributionExplainer",
+    "AttributionExplanation",
     "CAMExplainer",
     "CAMExplanation",
     "Explainer",
@@ -78,7 +85,7 @@ def list_explainers() -> list[str]:
 
     Example:
         >>> list_explainers()[:3]
-        ['ablationcam', 'eigencam', 'eigengradcam']
+        ['ablationcam', 'deeplift', 'eigencam']
     """
     return sorted(_REGISTRY)
 
@@ -135,3 +142,5 @@ def _cam_factory(method: str) -> Callable[..., Explainer]:
 for _method in CAM_METHODS:
     register_explainer(_method, _cam_factory(_method))
 register_explainer("shap", ShapExplainer)
+for _name, _cls in ATTRIBUTION_EXPLAINERS.items():
+    register_explainer(_name, _cls)

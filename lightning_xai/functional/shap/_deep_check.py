@@ -145,15 +145,22 @@ def _module_stack(root: nn.Module, tracer: _Tracer, calls: dict[int, int]) -> It
 
 
 def unsupported_layers(
-    wrapper: nn.Module, model: nn.Module, run: Callable[[], Any], explained_layer: nn.Module | None
+    wrapper: nn.Module,
+    model: nn.Module,
+    run: Callable[[], Any],
+    explained_layer: nn.Module | None,
+    rules: dict[str, str] | None = None,
+    who: str = "shap",
 ) -> list[str]:
     """``"name (Type: reasons)"`` for every layer shap's DeepExplainer cannot handle, in module order.
 
     ``wrapper`` contains ``model`` and is what shap sees; ``run()`` performs one forward pass of ``wrapper``
     on inputs that require grad, with the model's parameters frozen. Operations in ``wrapper`` itself,
-    outside ``model``, are those of ``forward_fn`` and ``target``.
+    outside ``model``, are those of ``forward_fn`` and ``target``. ``rules`` maps the leaf classes another
+    DeepLIFT implementation handles (captum's) to ``"linear"``, ``"nonlinear_1d"`` or ``"maxpool"`` (default:
+    shap's table); ``who`` names it in the reasons.
     """
-    rules = _shap_rules()
+    rules = _shap_rules() if rules is None else rules
     names = {id(m): name for name, m in model.named_modules()}
     skip = {id(m) for m in wrapper.modules() if not list(m.children()) and type(m).__name__ in rules}
     if explained_layer is not None:
@@ -165,7 +172,7 @@ def unsupported_layers(
     for module in wrapper.modules():
         kind = rules.get(type(module).__name__)
         if kind in ("nonlinear_1d", "maxpool") and calls.get(id(module), 0) > 1:
-            reason = f"called {calls[id(module)]} times in one forward pass, shap keeps the last call's input"
+            reason = f"called {calls[id(module)]} times in one forward pass, {who} keeps the last call's input"
             found.setdefault(id(module), (module, []))[1].append(reason)
     order = {id(m): i for i, m in enumerate(wrapper.modules())}
     listing = []

@@ -1,0 +1,230 @@
+"""Gradient and perturbation attribution explainers with captum's definitions and defaults: one small subclass of
+:class:`AttributionExplainer` per method of :data:`~lightning_xai.functional.attribution.ATTRIBUTION_METHODS`,
+each registered under its name (``saliency``, ``input_x_gradient``, ``guided_backprop``, ``deeplift``,
+``integrated_gradients``, ``smoothgrad``, ``occlusion``, ``feature_ablation``).
+
+Every subclass also takes the base's keywords: ``embedding_layer``, ``tokenizer``, ``max_batch``, ``video_layout``.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> from lightning_xai.adapters import ModelInputs
+    >>> e = IntegratedGradientsExplainer().explain(nn.Linear(3, 2), ModelInputs((torch.rand(2, 3),)))
+    >>> e.values["input"].shape, bool(e.relative_error.max() < 1e-4)
+    (torch.Size([2, 3]), True)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+
+from lightning_xai._checks import check_choice, check_non_negative_int, check_positive_int, expected
+from lightning_xai.explainers._attribution_base import (
+    AttributionExplainer,
+    AttributionExplanation,
+    check_baseline,
+)
+from lightning_xai.functional.attribution import GRADIENT_METHODS
+
+__all__ = [
+    "ATTRIBUTION_EXPLAINERS",
+    "AttributionExplainer",
+    "AttributionExplanation",
+    "DeepLiftExplainer",
+    "FeatureAblationExplainer",
+    "GuidedBackpropExplainer",
+    "InputXGradientExplainer",
+    "IntegratedGradientsExplainer",
+    "OcclusionExplainer",
+    "SaliencyExplainer",
+    "SmoothGradExplainer",
+]
+
+Baseline = Any  # "zeros" | "blur" | "mean" | float | Tensor | tuple of tensors | dict of them by input name
+
+
+class SaliencyExplainer(AttributionExplainer):
+    """Saliency: ``|d f / d x|`` (captum ``Saliency(abs=True)``); unsigned."""
+
+    name = "saliency"
+    signed = False
+
+
+class InputXGradientExplainer(AttributionExplainer):
+    """Input x gradient: ``x * d f / d x`` (captum ``InputXGradient``)."""
+
+    name = "input_x_gradient"
+
+
+class GuidedBackpropExplainer(AttributionExplainer):
+    """Guided backpropagation (captum ``GuidedBackprop``): gradients through every ``nn.ReLU`` module clipped to
+    their positive part (functional ``relu`` calls are differentiated plainly, as in captum)."""
+
+    name = "guided_backprop"
+
+
+class _Baselined(AttributionExplainer):
+    def __init__(self, baseline: Baseline = "zeros", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.baseline = check_baseline(baseline)
+        self.n_background = 32 if isinstance(baseline, str) and baseline == "mean" else 0
+
+    def options(self) -> dict[str, Any]:
+        return {**super().options(), "baseline": self.baseline}
+
+
+class DeepLiftExplainer(_Baselined):
+    """DeepLIFT, rescale rule (captum ``DeepLift``, ``multiply_by_inputs=True``, ``eps=1e-10``), baseline zeros.
+
+    Layers captum's DeepLift does not handle (nonlinear operations outside its ``nn.ReLU``/``ELU``/``LeakyReLU``/
+    ``Sigmoid``/``Tanh``/``Softplus``/``Softmax``/``MaxPool`` modules, such a module called twice per forward) are
+    named in a warning (``strict=True``: an error); ``completeness_error`` shows what they cost.
+
+    Args:
+        baseline: ``"zeros"``, ``"blur"``, ``"mean"`` (of a background batch), a number or tensor(s).
+        strict: raise instead of warning about layers DeepLift does not handle.
+    """
+
+    name = "deeplift"
+
+    def __init__(self, baseline: Baseline = "zeros", strict: bool = False, **kwargs: Any) -> None:
+        super().__init__(baseline, **kwargs)
+        self.strict = bool(strict)
+
+    def options(self) -> dict[str, Any]:
+        return {**super().options(), "strict": self.strict}
+
+
+class IntegratedGradientsExplainer(_Baselined):
+    """Integrated gradients (captum ``IntegratedGradients``): ``n_steps`` points of ``method``'s quadrature on the
+    straight path from ``baseline`` to the input.
+
+    Args:
+        baseline: ``"zeros"``, ``"blur"`` (images, clips and spectrograms blurred; other inputs zeros), ``"mean"``
+            (of a background batch drawn from the data, else of the explained batch), a number, a tensor shaped
+            like the input (or one sample; token ids or embeddings for a token input), a tuple of them per explained
+            input or a dict by input name.
+        n_steps: quadrature points.
+        method: captum's ``"gausslegendre"``, ``"riemann_trapezoid"``, ``"riemann_left"``, ``"riemann_right"``,
+            ``"riemann_middle"``.
+        blur_sigma: Gaussian sigma (pixels) of ``baseline="blur"`` (default: the shorter side over 8).
+    """
+
+    name = "integrated_gradients"
+
+    def __init__(self, baseline: Baseline = "zeros", n_steps: int = 50,
+                 method: Literal["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right",
+                                 "riemann_middle"] = "gausslegendre",
+                 blur_sigma: float | None = None, **kwargs: Any) -> None:
+        super().__init__(baseline, **kwargs)
+        self.n_steps = check_positive_int("n_steps", n_steps)
+        self.method = check_choice("method", method, ("gausslegendre", "riemann_trapezoid", "riemann_left",
+                                                      "riemann_right", "riemann_middle"))
+        self.blur_sigma = blur_sigma
+
+    def options(self) -> dict[str, Any]:
+        return {**super().options(), "n_steps": self.n_steps, "ig_method": self.method,
+                "blur_sigma": self.blur_sigma}
+
+
+class SmoothGradExplainer(AttributionExplainer):
+    """SmoothGrad (captum ``NoiseTunnel`` around ``base``, its defaults): ``nt_samples`` copies of the input plus
+    ``N(0, stdevs)`` noise drawn from the explainer's own ``torch.Generator(seed)`` (never the global RNG); their
+    attributions averaged (``"smoothgrad"``), squared and averaged (``"smoothgrad_sq"``) or their variance
+    (``"vargrad"``).
+
+    Args:
+        base: the gradient method smoothed (``saliency``, ``input_x_gradient``, ``guided_backprop``, ``deeplift``,
+            ``integrated_gradients``); ``baseline``, ``n_steps``, ``ig_method`` are its arguments.
+        nt_samples: noisy copies per probe.
+        stdevs: the noise's standard deviation (absolute, as in captum).
+        nt_type: ``"smoothgrad"``, ``"smoothgrad_sq"`` or ``"vargrad"``.
+        seed: seed of the noise generator (each explain starts it afresh).
+    """
+
+    name = "smoothgrad"
+
+    def __init__(self, base: str = "saliency", nt_samples: int = 5, stdevs: float = 1.0,
+                 nt_type: Literal["smoothgrad", "smoothgrad_sq", "vargrad"] = "smoothgrad", seed: int = 0,
+                 baseline: Baseline = "zeros", n_steps: int = 50, ig_method: str = "gausslegendre",
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.base = check_choice("base", base, GRADIENT_METHODS)
+        self.nt_samples = check_positive_int("nt_samples", nt_samples)
+        if isinstance(stdevs, bool) or not isinstance(stdevs, (int, float)) or stdevs < 0:
+            raise ValueError(expected("stdevs", "a number of at least 0", stdevs))
+        self.stdevs = float(stdevs)
+        self.nt_type = check_choice("nt_type", nt_type, ("smoothgrad", "smoothgrad_sq", "vargrad"))
+        self.seed = check_non_negative_int("seed", seed)
+        self.baseline = check_baseline(baseline)
+        self.n_background = 32 if isinstance(baseline, str) and baseline == "mean" else 0
+        self.n_steps = check_positive_int("n_steps", n_steps)
+        self.ig_method = ig_method
+
+    def is_signed(self) -> bool:
+        return self.nt_type == "smoothgrad" and self.base != "saliency"
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "seed": self.seed}
+
+    def options(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"method": "smoothgrad", "base": self.base, "nt_samples": self.nt_samples,
+                               "stdevs": self.stdevs, "nt_type": self.nt_type,
+                               "generator": torch.Generator().manual_seed(self.seed)}
+        if self.base in ("deeplift", "integrated_gradients"):
+            out["baseline"] = self.baseline
+        if self.base == "integrated_gradients":
+            out.update(n_steps=self.n_steps, ig_method=self.ig_method)
+        return out
+
+
+class OcclusionExplainer(_Baselined):
+    """Occlusion (captum ``Occlusion``): the score's drop when a window of the input takes the baseline, averaged
+    over the windows covering each element.
+
+    Args:
+        window: the window of one sample (``None``: one token, one tabular feature, or an eighth of the image's
+            sides over every channel (one frame of a clip), moved by half of it); a dict by input name for several.
+        stride: its step (``None``: half the default window, or the given window itself).
+        baseline: the value occluded regions take: ``0.0`` (captum's), a number, ``"blur"``, ``"mean"``, tensor(s).
+        patch: ``(h, w)`` pixels of the default image window.
+    """
+
+    name = "occlusion"
+
+    def __init__(self, window: Any = None, stride: Any = None, baseline: Baseline = 0.0,
+                 patch: tuple[int, int] | None = None, **kwargs: Any) -> None:
+        super().__init__(baseline, **kwargs)
+        self.window, self.stride, self.patch = window, stride, None if patch is None else tuple(patch)
+
+    def options(self) -> dict[str, Any]:
+        return {**super().options(), "window": self.window, "stride": self.stride, "patch": self.patch}
+
+
+class FeatureAblationExplainer(_Baselined):
+    """Feature ablation (captum ``FeatureAblation``): the score's drop when one feature takes the baseline; a
+    feature is a tabular element, a token, or a patch of an image (per frame for clips), every channel at once.
+
+    Args:
+        baseline: the value ablated features take: ``0.0`` (captum's), a number, ``"blur"``, ``"mean"``, tensor(s).
+        patch: ``(h, w)`` pixels of an image feature (default: an eighth of each side).
+    """
+
+    name = "feature_ablation"
+
+    def __init__(self, baseline: Baseline = 0.0, patch: tuple[int, int] | None = None, **kwargs: Any) -> None:
+        super().__init__(baseline, **kwargs)
+        self.patch = None if patch is None else tuple(patch)
+
+    def options(self) -> dict[str, Any]:
+        return {**super().options(), "patch": self.patch}
+
+
+#: every attribution explainer by its registry name
+ATTRIBUTION_EXPLAINERS: dict[str, type[AttributionExplainer]] = {
+    cls.name: cls for cls in (SaliencyExplainer, InputXGradientExplainer, GuidedBackpropExplainer, DeepLiftExplainer,
+                              IntegratedGradientsExplainer, SmoothGradExplainer, OcclusionExplainer,
+                              FeatureAblationExplainer)
+}

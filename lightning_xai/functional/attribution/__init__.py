@@ -1,0 +1,221 @@
+"""Gradient and perturbation attribution (saliency, input x gradient, guided backprop, DeepLIFT, integrated
+gradients, SmoothGrad, occlusion, feature ablation) on one input contract, captum's definitions and defaults.
+
+Every floating input is explained; integer token ids at the output of their embedding layer (one value per token:
+the embedding attribution summed over the embedding dim); other integer inputs (attention masks) pass through.
+Captum is the engine (its ``attribute`` of each method); the noise of SmoothGrad comes from a ``torch.Generator``,
+never the global RNG. Everything runs inside :func:`~lightning_xai.functional.explanation_mode`: the model is left
+as it was found (modes, ``requires_grad``, ``.grad``, hooks, RNG).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lightning_xai._checks import check_choice, expected
+from lightning_xai.functional._guard import explanation_mode
+from lightning_xai.functional.attribution._baselines import resolve_baselines
+from lightning_xai.functional.attribution._defaults import ablation_mask, blur, occlusion_window, patch_size
+from lightning_xai.functional.attribution._methods import check_deeplift, noise_tunnel, run_method
+from lightning_xai.functional.attribution._prepare import prepare, token_hook
+
+__all__ = [
+    "ATTRIBUTION_METHODS",
+    "BASELINE_METHODS",
+    "COMPLETE_METHODS",
+    "GRADIENT_METHODS",
+    "AttributionResult",
+    "ablation_mask",
+    "attribute",
+    "blur",
+    "occlusion_window",
+    "patch_size",
+]
+
+GRADIENT_METHODS = ("saliency", "input_x_gradient", "guided_backprop", "deeplift", "integrated_gradients")
+ATTRIBUTION_METHODS = (*GRADIENT_METHODS, "smoothgrad", "occlusion", "feature_ablation")
+BASELINE_METHODS = ("deeplift", "integrated_gradients", "occlusion", "feature_ablation")
+COMPLETE_METHODS = ("deeplift", "integrated_gradients")  # sum(attr) = f(x) - f(baseline), up to their error
+
+
+@dataclass(frozen=True)
+class AttributionResult:
+    """Attributions of a batch.
+
+    Attributes:
+        values: per input, in input order: the input's shape (token ids ``(B, L)``), ``None`` where not explained.
+        outputs: the explained score per probe ``f(x)``.
+        base_values: ``f(baseline)`` per probe, for methods with a baseline (else ``None``).
+        completeness_error: ``|sum(attr) - (f(x) - f(baseline))|`` per probe (integrated gradients, DeepLIFT).
+        relative_error: ``completeness_error / |f(x) - f(baseline)|``.
+    """
+
+    values: tuple[Tensor | None, ...]
+    outputs: Tensor
+    base_values: Tensor | None = None
+    completeness_error: Tensor | None = None
+    relative_error: Tensor | None = None
+
+
+def attribute(
+    model: nn.Module,
+    inputs: Tensor | tuple[Any, ...],
+    target: Tensor | Callable[[Any], Tensor],
+    method: str = "saliency",
+    *,
+    forward_fn: Callable[..., Any] | None = None,
+    baseline: Any = "zeros",
+    background: tuple[Any, ...] | None = None,
+    kinds: tuple[str, ...] | None = None,
+    layouts: tuple[str | None, ...] | None = None,
+    embedding_layer: nn.Module | str | None = "auto",
+    n_steps: int = 50,
+    ig_method: str = "gausslegendre",
+    base: str = "saliency",
+    nt_samples: int = 5,
+    stdevs: float | tuple[float, ...] = 1.0,
+    nt_type: str = "smoothgrad",
+    generator: torch.Generator | None = None,
+    window: int | tuple[int, ...] | dict[int, tuple[int, ...]] | None = None,
+    stride: int | tuple[int, ...] | dict[int, tuple[int, ...]] | None = None,
+    patch: tuple[int, int] | None = None,
+    blur_sigma: float | None = None,
+    max_batch: int = 128,
+    strict: bool = False,
+) -> AttributionResult:
+    """Attributions of ``target`` by ``method`` (captum's definition and defaults) for every explained input.
+
+    Args:
+        model: The model.
+        inputs: A tensor or tuple of model inputs, batch first (floating ones explained, token ids at their
+            embedding layer, other batched integers passed through).
+        target: The class per probe ``(B,)``, or a callable mapping the output to one score per probe.
+        method: One of :data:`ATTRIBUTION_METHODS`.
+        forward_fn: ``forward_fn(model, *inputs)`` returning ``(B, classes)`` scores (default ``model(*inputs)``).
+        baseline: Of ``deeplift``, ``integrated_gradients``, ``occlusion``, ``feature_ablation`` (and a smoothed
+            base): ``"zeros"``, ``"blur"``, ``"mean"``, a number, or a tensor / tuple of tensors, one per
+            explained input (see :func:`._baselines.resolve_baselines`).
+        background: Inputs of a background batch, like ``inputs``, for ``baseline="mean"``.
+        kinds: Input kind per input (``image``, ``video``, ``spectrogram``, ``tokens``, ``tabular``): the defaults
+            of blur, occlusion windows and ablation patches; default from the number of dims.
+        layouts: ``BTCHW``/``BCTHW`` per clip input (``None`` for the others).
+        embedding_layer: The token embedding layer (module, dotted name, ``"auto"``: found; none: no tokens).
+        n_steps, ig_method: Integrated gradients' steps and quadrature (captum's ``n_steps``, ``method``).
+        base, nt_samples, stdevs, nt_type: SmoothGrad's base gradient method, samples, noise std (absolute, per
+            input or one) and aggregation (``"smoothgrad"``, ``"smoothgrad_sq"``, ``"vargrad"``).
+        generator: SmoothGrad's noise (default: a generator seeded with 0).
+        window, stride: Occlusion's window and stride of one sample (tokens: in tokens), for every explained input
+            or a dict by input position (``None``: per kind, see :func:`occlusion_window`; a window given alone
+            moves by itself).
+        patch: Pixel patch ``(h, w)`` of image occlusion windows and ablation features (default: an eighth).
+        blur_sigma: Gaussian sigma of ``baseline="blur"`` (default: the shorter side over 8).
+        max_batch: Rows per forward pass (integrated gradients' steps, perturbations).
+        strict: DeepLIFT: raise instead of warning about layers captum's DeepLift does not handle.
+
+    Returns:
+        An :class:`AttributionResult`.
+
+    Example:
+        >>> net = nn.Linear(3, 2)
+        >>> r = attribute(net, torch.rand(4, 3), torch.tensor([0, 1, 0, 1]), "integrated_gradients")
+        >>> r.values[0].shape, bool(r.relative_error.max() < 1e-4)
+        (torch.Size([4, 3]), True)
+    """
+    check_choice("method", method, ATTRIBUTION_METHODS)
+    if method == "smoothgrad":
+        check_choice("base", base, GRADIENT_METHODS)
+        check_choice("nt_type", nt_type, ("smoothgrad", "smoothgrad_sq", "vargrad"))
+    inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+    scoring = callable(target) and not isinstance(target, Tensor)
+    explicit = embedding_layer is not None and not (isinstance(embedding_layer, str) and embedding_layer == "auto")
+    with explanation_mode(model), token_hook(model, embedding_layer) as swap:
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)  # gradients to the inputs only (the guard restores the flags)
+        prep = prepare(model, inputs, forward_fn, target, swap, explicit)
+        device = prep.explained[0].device
+        tgt = None if scoring else target.to(device).reshape(-1).clone()  # type: ignore[union-attr]
+        kinds = kinds or tuple(_kind(x, i == prep.token) for i, x in enumerate(inputs))
+        layouts = layouts or (None,) * len(inputs)
+        core = base if method == "smoothgrad" else method
+        baselines = None
+        if core in BASELINE_METHODS:
+            baselines = resolve_baselines(baseline, prep, kinds, background, blur_sigma)
+        options: dict[str, Any] = {"n_steps": n_steps, "ig_method": ig_method, "max_batch": max_batch}
+        if method == "occlusion":
+            options["windows"], options["strides"] = _windows(prep, kinds, layouts, window, stride, patch)
+        if method == "feature_ablation":
+            options["masks"] = _masks(prep, kinds, layouts, patch)
+        if core == "deeplift":
+            check_deeplift(model, prep, strict)
+
+        def run(xs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+            return run_method(core, prep, xs, baselines, tgt, options)
+
+        if method == "smoothgrad":
+            gen = generator if generator is not None else torch.Generator().manual_seed(0)
+            attrs = noise_tunnel(run, prep.explained, stdevs, nt_samples, nt_type, gen)
+        else:
+            attrs = run(prep.explained)
+        outputs = prep.scores(prep.explained, tgt)
+        base_values = prep.scores(baselines, tgt) if baselines is not None and method != "smoothgrad" else None
+    values: list[Tensor | None] = [None] * len(inputs)
+    for slot, a in zip(prep.slots, attrs):
+        values[slot] = a.sum(-1) if slot == prep.token else a
+    error = relative = None
+    if method in COMPLETE_METHODS and base_values is not None:
+        total = sum(a.detach().float().flatten(1).sum(1) for a in attrs)
+        gap = outputs - base_values
+        error = (total - gap).abs()  # type: ignore[operator]
+        relative = error / gap.abs().clamp_min(1e-12)
+    return AttributionResult(tuple(values), outputs, base_values, error, relative)
+
+
+def _kind(x: Any, token: bool) -> str:
+    if token or not isinstance(x, Tensor) or not x.is_floating_point():
+        return "tokens"
+    return {5: "video", 4: "image", 3: "spectrogram"}.get(x.dim(), "tabular")
+
+
+def _windows(prep: Any, kinds: tuple[str, ...], layouts: tuple[str | None, ...], window: Any, stride: Any,
+             patch: Any) -> tuple[tuple[tuple[int, ...], ...], tuple[tuple[int, ...], ...]]:
+    windows, strides = [], []
+    for e, s in zip(prep.explained, prep.slots):
+        shape = tuple(e.shape[1:])
+        w, st = occlusion_window(shape, kinds[s], layouts[s], patch)
+        given = _per(window, s)
+        if given is not None:
+            w = tuple(given) + shape[len(given):] if kinds[s] == "tokens" else tuple(given)
+            st = w
+        given_stride = _per(stride, s)
+        if given_stride is not None:
+            st = tuple(given_stride) + shape[len(given_stride):] if kinds[s] == "tokens" else tuple(given_stride)
+        for name, value in (("window", w), ("stride", st)):
+            if len(value) != len(shape) or any(v < 1 or v > n for v, n in zip(value, shape)):
+                raise ValueError(expected(name, f"one size per dim of one sample {shape} (tokens: of (L,), each "
+                                          "between 1 and that dim)", value))
+        windows.append(w)
+        strides.append(st)
+    return tuple(windows), tuple(strides)
+
+
+def _per(spec: Any, slot: int) -> tuple[int, ...] | None:
+    """A window/stride: one for every explained input (an int or tuple), or a dict by input position."""
+    if isinstance(spec, dict):
+        spec = spec.get(slot)
+    if spec is None:
+        return None
+    return (spec,) if isinstance(spec, int) else tuple(spec)
+
+
+def _masks(prep: Any, kinds: tuple[str, ...], layouts: tuple[str | None, ...], patch: Any) -> tuple[Tensor, ...]:
+    masks, offset = [], 0
+    for e, s in zip(prep.explained, prep.slots):
+        mask = ablation_mask(tuple(e.shape[1:]), kinds[s], layouts[s], patch).to(e.device) + offset
+        offset = int(mask.max()) + 1  # feature ids unique across inputs: each is ablated on its own
+        masks.append(mask)
+    return tuple(masks)

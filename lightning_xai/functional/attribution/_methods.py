@@ -1,0 +1,122 @@
+"""One attribution method on prepared inputs: captum's implementation (the reference, and the engine), and the
+noise tunnel (SmoothGrad, SmoothGrad², VarGrad) around any gradient method, drawn from a ``torch.Generator``."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lightning_xai._checks import expected
+from lightning_xai.functional.attribution._prepare import Prepared
+from lightning_xai.functional.shap._deep_check import describe, unsupported_layers
+
+__all__: list[str] = []
+
+_QUIET = (  # captum's notice that it hooks the activations (it removes them), torch's about module-output grads
+    "Setting forward, backward hooks and attributes on non-linear",
+    "Setting backward hooks on ReLU activations",
+    "Full backward hook is firing when gradients are computed with respect to module outputs",
+)
+
+
+def captum_rules() -> dict[str, str]:
+    """Leaf classes captum's DeepLift applies the rescale rule to (``SUPPORTED_NON_LINEAR``), by class name."""
+    from captum.attr._core.deep_lift import SUPPORTED_NON_LINEAR
+
+    return {cls.__name__: "maxpool" if "MaxPool" in cls.__name__ else "nonlinear_1d" for cls in SUPPORTED_NON_LINEAR}
+
+
+def check_deeplift(model: nn.Module, prep: Prepared, strict: bool) -> list[str]:
+    """Name the layers captum's DeepLift differentiates plainly though they are nonlinear (a warning, or with
+    ``strict`` an error naming ``model``): its values then do not add up to ``f(x) - f(baseline)``."""
+
+    def run() -> None:
+        prep.module(*[e[:1].clone().requires_grad_(True) for e in prep.explained], *[r[:1] for r in prep.rows])
+
+    layer = prep.swap.layer if prep.swap is not None else None
+    listing = unsupported_layers(prep.module, model, run, layer, rules=captum_rules(), who="captum")
+    if listing and strict:
+        raise ValueError(expected("model", "a model made only of layers captum's DeepLift handles (strict=True)",
+                                  describe(listing)) + " Use integrated_gradients.")
+    if listing:
+        warnings.warn(f"captum's DeepLift does not handle these layers: {describe(listing)}; its values will not add "
+                      "up to f(x) - f(baseline) (see completeness_error); use integrated_gradients.", UserWarning,
+                      stacklevel=4)
+    return listing
+
+
+def run_method(method: str, prep: Prepared, explained: tuple[Tensor, ...], baselines: tuple[Tensor, ...] | None,
+               target: Tensor | None, options: dict[str, Any]) -> tuple[Tensor, ...]:
+    """Captum's ``method`` on ``explained`` (fresh leaves), scored by ``prep.module``; attributions in the
+    explained tensors' shapes."""
+    from captum import attr
+
+    gradient = method not in ("occlusion", "feature_ablation")
+    xs = tuple(e.detach().clone().requires_grad_(gradient) for e in explained)
+    common: dict[str, Any] = {"target": target, "additional_forward_args": prep.rows or None}
+    module = prep.module
+    per_eval = max(1, options.get("max_batch", 128) // max(1, xs[0].shape[0]))
+    with warnings.catch_warnings():
+        for message in _QUIET:
+            warnings.filterwarnings("ignore", message=message)
+        if method == "saliency":
+            out = attr.Saliency(module).attribute(xs, abs=True, **common)
+        elif method == "input_x_gradient":
+            out = attr.InputXGradient(module).attribute(xs, **common)
+        elif method == "guided_backprop":
+            out = attr.GuidedBackprop(module).attribute(xs, **common)
+        elif method == "deeplift":
+            out = attr.DeepLift(module, multiply_by_inputs=True, eps=1e-10).attribute(xs, baselines, **common)
+        elif method == "integrated_gradients":
+            out = attr.IntegratedGradients(module).attribute(
+                xs, baselines, n_steps=options["n_steps"], method=options["ig_method"],
+                internal_batch_size=options.get("max_batch"), **common)
+        elif method == "occlusion":
+            out = attr.Occlusion(module).attribute(
+                xs, sliding_window_shapes=options["windows"], strides=options["strides"], baselines=baselines,
+                perturbations_per_eval=per_eval, **common)
+        elif method == "feature_ablation":
+            out = attr.FeatureAblation(module).attribute(
+                xs, baselines=baselines, feature_mask=options["masks"], perturbations_per_eval=per_eval, **common)
+        else:
+            raise ValueError(expected("method", "a captum attribution method", method))
+    return tuple(o.detach() for o in out)
+
+
+def noise_tunnel(base: Callable[[tuple[Tensor, ...]], tuple[Tensor, ...]], explained: tuple[Tensor, ...],
+                 stdevs: float | tuple[float, ...], nt_samples: int, nt_type: str,
+                 generator: torch.Generator) -> tuple[Tensor, ...]:
+    """Captum's ``NoiseTunnel`` with its noise drawn from ``generator``: ``nt_samples`` times, every explained
+    tensor plus ``N(0, stdev)`` noise (one draw per tensor, in order), then the mean (``"smoothgrad"``), the
+    mean of squares (``"smoothgrad_sq"``) or the variance (``"vargrad"``) of ``base``'s attributions.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> out = noise_tunnel(lambda xs: tuple(x * 2 for x in xs), (torch.ones(2, 3),), 0.0, 4, "smoothgrad", g)
+        >>> out[0].tolist()
+        [[2.0, 2.0, 2.0], [2.0, 2.0, 2.0]]
+    """
+    sds = stdevs if isinstance(stdevs, tuple) else (stdevs,) * len(explained)
+    if len(sds) != len(explained):
+        raise ValueError(expected("stdevs", f"a number or one per explained input ({len(explained)})", stdevs))
+    total: list[Tensor] = []
+    squares: list[Tensor] = []
+    for s in range(nt_samples):
+        noisy = tuple(e + torch.randn(e.shape, generator=generator).to(e) * sd for e, sd in zip(explained, sds))
+        attrs = base(noisy)
+        if s == 0:
+            total, squares = [a.clone() for a in attrs], [a * a for a in attrs]
+        else:
+            for t, q, a in zip(total, squares, attrs):
+                t.add_(a)
+                q.add_(a * a)
+    mean = [t / nt_samples for t in total]
+    if nt_type == "smoothgrad":
+        return tuple(mean)
+    if nt_type == "smoothgrad_sq":
+        return tuple(q / nt_samples for q in squares)
+    return tuple(q / nt_samples - m * m for q, m in zip(squares, mean))
