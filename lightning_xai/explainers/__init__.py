@@ -115,11 +115,20 @@ def explainer_arguments(name: str) -> tuple[str, ...]:
     """
     if name not in _REGISTRY:
         raise ValueError(_unknown(name))
-    try:
-        params = inspect.signature(_REGISTRY[name]).parameters.values()
-    except (TypeError, ValueError):
-        return ("**",)
-    return tuple("**" if p.kind is p.VAR_KEYWORD else p.name for p in params if p.kind is not p.VAR_POSITIONAL)
+    factory = _REGISTRY[name]
+    # a class whose __init__ forwards **kwargs to its base takes the base's arguments too
+    inits = [k.__init__ for k in factory.__mro__ if "__init__" in vars(k)] if isinstance(factory, type) else [factory]
+    names: list[str] = []
+    for init in inits:
+        try:
+            params = list(inspect.signature(init).parameters.values())
+        except (TypeError, ValueError):
+            return (*names, "**")
+        names += [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name != "self"
+                  and p.name not in names]
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return tuple(names)
+    return (*names, "**")
 
 
 def _unknown(name: object) -> str:

@@ -112,6 +112,8 @@ class Explainer(ABC):
     name: ClassVar[str] = "explainer"
     #: the kinds of input it explains (``image``, ``video``, ``spectrogram``, ``tokens``, ``tabular``)
     kinds: ClassVar[tuple[str, ...]] = ("image", "video", "spectrogram", "tokens", "tabular")
+    #: draws random numbers (from its own generator, seeded by ``seed``): its stability across seeds is measured
+    stochastic: bool = False
     #: how many background samples the explainer wants drawn from the data (0: none)
     n_background: int = 0
     background: ModelInputs | None = None

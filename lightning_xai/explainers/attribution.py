@@ -145,6 +145,7 @@ class SmoothGradExplainer(AttributionExplainer):
     """
 
     name = "smoothgrad"
+    stochastic = True  # AttributionCallback measures its stability between two seeds
 
     def __init__(self, base: str = "saliency", nt_samples: int = 5, stdevs: float = 1.0,
                  nt_type: Literal["smoothgrad", "smoothgrad_sq", "vargrad"] = "smoothgrad", seed: int = 0,
