@@ -1,0 +1,1 @@
+"""lightning_xai.explainers: the registry and explainers used without a Trainer."""

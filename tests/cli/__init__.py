@@ -1,0 +1,1 @@
+"""lightning_xai.cli: the lightning-xai command."""

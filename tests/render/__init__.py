@@ -1,0 +1,1 @@
+"""lightning_xai.render: tensors to Agg figures."""

@@ -1,0 +1,1 @@
+"""lightning_xai.sinks: the attribution store, artifact files, manifests and loggers."""

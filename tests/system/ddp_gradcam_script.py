@@ -1,0 +1,38 @@
+"""Run by tests/system/test_ddp.py in a subprocess: GradCAM, Calibration, SHAP and drift callbacks under
+strategy="ddp", 2 CPU ranks."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from lightning_xai import AttributionDriftCallback, CalibrationCallback, GradCAMCallback, SHAPCallback
+from lightning_xai.datasets import SyntheticShapesDataModule
+from lightning_xai.demo import ShapesCNN
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    out, devices, strategy = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    seed_everything(3)
+    model = ShapesCNN()
+    torch.save(model.state_dict(), f"{out}/init_{devices}.pt")
+    dm = SyntheticShapesDataModule(batch_size=8, num_train=32, num_val=64, image_size=32)  # 64: no sampler padding
+    common = dict(accelerator="cpu", devices=devices, strategy=strategy, enable_progress_bar=False,
+                  enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0)
+    cbs = [GradCAMCallback(num_samples=4, methods=("gradcam", "scorecam"), on_error="raise"),
+           CalibrationCallback(n_bins=10, gallery_size=0, on_error="raise"),
+           SHAPCallback(num_samples=2, n_background=4, nsamples=8, max_nsamples=16, on_error="raise"),
+           AttributionDriftCallback(num_samples=4, store=f"{out}/store.sqlite", run="validate", on_error="raise")]
+    # validate first: the same weights on 1 and 2 processes must give the same maps and calibration
+    trainer = Trainer(logger=TensorBoardLogger(out, name="validate"), callbacks=cbs, **common)
+    trainer.validate(model, dm)
+    with open(f"{out}/callback_metrics_rank{trainer.global_rank}.json", "w") as fh:  # every rank holds the xai scalars
+        json.dump({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("xai/")}, fh)
+    fit_cb = GradCAMCallback(num_samples=4, on_error="raise")
+    drift_cb = AttributionDriftCallback(num_samples=4, store=f"{out}/store.sqlite", run="fit", on_error="raise")
+    Trainer(logger=TensorBoardLogger(out, name="fit"), callbacks=[fit_cb, drift_cb], max_epochs=2, limit_train_batches=2,
+            limit_val_batches=1, **common).fit(model, dm)

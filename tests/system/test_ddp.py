@@ -1,0 +1,63 @@
+"""Under strategy="ddp" with 2 CPU processes: no hang, artifacts written once, same numbers as one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lightning_xai.sinks import read_manifest
+from tests.helpers import ROOT, read_events
+
+SCRIPT = Path(__file__).with_name("ddp_gradcam_script.py")
+
+
+def _run(out: Path, devices: int, strategy: str) -> None:
+    # the checkout under test, not whatever lightning_xai is installed
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), str(SCRIPT.parent)])}
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(out), str(devices), strategy], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_ddp_two_processes_write_once_and_match_one_process(tmp_path):
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    single.mkdir(), ddp.mkdir()
+    _run(single, 1, "auto")
+    _run(ddp, 2, "ddp")
+    for phase, n in (("validate", 5), ("fit", 4)):
+        records = [r for m in (ddp / phase).rglob("manifest.jsonl") for r in read_manifest(m)]
+        assert len(records) == n, records  # once per method/epoch, not once per rank
+    images = read_events(ddp / "validate")["images"]
+    assert images["xai/gradcam/gradcam"] == [0] and images["xai/gradcam/scorecam"] == [0]
+    for method in ("gradcam", "scorecam"):
+        a = np.load(next((single / "validate").rglob(f"gradcam_{method}.npy")))
+        b = np.load(next((ddp / "validate").rglob(f"gradcam_{method}.npy")))
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    a, b = (np.load(next((d / "validate").rglob("shap_values.npz")))["input"] for d in (single, ddp))
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    from lightning_xai import AttributionStore
+
+    with AttributionStore(single / "store.sqlite") as s1, AttributionStore(ddp / "store.sqlite") as s2:
+        assert [len(s2.snapshots(run)) for run in ("validate", "fit")] == [1, 2]  # one writer
+        np.testing.assert_allclose(s1.load("validate").arrays["gradcam"], s2.load("validate").arrays["gradcam"],
+                                   atol=1e-3)  # float16 storage
+    metrics = [json.loads((d / f"callback_metrics_rank{r}.json").read_text()) for d, r in ((single, 0), (ddp, 0),
+                                                                                          (ddp, 1))]
+    assert "xai/calibration/ece" in metrics[0] and "xai/gradcam/gradcam/nonfinite" in metrics[0]
+    assert metrics[2] == metrics[1]  # the same values on every rank (sync_dist semantics)
+    assert set(metrics[1]) == set(metrics[0])
+    for key in ("xai/calibration/ece", "xai/calibration/brier", "xai/shap/completeness/mean"):
+        assert metrics[1][key] == pytest.approx(metrics[0][key], abs=1e-5), key
+    one = json.loads(next((single / "validate").rglob("calibration.json")).read_text())
+    two = json.loads(next((ddp / "validate").rglob("calibration.json")).read_text())
+    assert two["counts"] == one["counts"] and sum(one["counts"]) == 64  # bins summed over ranks
+    for key in ("ece", "mce", "rmsce", "brier", "nll", "accuracy"):
+        assert two["metrics"][key] == pytest.approx(one["metrics"][key], abs=1e-6), key
