@@ -22,6 +22,7 @@ from lightning_xai.explainers.attribution import (
     AttributionExplanation,
 )
 from lightning_xai.explainers.gradcam import CAMExplainer, CAMExplanation
+from lightning_xai.explainers.lime import SURROGATE_EXPLAINERS, KernelShapExplainer, LimeExplainer
 from lightning_xai.explainers.shap import ShapExplainer, ShapExplanation
 from lightning_xai.functional.cam import CAM_METHODS
 
@@ -32,6 +33,8 @@ __all__ = [
     "CAMExplanation",
     "Explainer",
     "Explanation",
+    "KernelShapExplainer",
+    "LimeExplainer",
     "ShapExplainer",
     "ShapExplanation",
     "Target",
@@ -151,5 +154,5 @@ def _cam_factory(method: str) -> Callable[..., Explainer]:
 for _method in CAM_METHODS:
     register_explainer(_method, _cam_factory(_method))
 register_explainer("shap", ShapExplainer)
-for _name, _cls in ATTRIBUTION_EXPLAINERS.items():
+for _name, _cls in {**ATTRIBUTION_EXPLAINERS, **SURROGATE_EXPLAINERS}.items():
     register_explainer(_name, _cls)

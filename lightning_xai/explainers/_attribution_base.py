@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -14,7 +15,7 @@ from lightning_xai.adapters import ModelInputs
 from lightning_xai.explainers._base import Explainer, Explanation, Target, targets_of
 from lightning_xai.explainers._tokens import load_tokenizer, shown_tokens, token_strings
 from lightning_xai.functional._guard import explanation_mode
-from lightning_xai.functional.attribution import attribute
+from lightning_xai.functional.attribution import AttributionResult, attribute
 
 __all__ = ["AttributionExplainer", "AttributionExplanation", "check_baseline"]
 
@@ -70,6 +71,11 @@ class AttributionExplainer(Explainer):
         shown = {k: _plain(v) for k, v in self.options().items() if not isinstance(v, torch.Generator)}
         return {"method": self.name, **shown}
 
+    def _engine(self, names: tuple[str, ...]) -> Callable[..., AttributionResult]:
+        """The function computing the values: :func:`~lightning_xai.functional.attribution.attribute` (LIME and
+        Kernel SHAP have their own); ``names`` of the inputs, for its error messages."""
+        return attribute
+
     def is_signed(self) -> bool:
         """Do this explainer's values have a sign?"""
         return self.signed
@@ -98,7 +104,7 @@ class AttributionExplainer(Explainer):
         background = None
         if self.background is not None:
             background = (*self.background.args, *self.background.kwargs.values())
-        result = attribute(
+        result = self._engine(tuple(names))(
             model, flat, classes, forward_fn=fwd, background=background,
             kinds=tuple(kinds.get(n, "tabular") for n in names), layouts=tuple(layouts.get(n) for n in names),
             embedding_layer=self.embedding_layer or "auto", max_batch=self.max_batch, **options)

@@ -13,17 +13,17 @@ from torch import Tensor, nn
 from lightning_xai._checks import check_choice, expected
 from lightning_xai._inputs import (
     Scorer,
+    clip_layout,
     first_sample,
     image_key,
     input_kind,
     input_names,
-    clip_layout,
     spectrogram_time_first,
 )
 from lightning_xai.adapters import ModelInputs, resolve_callable
 from lightning_xai.explainers._base import Explainer, Explanation, Target, targets_of
-from lightning_xai.functional.cam import CAM_METHODS, cam
 from lightning_xai.functional._layers import find_target_layer, resolve_layer, suggest_layers
+from lightning_xai.functional.cam import CAM_METHODS, cam
 
 __all__ = ["CAMExplainer", "CAMExplanation", "flat_probes", "reshape_name"]
 

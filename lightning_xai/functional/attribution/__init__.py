@@ -1,5 +1,6 @@
 """Gradient and perturbation attribution (saliency, input x gradient, guided backprop, DeepLIFT, integrated
-gradients, SmoothGrad, occlusion, feature ablation) on one input contract, captum's definitions and defaults.
+gradients, SmoothGrad, occlusion, feature ablation; LIME and Kernel SHAP over interpretable features: :func:`lime`,
+:func:`kernel_shap`) on one input contract, captum's definitions and defaults.
 
 Every floating input is explained; integer token ids at the output of their embedding layer (one value per token:
 the embedding attribution summed over the embedding dim); other integer inputs (attention masks) pass through.
@@ -11,7 +12,6 @@ as it was found (modes, ``requires_grad``, ``.grad``, hooks, RNG).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,6 +23,8 @@ from lightning_xai.functional.attribution._baselines import resolve_baselines
 from lightning_xai.functional.attribution._defaults import ablation_mask, blur, occlusion_window, patch_size
 from lightning_xai.functional.attribution._methods import check_deeplift, noise_tunnel, run_method
 from lightning_xai.functional.attribution._prepare import prepare, token_hook
+from lightning_xai.functional.attribution._result import AttributionResult
+from lightning_xai.functional.attribution._surrogate_api import kernel_shap, lime, superpixels
 
 __all__ = [
     "ATTRIBUTION_METHODS",
@@ -33,33 +35,17 @@ __all__ = [
     "ablation_mask",
     "attribute",
     "blur",
+    "kernel_shap",
+    "lime",
     "occlusion_window",
     "patch_size",
+    "superpixels",
 ]
 
 GRADIENT_METHODS = ("saliency", "input_x_gradient", "guided_backprop", "deeplift", "integrated_gradients")
 ATTRIBUTION_METHODS = (*GRADIENT_METHODS, "smoothgrad", "occlusion", "feature_ablation")
 BASELINE_METHODS = ("deeplift", "integrated_gradients", "occlusion", "feature_ablation")
 COMPLETE_METHODS = ("deeplift", "integrated_gradients")  # sum(attr) = f(x) - f(baseline), up to their error
-
-
-@dataclass(frozen=True)
-class AttributionResult:
-    """Attributions of a batch.
-
-    Attributes:
-        values: per input, in input order: the input's shape (token ids ``(B, L)``), ``None`` where not explained.
-        outputs: the explained score per probe ``f(x)``.
-        base_values: ``f(baseline)`` per probe, for methods with a baseline (else ``None``).
-        completeness_error: ``|sum(attr) - (f(x) - f(baseline))|`` per probe (integrated gradients, DeepLIFT).
-        relative_error: ``completeness_error / |f(x) - f(baseline)|``.
-    """
-
-    values: tuple[Tensor | None, ...]
-    outputs: Tensor
-    base_values: Tensor | None = None
-    completeness_error: Tensor | None = None
-    relative_error: Tensor | None = None
 
 
 def attribute(
