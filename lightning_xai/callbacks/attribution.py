@@ -116,7 +116,9 @@ class AttributionCallback(XAICallback):
                 again = copy.copy(explainer)
                 again.seed = explainer.seed + 1  # type: ignore[attr-defined]
                 second = again.explain(model, inputs, self.target, self.scorer)
-                stability[method] = topk_iou(joint_map(out[method]), joint_map(second), k=0.1)
+                a, b = joint_map(out[method]), joint_map(second)
+                flat = (a.amax(1) <= a.amin(1)) | (b.amax(1) <= b.amin(1))  # all-zero maps rank nothing: NaN
+                stability[method] = topk_iou(a, b, k=0.1).float().masked_fill(flat, float("nan"))
         return {"explanations": out, "stability": stability}
 
     @override

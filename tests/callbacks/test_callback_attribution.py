@@ -113,3 +113,25 @@ def test_shared_arguments_reach_the_methods_that_take_them():
     cb = AttributionCallback(methods=("gradcam", "shap"), embedding_layer="emb", seed=7)
     assert cb.explainers["shap"].embedding_layer == "emb" and cb.explainers["shap"].seed == 7
     assert not hasattr(cb.explainers["gradcam"], "embedding_layer")
+
+
+
+class _Zero(_Gradient):
+    """A stochastic method whose maps are all zero (e.g. LIME's Lasso keeping no superpixel)."""
+
+    name = "toy_zero"
+    flip = 0.0
+
+
+def test_stability_of_flat_maps_is_undefined_not_perfect(tmp_path):
+    """Two all-zero maps share no top 10%: the IoU is NaN (a flat map is not stable, it shows nothing), not 1."""
+    register_explainer("toy_zero", _Zero)
+    try:
+        cb = AttributionCallback(methods=("toy_zero",), method_kwargs={"toy_zero": {"noise": 1e-9}}, num_samples=4,
+                                 on_error="raise")
+        cb.explainers["toy_zero"].noise = 0.0  # exactly zero maps, still run twice (stochastic)
+        cb.explainers["toy_zero"].stochastic = True
+        iou = float(_fit(tmp_path, cb).callback_metrics["xai/attribution/toy_zero/stability_iou"])
+    finally:
+        unregister_explainer("toy_zero")
+    assert iou != iou

@@ -83,7 +83,9 @@ def emit_attribution(explanations: dict[str, Explanation], stability: dict[str, 
         if isinstance(relative, Tensor):
             sink.scalar(f"{method}/completeness/relative_median", float(relative.float().nanmedian()))
         if method in stability:
-            sink.scalar(f"{method}/stability_iou", float(stability[method].float().nanmean()))
+            iou = stability[method].float()
+            sink.scalar(f"{method}/stability_iou", float(iou.nanmean()) if bool(torch.isfinite(iou).any())
+                        else float("nan"))
         for name, v in values.items():
             suptitle = f"{method} · {name} · {ev.stage} · epoch {ev.epoch} · step {ev.global_step}"
             clean = torch.nan_to_num(v.float(), nan=0.0, posinf=0.0, neginf=0.0)
