@@ -101,7 +101,7 @@ class IntegratedGradientsExplainer(_Baselined):
     """Integrated gradients on the straight path from ``baseline`` to the input, to a completeness tolerance.
 
     With ``completeness_tol`` (default ``0.01``) our adaptive engine integrates each probe's path: a midpoint
-    lattice of 16 cells, then rounds that trisect the cells whose known segment errors are largest (the SHAP
+    lattice of 8 cells, then rounds that trisect the cells whose known segment errors are largest (the SHAP
     engine's cell splitting on one path per probe; deterministic), until every probe's ``relative_error`` is at
     most ``completeness_tol`` or it has used ``max_steps`` gradient rows. The explanation reports per probe
     ``converged`` and ``n_steps_used``; probes that did not converge are reported, never hidden. With

@@ -116,9 +116,9 @@ def test_equals_captum_at_large_n_steps_tabular_and_joint_inputs() -> None:
     assert bool(e.converged.all()) and float(e.relative_error.max()) <= 1e-4
     gap = e.outputs - e.base_values  # relative_error is |sum(attr) - (f(x) - f(baseline))| / |f(x) - f(baseline)|
     torch.testing.assert_close(e.relative_error, (e.values["input"].sum(1) - gap).abs() / gap.abs(),
-                               atol=1e-6, rtol=1e-3)
+                               atol=1e-5, rtol=1e-3)
     assert e.values["input"].shape == x.shape and e.n_steps_used.dtype == torch.long
-    assert bool((e.n_steps_used >= 16).all()) and e.settings["completeness_tol"] == 1e-4
+    assert bool((e.n_steps_used >= 8).all()) and e.settings["completeness_tol"] == 1e-4
 
     g = torch.Generator().manual_seed(5)
     a, b = torch.randn(3, 3, generator=g), torch.randn(3, 4, generator=g)

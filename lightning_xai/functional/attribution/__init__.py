@@ -146,7 +146,7 @@ def attribute(
         >>> r = attribute(net, torch.rand(4, 3), torch.tensor([0, 1, 0, 1]), "integrated_gradients",
         ...               completeness_tol=0.01)
         >>> bool(r.converged.all()), bool((r.relative_error <= 0.01).all()), r.n_steps_used.tolist()
-        (True, True, [16, 16, 16, 16])
+        (True, True, [8, 8, 8, 8])
     """
     check_choice("method", method, ATTRIBUTION_METHODS)
     adaptive = method == "integrated_gradients" and completeness_tol is not None

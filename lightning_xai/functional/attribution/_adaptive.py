@@ -33,7 +33,7 @@ from lightning_xai.functional.shap._rows import Settings, _Batch, _Store
 
 __all__: list[str] = []
 
-N_START = 16  # equal cells of the first round
+N_START = 8  # equal cells of the first round (captum ladder's first rung)
 
 
 @dataclass
