@@ -30,11 +30,16 @@ class AttributionExplanation(Explanation):
         completeness_error: ``|sum(attr) - (f(x) - f(baseline))|`` per probe, for the methods that promise
             completeness (``integrated_gradients``, ``deeplift``), else ``None``.
         relative_error: ``completeness_error / |f(x) - f(baseline)|``.
+        converged: integrated gradients to a ``completeness_tol``: per probe, ``relative_error <=
+            completeness_tol`` (``False``: stopped at ``max_steps`` without reaching it); else ``None``.
+        n_steps_used: integrated gradients to a ``completeness_tol``: gradient rows spent per probe; else ``None``.
     """
 
     outputs: Tensor | None = None
     completeness_error: Tensor | None = None
     relative_error: Tensor | None = None
+    converged: Tensor | None = None
+    n_steps_used: Tensor | None = None
 
 
 class AttributionExplainer(Explainer):
@@ -126,7 +131,9 @@ class AttributionExplainer(Explainer):
             time_first=tuple(n for n in values if cpu[n].is_floating_point()
                              and spectrogram_time_first(model, cpu[n])),
             tokens=tokens, keep=keep, settings=self.settings(), outputs=out(result.outputs),
-            completeness_error=out(result.completeness_error), relative_error=out(result.relative_error))
+            completeness_error=out(result.completeness_error), relative_error=out(result.relative_error),
+            converged=None if result.converged is None else result.converged.detach().cpu(),
+            n_steps_used=None if result.n_steps_used is None else result.n_steps_used.detach().cpu())
 
     def _by_position(self, key: str, value: Any, names: list[str]) -> Any:
         """A dict keyed by input display name (a baseline, window or stride per input) keyed by position."""

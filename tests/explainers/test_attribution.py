@@ -15,6 +15,7 @@ from lightning_xai.adapters import ModelInputs
 from lightning_xai.explainers import get_explainer, list_explainers
 from lightning_xai.explainers.attribution import ATTRIBUTION_EXPLAINERS, SmoothGradExplainer
 
+CAPTUM = {"integrated_gradients": {"completeness_tol": None}}  # captum's fixed n_steps (default: to a tolerance)
 METHODS = ("saliency", "input_x_gradient", "guided_backprop", "deeplift", "integrated_gradients", "occlusion",
            "feature_ablation")
 
@@ -107,7 +108,7 @@ def _quiet():
 @pytest.mark.parametrize("method", METHODS)
 def test_equals_captum(method: str, kind: str) -> None:
     model, inputs, ref_model, xs, extra = cases()[kind]
-    e = get_explainer(method).explain(model, inputs, target="pred")
+    e = get_explainer(method, **CAPTUM.get(method, {})).explain(model, inputs, target="pred")
     key = "input"
     expected = reference(method, kind, ref_model, xs, extra, e.target).detach()
     if kind == "tokens":
@@ -122,8 +123,9 @@ def test_equals_captum(method: str, kind: str) -> None:
 
 def test_callable_target_and_class_target() -> None:
     model, inputs, _, (x,), _ = cases()["tabular"]
-    by_callable = get_explainer("integrated_gradients").explain(model, inputs, target=lambda out: out[:, 2])
-    by_class = get_explainer("integrated_gradients").explain(model, inputs, target=2)
+    ig = get_explainer("integrated_gradients", completeness_tol=None)
+    by_callable = ig.explain(model, inputs, target=lambda out: out[:, 2])
+    by_class = ig.explain(model, inputs, target=2)
     expected = attr.IntegratedGradients(model).attribute(x, target=2)
     torch.testing.assert_close(by_callable.values["input"], expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(by_class.values["input"], expected, atol=1e-5, rtol=1e-5)
@@ -139,7 +141,7 @@ def test_joint_floating_inputs() -> None:
             return lin(torch.tanh(torch.cat([a, b], 1)))
 
     a, b = torch.randn(2, 3), torch.randn(2, 4)
-    e = get_explainer("integrated_gradients").explain(Two(), ModelInputs((a, b)), target=1)
+    e = get_explainer("integrated_gradients", completeness_tol=None).explain(Two(), ModelInputs((a, b)), target=1)
     ref = attr.IntegratedGradients(Two()).attribute((a, b), target=1)
     torch.testing.assert_close(e.values["input_0"], ref[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(e.values["input_1"], ref[1], atol=1e-5, rtol=1e-5)
@@ -175,7 +177,7 @@ def test_smoothgrad_ignores_the_global_rng() -> None:
 @pytest.mark.parametrize("method", ["integrated_gradients", "deeplift"])
 def test_completeness(method: str) -> None:
     model, inputs, *_ = cases()["tabular"]
-    e = get_explainer(method).explain(model, inputs)
+    e = get_explainer(method, **CAPTUM.get(method, {})).explain(model, inputs)
     assert float(e.relative_error.max()) < 1e-3
     gap = e.outputs - e.base_values
     torch.testing.assert_close(e.values["input"].sum(1), gap, atol=1e-3, rtol=1e-3)
@@ -246,10 +248,27 @@ def test_model_left_as_found(method: str) -> None:
 def test_token_baseline_ids_and_dict_by_name() -> None:
     model, inputs, head, (emb,), (mask,) = token_case()
     pad = torch.full_like(inputs.args[0], 4)
-    e = get_explainer("integrated_gradients", baseline={"input": pad}).explain(model, inputs, target=1)
+    e = get_explainer("integrated_gradients", baseline={"input": pad}, completeness_tol=None).explain(
+        model, inputs, target=1)
     expected = attr.IntegratedGradients(head).attribute(emb, baselines=model.emb(pad).detach(), target=1,
                                                         additional_forward_args=(mask,)).sum(-1)
     torch.testing.assert_close(e.values["input"], expected, atol=1e-5, rtol=1e-5)
     assert float(e.relative_error.max()) < 1e-4  # a linear head on the embeddings
     with pytest.raises(ValueError, match="`baseline`"):
         get_explainer("integrated_gradients", baseline=pad[:, :3]).explain(model, inputs)
+
+
+def test_deeplift_runs_under_deterministic_algorithms_and_restores_the_setting() -> None:
+    """Trainer(deterministic=True) leaves torch.use_deterministic_algorithms(True) on; captum's DeepLift unpools the
+    max-pooling (max_unpool2d has no deterministic kernel) and used to raise there."""
+    from lightning_xai.explainers import get_explainer
+
+    model, x = cnn().eval(), torch.rand(2, 3, 8, 8)
+    torch.use_deterministic_algorithms(True)
+    try:
+        expl = get_explainer("deeplift").explain(model, ModelInputs((x,)), torch.tensor([0, 1]))
+        assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert expl.values["input"].shape == x.shape and torch.isfinite(expl.values["input"]).all()

@@ -4,7 +4,10 @@ gradients, SmoothGrad, occlusion, feature ablation; LIME and Kernel SHAP over in
 
 Every floating input is explained; integer token ids at the output of their embedding layer (one value per token:
 the embedding attribution summed over the embedding dim); other integer inputs (attention masks) pass through.
-Captum is the engine (its ``attribute`` of each method); the noise of SmoothGrad comes from a ``torch.Generator``,
+Captum is the engine (its ``attribute`` of each method), except for integrated gradients to a
+``completeness_tol``: our adaptive engine (:mod:`._adaptive`, the SHAP engine's cell splitting on one path per
+probe), which adds path points where the known segment errors are largest until every probe's relative
+completeness error is within the tolerance or it has used ``max_steps`` rows. The noise of SmoothGrad comes from a ``torch.Generator``,
 never the global RNG. Everything runs inside :func:`~lightning_xai.functional.explanation_mode`: the model is left
 as it was found (modes, ``requires_grad``, ``.grad``, hooks, RNG).
 """
@@ -17,8 +20,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_xai._checks import check_choice, expected
+from lightning_xai._checks import check_choice, check_positive_int, expected
 from lightning_xai.functional._guard import explanation_mode
+from lightning_xai.functional.attribution._adaptive import Paths, integrate_to_tolerance
 from lightning_xai.functional.attribution._baselines import resolve_baselines
 from lightning_xai.functional.attribution._defaults import ablation_mask, blur, occlusion_window, patch_size
 from lightning_xai.functional.attribution._methods import check_deeplift, noise_tunnel, run_method
@@ -62,6 +66,8 @@ def attribute(
     embedding_layer: nn.Module | str | None = "auto",
     n_steps: int = 50,
     ig_method: str = "gausslegendre",
+    completeness_tol: float | None = None,
+    max_steps: int = 1024,
     base: str = "saliency",
     nt_samples: int = 5,
     stdevs: float | tuple[float, ...] = 1.0,
@@ -91,7 +97,12 @@ def attribute(
             of blur, occlusion windows and ablation patches; default from the number of dims.
         layouts: ``BTCHW``/``BCTHW`` per clip input (``None`` for the others).
         embedding_layer: The token embedding layer (module, dotted name, ``"auto"``: found; none: no tokens).
-        n_steps, ig_method: Integrated gradients' steps and quadrature (captum's ``n_steps``, ``method``).
+        n_steps, ig_method: Integrated gradients' steps and quadrature (captum's ``n_steps``, ``method``), used
+            when ``completeness_tol`` is ``None``.
+        completeness_tol: Integrated gradients (not smoothed): if set, our adaptive engine instead of captum's
+            fixed quadrature: path points are added in rounds until each probe's ``relative_error`` is at most
+            this (the result's ``converged``), or it has used ``max_steps`` gradient rows (``n_steps_used``).
+        max_steps: Gradient rows per probe the adaptive rounds may reach.
         base, nt_samples, stdevs, nt_type: SmoothGrad's base gradient method, samples, noise std (absolute, per
             input or one) and aggregation (``"smoothgrad"``, ``"smoothgrad_sq"``, ``"vargrad"``).
         generator: SmoothGrad's noise (default: a generator seeded with 0).
@@ -111,8 +122,18 @@ def attribute(
         >>> r = attribute(net, torch.rand(4, 3), torch.tensor([0, 1, 0, 1]), "integrated_gradients")
         >>> r.values[0].shape, bool(r.relative_error.max() < 1e-4)
         (torch.Size([4, 3]), True)
+        >>> net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2))
+        >>> r = attribute(net, torch.rand(4, 3), torch.tensor([0, 1, 0, 1]), "integrated_gradients",
+        ...               completeness_tol=0.01)
+        >>> bool(r.converged.all()), bool((r.relative_error <= 0.01).all()), r.n_steps_used.tolist()
+        (True, True, [8, 8, 8, 8])
     """
     check_choice("method", method, ATTRIBUTION_METHODS)
+    adaptive = method == "integrated_gradients" and completeness_tol is not None
+    if completeness_tol is not None and (isinstance(completeness_tol, bool)
+                                         or not isinstance(completeness_tol, (int, float)) or completeness_tol <= 0):
+        raise ValueError(expected("completeness_tol", "a number larger than 0 or None", completeness_tol))
+    check_positive_int("max_steps", max_steps)
     if method == "smoothgrad":
         check_choice("base", base, GRADIENT_METHODS)
         check_choice("nt_type", nt_type, ("smoothgrad", "smoothgrad_sq", "vargrad"))
@@ -142,9 +163,14 @@ def attribute(
         def run(xs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
             return run_method(core, prep, xs, baselines, tgt, options)
 
+        steps = None
         if method == "smoothgrad":
             gen = generator if generator is not None else torch.Generator().manual_seed(0)
             attrs = noise_tunnel(run, prep.explained, stdevs, nt_samples, nt_type, gen)
+        elif adaptive:
+            paths = Paths(prep.module, prep.explained, baselines, prep.rows, tgt)  # type: ignore[arg-type]
+            attrs, steps = integrate_to_tolerance(paths, float(completeness_tol), max_steps,  # type: ignore[arg-type]
+                                                  max_batch)
         else:
             attrs = run(prep.explained)
         outputs = prep.scores(prep.explained, tgt)
@@ -154,11 +180,12 @@ def attribute(
         values[slot] = a.sum(-1) if slot == prep.token else a
     error = relative = None
     if method in COMPLETE_METHODS and base_values is not None:
-        total = sum(a.detach().float().flatten(1).sum(1) for a in attrs)
+        total = sum(a.detach().double().flatten(1).sum(1).float() for a in attrs)
         gap = outputs - base_values
         error = (total - gap).abs()  # type: ignore[operator]
         relative = error / gap.abs().clamp_min(1e-12)
-    return AttributionResult(tuple(values), outputs, base_values, error, relative)
+    converged = None if steps is None else relative <= completeness_tol  # type: ignore[operator]
+    return AttributionResult(tuple(values), outputs, base_values, error, relative, converged, steps)
 
 
 def _kind(x: Any, token: bool) -> str:

@@ -3,8 +3,10 @@ noise tunnel (SmoothGrad, SmoothGrad², VarGrad) around any gradient method, dra
 
 from __future__ import annotations
 
+import contextlib
+
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -49,6 +51,30 @@ def check_deeplift(model: nn.Module, prep: Prepared, strict: bool) -> list[str]:
     return listing
 
 
+@contextlib.contextmanager
+def deterministic_warn_only() -> Iterator[None]:
+    """Under ``torch.use_deterministic_algorithms(True)`` (``Trainer(deterministic=True)`` sets it and leaves it on),
+    an op without a deterministic kernel raises: captum's DeepLift unpools max-pooling (``max_unpool2d``). The
+    explanation then runs with ``warn_only=True`` (torch says which op, once) and the setting is restored.
+
+    Example:
+        >>> torch.use_deterministic_algorithms(True)
+        >>> with deterministic_warn_only():
+        ...     inside = torch.is_deterministic_algorithms_warn_only_enabled()
+        >>> inside, torch.is_deterministic_algorithms_warn_only_enabled()
+        (True, False)
+        >>> torch.use_deterministic_algorithms(False)
+    """
+    strict = torch.are_deterministic_algorithms_enabled() and not torch.is_deterministic_algorithms_warn_only_enabled()
+    if strict:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        if strict:
+            torch.use_deterministic_algorithms(True, warn_only=False)
+
+
 def run_method(method: str, prep: Prepared, explained: tuple[Tensor, ...], baselines: tuple[Tensor, ...] | None,
                target: Tensor | None, options: dict[str, Any]) -> tuple[Tensor, ...]:
     """Captum's ``method`` on ``explained`` (fresh leaves), scored by ``prep.module``; attributions in the
@@ -60,7 +86,7 @@ def run_method(method: str, prep: Prepared, explained: tuple[Tensor, ...], basel
     common: dict[str, Any] = {"target": target, "additional_forward_args": prep.rows or None}
     module = prep.module
     per_eval = max(1, options.get("max_batch", 128) // max(1, xs[0].shape[0]))
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), deterministic_warn_only():
         for message in _QUIET:
             warnings.filterwarnings("ignore", message=message)
         if method == "saliency":

@@ -39,6 +39,8 @@ class CellSplitting:
     acc: list[Tensor]
     store: _Store
     s: Settings
+    #: new points one split adds (a bisection: 1; the cell's old point stays)
+    split_rows: int = 1
 
     def _indicators(self, rows: Tensor) -> Tensor:
         """Per kept row (``rows``: a set of whole paths), the discrepancy its cell carries: the share of the
@@ -70,8 +72,8 @@ class CellSplitting:
 
     def _split_cells(self, refine: Tensor, budget: Tensor) -> tuple[_Batch, tuple[Tensor, Tensor]] | None:
         """Split the cells with the largest discrepancies of each refined probe: per probe, its cells ranked by
-        discrepancy, as many as its budget pays for (a stored cell costs one new row, another two); of those,
-        the fewest that carry ``_MASS`` of their discrepancies, at most ``_MAX_SPLIT`` of its cells."""
+        discrepancy, as many as its budget pays for (a stored cell costs ``split_rows`` new rows, another one more);
+        of those, the fewest that carry ``_MASS`` of their discrepancies, at most ``_MAX_SPLIT`` of its cells."""
         rows = torch.nonzero(refine[self.probe]).flatten()
         if len(rows) == 0:
             return None
@@ -86,7 +88,7 @@ class CellSplitting:
         mine = torch.bincount(probe, minlength=n)
         start = torch.cumsum(mine, 0) - mine
         valid = values >= 0
-        cost = (2 - stored[order].long()) * valid
+        cost = (self.split_rows + 1 - stored[order].long()) * valid
         eligible = valid & (_segment_cumsum(cost, probe, start) <= budget[probe])
         mass = torch.where(eligible, values, torch.zeros_like(values))
         total = torch.zeros(n, dtype=torch.float64).index_add_(0, probe, mass)
@@ -106,7 +108,7 @@ class CellSplitting:
         self, ranked: list[Tensor], wanted: list[int], stored: Tensor, rows: Tensor
     ) -> list[int]:
         """Top the round up to whole chunks with the next cells of its probes, if that at most doubles it."""
-        cost = [int((2 - stored[r[:k]].long()).sum()) for r, k in zip(ranked, wanted)]
+        cost = [int((self.split_rows + 1 - stored[r[:k]].long()).sum()) for r, k in zip(ranked, wanted)]
         total = sum(cost)
         deficit = -total % self.s.max_batch
         if deficit == 0 or deficit > total:
@@ -119,7 +121,7 @@ class CellSplitting:
                 if deficit <= 0:
                     break
                 if wanted[j] < len(r):
-                    deficit -= int(2 - stored[r[wanted[j]]].long())
+                    deficit -= int(self.split_rows + 1 - stored[r[wanted[j]]].long())
                     wanted[j] += 1
                     moved = True
         return wanted
