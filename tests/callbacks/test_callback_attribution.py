@@ -135,3 +135,12 @@ def test_stability_of_flat_maps_is_undefined_not_perfect(tmp_path):
     finally:
         unregister_explainer("toy_zero")
     assert iou != iou
+
+
+def test_integrated_gradients_that_do_not_converge_are_named(tmp_path):
+    cb = AttributionCallback(methods=("integrated_gradients",), num_samples=4, on_error="raise",
+                             method_kwargs={"integrated_gradients": {"completeness_tol": 1e-9, "max_steps": 8}})
+    with pytest.warns(RuntimeWarning, match=r"integrated_gradients did not reach completeness_tol=1e-09 for probes"):
+        trainer = _fit(tmp_path, cb)
+    assert float(trainer.callback_metrics["xai/attribution/integrated_gradients/converged"]) < 1.0
+    assert float(trainer.callback_metrics["xai/attribution/integrated_gradients/completeness/relative_median"]) > 0

@@ -82,6 +82,17 @@ def emit_attribution(explanations: dict[str, Explanation], stability: dict[str, 
         relative = getattr(expl, "relative_error", None)
         if isinstance(relative, Tensor):
             sink.scalar(f"{method}/completeness/relative_median", float(relative.float().nanmedian()))
+        converged = getattr(expl, "converged", None)
+        if isinstance(converged, Tensor):
+            sink.scalar(f"{method}/converged", float(converged.float().mean()))
+            if not bool(converged.all()):
+                late = [indices[i] if indices[i] >= 0 else i for i in (~converged).nonzero().flatten().tolist()]
+                rank_zero_warn(f"lightning_xai: {method} did not reach completeness_tol="
+                               f"{expl.settings.get('completeness_tol')} for probes {late} within max_steps="
+                               f"{expl.settings.get('max_steps')} at epoch {ev.epoch} (relative errors "
+                               f"{[round(float(relative[i]), 4) for i in (~converged).nonzero().flatten()]})"
+                               if isinstance(relative, Tensor) else f"lightning_xai: {method} did not converge "
+                               f"for probes {late} at epoch {ev.epoch}", category=RuntimeWarning)
         if method in stability:
             iou = stability[method].float()
             sink.scalar(f"{method}/stability_iou", float(iou.nanmean()) if bool(torch.isfinite(iou).any())
