@@ -12,6 +12,15 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture(autouse=True)
+def _deterministic_flags_restored() -> Any:
+    """``Trainer(deterministic=True)`` (tests.helpers.tiny_trainer) turns ``torch.use_deterministic_algorithms`` on
+    and leaves it on: restore it after every test, so no test runs in another test's mode."""
+    on, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    yield
+    torch.use_deterministic_algorithms(on, warn_only=warn_only)
+
+
 @pytest.fixture
 def shapes_dm() -> Any:
     from lightning_xai.datasets import SyntheticShapesDataModule

@@ -121,7 +121,7 @@ def test_text_model_drift_with_shap(tmp_path):
     assert snap.arrays["keep/input_ids"].dtype == torch.bool and not snap.arrays["keep/input_ids"][:, 10:].any()
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [({"method": "lime"}, "`method`.*gradcam"),
+@pytest.mark.parametrize(("kwargs", "match"), [({"method": "no-such-method"}, "`method`.*gradcam"),
                                                ({"alert_below": 2.0}, "`alert_below`"),
                                                ({"run": ""}, "`run`"),
                                                ({"method": "shap", "target_layer": "x"}, "`target_layer`")])

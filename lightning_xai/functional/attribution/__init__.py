@@ -122,11 +122,12 @@ def attribute(
         >>> r = attribute(net, torch.rand(4, 3), torch.tensor([0, 1, 0, 1]), "integrated_gradients")
         >>> r.values[0].shape, bool(r.relative_error.max() < 1e-4)
         (torch.Size([4, 3]), True)
+        >>> _ = torch.manual_seed(0)
         >>> net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2))
         >>> r = attribute(net, torch.rand(4, 3), torch.tensor([0, 1, 0, 1]), "integrated_gradients",
         ...               completeness_tol=0.01)
-        >>> bool(r.converged.all()), bool((r.relative_error <= 0.01).all()), r.n_steps_used.tolist()
-        (True, True, [8, 8, 8, 8])
+        >>> bool(r.converged.all()), bool((r.relative_error <= 0.01).all()), bool((r.n_steps_used >= 8).all())
+        (True, True, True)
     """
     check_choice("method", method, ATTRIBUTION_METHODS)
     adaptive = method == "integrated_gradients" and completeness_tol is not None
