@@ -12,6 +12,14 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _deterministic_flags_restored_per_module() -> Any:
+    """The same for module-scoped fixtures that train (tests/cli/test_cli_audit.py's checkpoints)."""
+    on, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    yield
+    torch.use_deterministic_algorithms(on, warn_only=warn_only)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_flags_restored() -> Any:
     """``Trainer(deterministic=True)`` (tests.helpers.tiny_trainer) turns ``torch.use_deterministic_algorithms`` on

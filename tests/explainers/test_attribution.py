@@ -12,6 +12,7 @@ from captum import attr
 from torch import nn
 
 from lightning_xai.adapters import ModelInputs
+from lightning_xai.functional.attribution._methods import deterministic_warn_only
 from lightning_xai.explainers import get_explainer, list_explainers
 from lightning_xai.explainers.attribution import ATTRIBUTION_EXPLAINERS, SmoothGradExplainer
 
@@ -110,7 +111,8 @@ def test_equals_captum(method: str, kind: str) -> None:
     model, inputs, ref_model, xs, extra = cases()[kind]
     e = get_explainer(method, **CAPTUM.get(method, {})).explain(model, inputs, target="pred")
     key = "input"
-    expected = reference(method, kind, ref_model, xs, extra, e.target).detach()
+    with deterministic_warn_only():  # a Trainer(deterministic=True) earlier in the session may have left it on
+        expected = reference(method, kind, ref_model, xs, extra, e.target).detach()
     if kind == "tokens":
         expected = expected.sum(-1)
     assert e.values[key].shape == inputs.args[0].shape
