@@ -8,7 +8,6 @@ import torch
 from lightning.pytorch import seed_everything
 from torch.utils.data import DataLoader
 
-from tests.helpers import read_events, tiny_trainer
 from lightning_xai import AttributionCallback
 from lightning_xai._inputs import Scorer, input_kind, input_names
 from lightning_xai.datasets import SyntheticShapes
@@ -16,6 +15,7 @@ from lightning_xai.demo import ShapesCNN
 from lightning_xai.explainers import Explainer, Explanation, register_explainer, unregister_explainer
 from lightning_xai.explainers._base import targets_of
 from lightning_xai.sinks.files import read_manifest
+from tests.helpers import read_events, tiny_trainer
 
 
 class _Gradient(Explainer):
@@ -124,17 +124,21 @@ class _Zero(_Gradient):
 
 
 def test_stability_of_flat_maps_is_undefined_not_perfect(tmp_path):
-    """Two all-zero maps share no top 10%: the IoU is NaN (a flat map is not stable, it shows nothing), not 1."""
+    """Two all-zero maps share no top 10%: the IoU is NaN (a flat map is not stable, it shows nothing), not 1; the
+    flat maps are named in a warning and counted in ``<method>/flat``."""
     register_explainer("toy_zero", _Zero)
     try:
         cb = AttributionCallback(methods=("toy_zero",), method_kwargs={"toy_zero": {"noise": 1e-9}}, num_samples=4,
                                  on_error="raise")
         cb.explainers["toy_zero"].noise = 0.0  # exactly zero maps, still run twice (stochastic)
         cb.explainers["toy_zero"].stochastic = True
-        iou = float(_fit(tmp_path, cb).callback_metrics["xai/attribution/toy_zero/stability_iou"])
+        with pytest.warns(RuntimeWarning, match=r"toy_zero gave a flat map \(every value equal\) for probes \[0, 1, 2, 3\]"):
+            metrics = _fit(tmp_path, cb).callback_metrics
     finally:
         unregister_explainer("toy_zero")
-    assert iou != iou
+    assert float(metrics["xai/attribution/toy_zero/stability_iou"]) != float(metrics[
+        "xai/attribution/toy_zero/stability_iou"])
+    assert float(metrics["xai/attribution/toy_zero/flat"]) == 1.0
 
 
 def test_integrated_gradients_that_do_not_converge_are_named(tmp_path):

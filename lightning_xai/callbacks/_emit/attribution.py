@@ -79,6 +79,7 @@ def emit_attribution(explanations: dict[str, Explanation], stability: dict[str, 
             rank_zero_warn(f"lightning_xai: {method} gave {bad} non-finite attributions at epoch {ev.epoch}; logged "
                            f"as xai/{ev.callback}/{method}/nonfinite and left blank in the plots.",
                            category=RuntimeWarning)
+        _warn_flat(method, values, indices, ev.epoch, ev.callback, sink)
         relative = getattr(expl, "relative_error", None)
         if isinstance(relative, Tensor):
             sink.scalar(f"{method}/completeness/relative_median", float(relative.float().nanmedian()))
@@ -119,6 +120,22 @@ def emit_attribution(explanations: dict[str, Explanation], stability: dict[str, 
         sink.commit(method=method, inputs=list(values), settings=_plain(expl.settings))
     if len(explanations) > 1:
         _comparison(explanations, titles, indices, options, sink)
+
+
+def _warn_flat(method: str, values: dict[str, Tensor], indices: list[int], epoch: int, callback: str,
+               sink: ArtifactSink) -> None:
+    """``<method>/flat``: the share of probes whose map is constant over every input (it shows nothing), with a
+    warning naming them: a blank map in a figure must not pass for "nothing matters"."""
+    rows = torch.cat([torch.nan_to_num(v.float()).flatten(1) for v in values.values()], dim=1)
+    flat = rows.amax(1) <= rows.amin(1)
+    sink.scalar(f"{method}/flat", float(flat.float().mean()))
+    if bool(flat.any()):
+        probes = [indices[i] if i < len(indices) and indices[i] >= 0 else i for i in flat.nonzero().flatten().tolist()]
+        hint = (" (a surrogate that kept no feature: raise `n_samples` or lower `alpha` through "
+                f"method_kwargs={{{method!r}: {{...}}}})" if method in ("lime", "kernel_shap") else "")
+        rank_zero_warn(f"lightning_xai: {method} gave a flat map (every value equal) for probes {probes} at epoch "
+                       f"{epoch}: it explains nothing there{hint}; logged as xai/{callback}/{method}/flat.",
+                       category=RuntimeWarning)
 
 
 def _comparison(explanations: dict[str, Explanation], titles: list[str], indices: list[int],
