@@ -28,6 +28,7 @@ def modality_shares(
     names: Sequence[str],
     title: str | None = None,
     labels: Sequence[str] | None = None,
+    quantity: str = "SHAP",
 ) -> Figure:
     """How the total ``|SHAP|`` of each sample splits over its inputs: one stacked 100 % bar per sample.
 
@@ -37,6 +38,7 @@ def modality_shares(
         names: The ``M`` input names, for the legend.
         title: Figure title.
         labels: One label per sample (row); ``"sample i"`` by default.
+        quantity: What is split (the x label reads "share of total |quantity| (%)"), e.g. a method's name.
 
     Returns:
         A :class:`matplotlib.figure.Figure` with an Agg canvas and one axes; shares of 6 % or more are
@@ -100,7 +102,7 @@ def modality_shares(
     ax.set_yticks(ypos, [wrap_text(r, 1.8, TICK_FONTSIZE) for r in rows], fontsize=TICK_FONTSIZE)
     ax.set_ylim(count - 0.5, -0.5)
     ax.set_xlim(0.0, 100.0)
-    ax.set_xlabel("share of total |SHAP| (%)", fontsize=LABEL_FONTSIZE)
+    ax.set_xlabel(f"share of total |{quantity}| (%)", fontsize=LABEL_FONTSIZE)
     ax.tick_params(axis="x", labelsize=TICK_FONTSIZE)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)

@@ -16,8 +16,8 @@ from lightning.pytorch import LightningModule, seed_everything
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_xai import SHAPCallback
-from tests.helpers import scalar_values, tiny_trainer
+from lightning_xai import AttributionCallback, SHAPCallback
+from tests.helpers import read_events, scalar_values, tiny_trainer
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +51,7 @@ class _Classifier(LightningModule):
 def _fit(tmp_path, make_net, train, val, cb, epochs):
     seed_everything(0)  # before the weights are drawn: the result must not depend on the tests run before
     model = _Classifier(make_net())
-    trainer = tiny_trainer(tmp_path, [cb], max_epochs=epochs, limit_train_batches=None, limit_val_batches=None)
+    trainer = tiny_trainer(tmp_path, cb if isinstance(cb, list) else [cb], max_epochs=epochs, limit_train_batches=None, limit_val_batches=None)
     trainer.fit(model, DataLoader(train, batch_size=32, shuffle=True), DataLoader(val, batch_size=64))
     root = next(tmp_path.rglob("manifest.jsonl")).parent
     last = sorted(root.rglob("shap_values.npz"), key=lambda p: p.stat().st_mtime)[-1]
@@ -178,9 +178,13 @@ class _ImageTextNet(nn.Module):
 @pytest.mark.parametrize("decides", ["text", "image"])
 def test_image_text_share_follows_the_deciding_modality(tmp_path, decides):
     cb = SHAPCallback(num_samples=12, n_background=16, nsamples=32, on_error="raise", every_n_epochs=4)
+    # integrated gradients on the same fit: the joint explanation of both inputs, shares per input likewise
+    ig = AttributionCallback(methods=("integrated_gradients",), num_samples=12, on_error="raise", every_n_epochs=4)
     _, summary = _fit(tmp_path, _ImageTextNet, _ImageText(1024, 0, decides),
-                      _ImageText(64, 1, decides), cb, 4)
+                      _ImageText(64, 1, decides), [cb, ig], 4)
     assert summary["inputs"] == ["pixel_values", "input_ids"]
-    text = scalar_values(tmp_path, "xai/shap/share/input_ids")[-1][1]
-    assert scalar_values(tmp_path, "xai/shap/share/pixel_values")[-1][1] == pytest.approx(1 - text, abs=1e-5)
-    assert (text > 0.8) if decides == "text" else (text < 0.2), text
+    for prefix in ("xai/shap", "xai/attribution/integrated_gradients"):
+        text = scalar_values(tmp_path, f"{prefix}/share/input_ids")[-1][1]
+        assert scalar_values(tmp_path, f"{prefix}/share/pixel_values")[-1][1] == pytest.approx(1 - text, abs=1e-5)
+        assert (text > 0.8) if decides == "text" else (text < 0.2), (prefix, text)
+    assert "xai/attribution/integrated_gradients/shares" in read_events(tmp_path)["images"]

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from lightning_xai.callbacks._emit.figures import explanation_figure
 from lightning_xai.explainers import Explanation
+from lightning_xai.functional import modality_shares
 from lightning_xai.functional.drift import spearman
 from lightning_xai.sinks import ArtifactSink
 
@@ -98,6 +99,7 @@ def emit_attribution(explanations: dict[str, Explanation], stability: dict[str, 
             iou = stability[method].float()
             sink.scalar(f"{method}/stability_iou", float(iou.nanmean()) if bool(torch.isfinite(iou).any())
                         else float("nan"))
+        _shares(method, values, titles, ev.epoch, sink)
         for name, v in values.items():
             suptitle = f"{method} · {name} · {ev.stage} · epoch {ev.epoch} · step {ev.global_step}"
             clean = torch.nan_to_num(v.float(), nan=0.0, posinf=0.0, neginf=0.0)
@@ -120,6 +122,22 @@ def emit_attribution(explanations: dict[str, Explanation], stability: dict[str, 
         sink.commit(method=method, inputs=list(values), settings=_plain(expl.settings))
     if len(explanations) > 1:
         _comparison(explanations, titles, indices, options, sink)
+
+
+def _shares(method: str, values: dict[str, Tensor], titles: list[str], epoch: int, sink: ArtifactSink) -> None:
+    """Several explained inputs (image + text): ``<method>/share/<input>`` (mean over probes of each input's share
+    of the total |attribution|) and the shares figure SHAPCallback draws."""
+    if len(values) < 2:
+        return
+    from lightning_xai.render import modality_shares as shares_figure
+
+    names = list(values)
+    shares = modality_shares(tuple(torch.nan_to_num(values[n].float()) for n in names))
+    for k, name in enumerate(names):
+        sink.scalar(f"{method}/share/{name}", float(shares[:, k].mean()))
+    sink.figure(f"{method}/shares", partial(shares_figure, shares, names,
+                                            title=f"Share of |{method}| per input · epoch {epoch}", labels=titles,
+                                            quantity=method))
 
 
 def _warn_flat(method: str, values: dict[str, Tensor], indices: list[int], epoch: int, callback: str,
