@@ -1,4 +1,5 @@
-"""Gradient and perturbation attribution explainers with captum's definitions and defaults: one small subclass of
+"""Gradient and perturbation attribution explainers with captum's definitions and defaults (except integrated
+gradients' ``completeness_tol`` and SmoothGrad's ``nt_samples``, see their classes): one small subclass of
 :class:`AttributionExplainer` per method of :data:`~lightning_xai.functional.attribution.ATTRIBUTION_METHODS`,
 each registered under its name (``saliency``, ``input_x_gradient``, ``guided_backprop``, ``deeplift``,
 ``integrated_gradients``, ``smoothgrad``, ``occlusion``, ``feature_ablation``).
@@ -158,16 +159,21 @@ class IntegratedGradientsExplainer(_Baselined):
 
 
 class SmoothGradExplainer(AttributionExplainer):
-    """SmoothGrad (captum ``NoiseTunnel`` around ``base``, its defaults): ``nt_samples`` copies of the input plus
-    ``N(0, stdevs)`` noise drawn from the explainer's own ``torch.Generator(seed)`` (never the global RNG); their
-    attributions averaged (``"smoothgrad"``), squared and averaged (``"smoothgrad_sq"``) or their variance
-    (``"vargrad"``).
+    """SmoothGrad (captum ``NoiseTunnel`` around ``base``): ``nt_samples`` copies of the input plus ``N(0, stdevs)``
+    noise drawn from the explainer's own ``torch.Generator(seed)`` (never the global RNG); their attributions
+    averaged (``"smoothgrad"``), squared and averaged (``"smoothgrad_sq"``) or their variance (``"vargrad"``).
+
+    ``nt_samples`` is 50 (Smilkov et al.'s), not captum's 5: an average of 5 noisy gradients changes with the seed,
+    and an unstable explanation is a silent wrong answer. Measured on a briefly trained ShapesCNN (mean top-10% IoU
+    between seeds 0 and 1, tests/explainers/test_attribution_truth.py): 0.42 at 5, 0.65 at 20, 0.74 at 50 (16 px);
+    0.60, 0.78, 0.87 (32 px). The functional ``attribute(method="smoothgrad")`` keeps captum's 5.
 
     Args:
         base: the gradient method smoothed (``saliency``, ``input_x_gradient``, ``guided_backprop``, ``deeplift``,
             ``integrated_gradients``); ``baseline``, ``n_steps``, ``ig_method`` are its arguments.
-        nt_samples: noisy copies per probe.
-        stdevs: the noise's standard deviation (absolute, as in captum).
+        nt_samples: noisy copies per probe (50; captum's 5 is unstable between seeds).
+        stdevs: the noise's standard deviation (absolute, captum's 1.0: about a fifth of an ImageNet-normalised
+            image's range, the top of Smilkov et al.'s 10-20%; lower it for inputs in [0, 1]).
         nt_type: ``"smoothgrad"``, ``"smoothgrad_sq"`` or ``"vargrad"``.
         seed: seed of the noise generator (each explain starts it afresh).
     """
@@ -175,7 +181,7 @@ class SmoothGradExplainer(AttributionExplainer):
     name = "smoothgrad"
     stochastic = True  # AttributionCallback measures its stability between two seeds
 
-    def __init__(self, base: str = "saliency", nt_samples: int = 5, stdevs: float = 1.0,
+    def __init__(self, base: str = "saliency", nt_samples: int = 50, stdevs: float = 1.0,
                  nt_type: Literal["smoothgrad", "smoothgrad_sq", "vargrad"] = "smoothgrad", seed: int = 0,
                  baseline: Baseline = "zeros", n_steps: int = 50, ig_method: str = "gausslegendre",
                  **kwargs: Any) -> None:

@@ -103,8 +103,9 @@ def attribute(
             fixed quadrature: path points are added in rounds until each probe's ``relative_error`` is at most
             this (the result's ``converged``), or it has used ``max_steps`` gradient rows (``n_steps_used``).
         max_steps: Gradient rows per probe the adaptive rounds may reach.
-        base, nt_samples, stdevs, nt_type: SmoothGrad's base gradient method, samples, noise std (absolute, per
-            input or one) and aggregation (``"smoothgrad"``, ``"smoothgrad_sq"``, ``"vargrad"``).
+        base, nt_samples, stdevs, nt_type: SmoothGrad's base gradient method, samples (captum's 5; the
+            ``smoothgrad`` explainer defaults to 50, stable between seeds), noise std (absolute, per input or one)
+            and aggregation (``"smoothgrad"``, ``"smoothgrad_sq"``, ``"vargrad"``).
         generator: SmoothGrad's noise (default: a generator seeded with 0).
         window, stride: Occlusion's window and stride of one sample (tokens: in tokens), for every explained input
             or a dict by input position (``None``: per kind, see :func:`occlusion_window`; a window given alone

@@ -53,8 +53,9 @@ def lime(
         model, inputs, target, forward_fn, background, kinds, layouts, embedding_layer, max_batch, blur_sigma: As
             in :func:`~lightning_xai.functional.attribution.attribute` (``baseline``: ``0.0``, a number,
             ``"zeros"``, ``"blur"``, ``"mean"`` or tensors).
-        n_samples: Perturbed samples per probe (captum's default 25).
-        alpha: The Lasso's L1 weight (captum's 0.01; 0: weighted least squares).
+        n_samples: Perturbed samples per probe (captum's default 25; unstable between seeds: the ``lime``
+            explainer defaults to 1000 over 25 superpixels, see :mod:`lightning_xai.explainers.lime`).
+        alpha: The Lasso's L1 weight (captum's 0.01; 0: weighted least squares, the explainer's default).
         kernel_width: Width of the exponential similarity kernel (captum's 1.0).
         n_segments, compactness: SLIC's arguments (compactness: 10 for RGB, which SLIC compares in CIELAB, else 0.1;
             the image is rescaled to [0, 1] first).
@@ -113,7 +114,7 @@ def kernel_shap(
     when under-determined). Values sum to about ``f(x) - f(every feature off)`` (``completeness_error``).
 
     Args:
-        As :func:`lime` (no ``alpha``, ``kernel_width``).
+        As :func:`lime` (no ``alpha``, ``kernel_width``); the ``kernel_shap`` explainer defaults to 2048 samples.
 
     Returns:
         An :class:`AttributionResult`: ``base_values`` is ``f`` with every feature off.
