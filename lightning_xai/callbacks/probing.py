@@ -90,7 +90,8 @@ class ProbingCallback(CallbackShell):
         ...     def validation_step(self, batch, batch_idx):
         ...         pass
         >>> y = torch.arange(64) % 2
-        >>> data = DataLoader(TensorDataset(torch.randn(64, 4) + y[:, None], y), batch_size=16)
+        >>> x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0)) + 2 * y[:, None]  # the label, linearly
+        >>> data = DataLoader(TensorDataset(x, y), batch_size=16)
         >>> cb = ProbingCallback(layers=("hidden", "head"), cv=4, on_error="raise")
         >>> trainer = Trainer(callbacks=[cb], logger=False, enable_progress_bar=False, enable_model_summary=False,
         ...                   default_root_dir=getfixture("tmp_path"))

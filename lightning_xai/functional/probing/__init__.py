@@ -16,8 +16,9 @@ Pure torch for the activations, scikit-learn for the probe. The steps, one priva
 Example:
     >>> from torch import nn
     >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-    >>> x, y = torch.randn(40, 4), torch.arange(40) % 2
-    >>> feats = capture_activations(net, ["0", "2"], lambda: net(x + 2 * y[:, None]))
+    >>> y = torch.arange(40) % 2
+    >>> x = torch.randn(40, 4, generator=torch.Generator().manual_seed(0)) + 4 * y[:, None]  # the label, linearly
+    >>> feats = capture_activations(net, ["0", "2"], lambda: net(x))
     >>> r = fit_probes(feats, y, cv=4)
     >>> sorted(r.probes), r.probes["0"].accuracy > 0.9
     (['0', '2'], True)

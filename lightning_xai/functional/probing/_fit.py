@@ -179,7 +179,8 @@ def fit_probes(features: Mapping[str, Tensor], labels: Tensor, target: str = "la
 
     Example:
         >>> y = torch.arange(40) % 2
-        >>> feats = {"a": torch.randn(40, 3), "b": y[:, None].float() + 0.1 * torch.randn(40, 1)}
+        >>> g = torch.Generator().manual_seed(0)
+        >>> feats = {"a": torch.randn(40, 3, generator=g), "b": y[:, None] + 0.1 * torch.randn(40, 1, generator=g)}
         >>> r = fit_probes(feats, y, cv=4)
         >>> list(r.probes), r.probes["b"].accuracy
         (['a', 'b'], 1.0)
