@@ -13,6 +13,7 @@ from lightning_xai.callbacks.base import XAICallback
 from lightning_xai.callbacks.calibration import CalibrationCallback
 from lightning_xai.callbacks.drift import AttributionDriftCallback
 from lightning_xai.callbacks.gradcam import GradCAMCallback
+from lightning_xai.callbacks.probing import ProbingCallback
 from lightning_xai.callbacks.shap import SHAPCallback
 from lightning_xai.explainers import Explainer, Explanation, get_explainer, list_explainers, register_explainer
 from lightning_xai.probe import Probe
@@ -30,6 +31,7 @@ __all__ = [
     "Explainer",
     "Explanation",
     "GradCAMCallback",
+    "ProbingCallback",
     "SHAPCallback",
     "ModelInputs",
     "Probe",

@@ -5,6 +5,8 @@ from lightning_xai.callbacks.attribution import AttributionCallback
 from lightning_xai.callbacks.base import XAICallback
 from lightning_xai.callbacks.calibration import CalibrationCallback
 from lightning_xai.callbacks.gradcam import GradCAMCallback
+from lightning_xai.callbacks.probing import ProbingCallback
 from lightning_xai.callbacks.shap import SHAPCallback
 
-__all__ = ["AttributionCallback", "CalibrationCallback", "CallbackShell", "GradCAMCallback", "SHAPCallback", "XAICallback"]
+__all__ = ["AttributionCallback", "CalibrationCallback", "CallbackShell", "GradCAMCallback", "ProbingCallback",
+           "SHAPCallback", "XAICallback"]

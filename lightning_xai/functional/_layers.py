@@ -84,13 +84,14 @@ def _walk(model: nn.Module, name: str) -> nn.Module | None:
     return module if isinstance(module, nn.Module) else None
 
 
-def resolve_layer(model: nn.Module, name: str) -> nn.Module:
+def resolve_layer(model: nn.Module, name: str, argument: str = "target_layer") -> nn.Module:
     """Return the submodule of ``model`` called ``name``.
 
     Args:
         model: The model.
         name: A dotted name as listed by ``model.named_modules()`` (``"layer4.1"``), or the same with
             Python-style indices into ``Sequential``/``ModuleList`` containers (``"layer4[-1]"``).
+        argument: The user argument ``name`` came in, named in errors (``layers`` for probes).
 
     Returns:
         The submodule.
@@ -107,7 +108,7 @@ def resolve_layer(model: nn.Module, name: str) -> nn.Module:
         ReLU()
     """
     if not isinstance(name, str):
-        raise TypeError(expected("target_layer", "the name of a submodule (a string)", name))
+        raise TypeError(expected(argument, "the name of a submodule (a string)", name))
     modules = dict(model.named_modules())
     if name in modules and name:
         return modules[name]
@@ -117,7 +118,7 @@ def resolve_layer(model: nn.Module, name: str) -> nn.Module:
     names = [n for n in modules if n]
     closest = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
     raise ValueError(
-        expected("target_layer", f"the name of a submodule of {type(model).__name__}", name)
+        expected(argument, f"the name of a submodule of {type(model).__name__}", name)
         + f" Closest names: {closest}. Candidates (conv layers and blocks): {_shorten(_candidates(model))}."
     )
 

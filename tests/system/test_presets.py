@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 from lightning.pytorch.cli import LightningCLI
 
-from lightning_xai import AttributionDriftCallback, CalibrationCallback, GradCAMCallback, SHAPCallback
+from lightning_xai import (
+    AttributionDriftCallback,
+    CalibrationCallback,
+    GradCAMCallback,
+    ProbingCallback,
+    SHAPCallback,
+)
 from lightning_xai.datasets import SyntheticShapesDataModule
 from lightning_xai.demo import ShapesCNN
 from tests.helpers import ROOT
@@ -26,13 +32,16 @@ def test_preset_instantiates_through_lightning_cli(preset, tmp_path):
         args=["--config", str(preset), "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false"],
     )
     expected = {"gradcam.yaml": GradCAMCallback, "calibration.yaml": CalibrationCallback,
-                "shap.yaml": SHAPCallback, "drift.yaml": AttributionDriftCallback}[preset.name]
+                "shap.yaml": SHAPCallback, "drift.yaml": AttributionDriftCallback,
+                "probing.yaml": ProbingCallback}[preset.name]
     ours = [cb for cb in cli.trainer.callbacks if isinstance(cb, expected)]
     assert len(ours) == 1
     if expected is GradCAMCallback:
         assert ours[0].methods == ("gradcam", "gradcam++") and ours[0].num_samples == 8
     elif expected is AttributionDriftCallback:
         assert ours[0].method == "auto" and ours[0].alert_below == 0.8 and ours[0].target == "label"
+    elif expected is ProbingCallback:
+        assert ours[0].layers == "auto" and ours[0].cv == 5 and ours[0].concepts == () and ours[0].time_budget == 300
     elif expected is CalibrationCallback:
         assert ours[0].n_bins == 15 and ours[0].gallery_size == 8
     else:
