@@ -24,6 +24,15 @@ from tests.helpers import TINY_ATTENTION_MODELS, randn, tiny_attention_model
 pytest.importorskip("transformers")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny matrices: one thread is many times faster than two contending for shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _logits(output):
     if isinstance(output, torch.Tensor):
         return output
