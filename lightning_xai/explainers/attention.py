@@ -85,6 +85,8 @@ class AttentionExplanation(Explanation):
             ``(B, frames / tubelet, grid_h, grid_w)``, spectrograms the patch grid in the input's axis order (AST
             ``(B, time patches, frequency patches)``; frame tokens ``(B, 1, frames)``), waveforms ``(B, frames)``.
         raw: ``"attention"`` only: the probabilities ``(max_raw, layers, heads, N, N)`` of the first probes.
+        head_scores: ``"attention"`` only: the row read (class token or mean) of every layer and head of the first
+            probes on the token grid, ``(max_raw, layers, heads, *scores.shape[1:])``.
         modules: the attention module of each layer.
         num_prefix_tokens: tokens before the grid (class, distillation, registers), dropped from ``scores``.
         query: which row was read: ``"token 0"`` (the class token), ``"end-of-text token"`` (CLIP's text tower) or
@@ -95,6 +97,7 @@ class AttentionExplanation(Explanation):
     key: str
     scores: Tensor
     raw: Tensor | None = None
+    head_scores: Tensor | None = None
     modules: tuple[str, ...] = ()
     num_prefix_tokens: int = 0
     query: str = "token 0"
@@ -225,8 +228,11 @@ class AttentionExplainer(Explainer):
             weights = logits.float().softmax(-1).gather(1, chosen["classes"].reshape(-1, 1)).squeeze(1)
             grid = grid * weights.reshape(-1, *[1] * (grid.dim() - 1)).to(grid.device)
             maps = maps * weights.reshape(-1, *[1] * (maps.dim() - 1)).to(maps.device)
+        heads = None
+        if self.max_raw:
+            heads = _head_scores(attentions[: self.max_raw], query, mask, None if kind == "tokens" else reshape)
         return self._explanation(model, inputs, names, slots, name, grid, maps, attentions, capture, prefix, label,
-                                 weights, chosen.get("classes"), logits)
+                                 weights, chosen.get("classes"), logits, heads)
 
     # ------------------------------------------------------------------------------------------- steps
     def _key(self, inputs: ModelInputs) -> int | str:
@@ -308,7 +314,7 @@ class AttentionExplainer(Explainer):
     def _explanation(self, model: nn.Module, inputs: ModelInputs, names: list[str], slots: list[int | str],
                      name: str, grid: Tensor, maps: Tensor, attentions: Tensor, capture: AttentionCapture,
                      prefix: int, label: str, weights: Tensor | None, classes: Tensor | None,
-                     logits: Tensor | None) -> AttentionExplanation:
+                     logits: Tensor | None, heads: Tensor | None) -> AttentionExplanation:
         cpu = {n: inputs.get(k).detach().cpu() for n, k in zip(names, slots) if isinstance(inputs.get(k), Tensor)}
         kinds = {n: input_kind(n, t) for n, t in cpu.items()}
         x = cpu[name]
@@ -327,8 +333,23 @@ class AttentionExplainer(Explainer):
             layouts={name: layout} if layout else {},
             time_first=(name,) if x.is_floating_point() and spectrogram_time_first(model, x) else (),
             tokens=tokens, keep=keep, settings=self.settings(), key=name, scores=grid.detach().float().cpu(),
-            raw=attentions[: self.max_raw].cpu() if self.max_raw else None, modules=capture.modules,
+            raw=attentions[: self.max_raw].cpu() if self.max_raw else None,
+            head_scores=None if heads is None else heads.float().cpu(), modules=capture.modules,
             num_prefix_tokens=prefix, query=label, weights=None if weights is None else weights.cpu())
+
+
+def _head_scores(raw: Tensor, query: int | Tensor | None, mask: Tensor | None,
+                 reshape: Callable[[Tensor], Tensor] | None) -> Tensor:
+    """The row read of every layer and head of ``(P, layers, heads, N, N)`` probabilities, on the token grid."""
+    probes, layers, heads = raw.shape[:3]
+    repeat = layers * heads
+    if isinstance(query, Tensor):
+        query = query.reshape(-1)[:probes].repeat_interleave(repeat)
+    if mask is not None:
+        mask = mask[:probes].repeat_interleave(repeat, 0)
+    rows = query_scores(raw.flatten(0, 2), query, mask)
+    grid = rows if reshape is None else token_grid_scores(rows, reshape)
+    return grid.reshape(probes, layers, heads, *grid.shape[1:])
 
 
 def _prefix(reshape: Callable[[Tensor], Tensor] | None, count: int) -> tuple[int, bool]:

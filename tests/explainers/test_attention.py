@@ -116,8 +116,9 @@ def test_scores_are_the_functional_rows_on_the_grid():
             want[:, None], size=(32, 32), mode="bilinear", align_corners=False)[:, 0], atol=1e-6, rtol=1e-5)
         assert isinstance(e, AttentionExplanation) and e.num_prefix_tokens == 1 and e.query == "token 0"
         assert e.target.tolist() == [1, 2] and not e.signed and e.drift_arrays().keys() == {explainer.name}
-    assert e.raw.shape == (2, 2, 2, 17, 17)
+    assert e.raw.shape == (2, 2, 2, 17, 17) and e.head_scores.shape == (2, 2, 2, 4, 4)
     torch.testing.assert_close(e.raw, torch.stack(cap.attentions, 1))
+    torch.testing.assert_close(e.head_scores[:, 0].mean(1), e.scores)  # layer 0's heads, fused by their mean
 
 
 @pytest.mark.parametrize("name, scores, maps, prefix, query", [
