@@ -83,10 +83,13 @@ def eager_attention(model: nn.Module) -> Iterator[None]:
     Face configs are untouched.
 
     Example:
-        >>> from types import SimpleNamespace
-        >>> net = nn.Linear(2, 2)
-        >>> with eager_attention(net):
-        ...     pass
+        >>> import transformers
+        >>> cfg = transformers.BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)
+        >>> bert = transformers.BertModel(cfg)
+        >>> with eager_attention(bert):
+        ...     inside = bert.encoder.layer[0].attention.self.config._attn_implementation
+        >>> inside, bert.config._attn_implementation
+        ('eager', 'sdpa')
     """
     saved = [(c, c.__dict__.get(_IMPLEMENTATION, _MISSING)) for c in _configs(model)]
     try:
