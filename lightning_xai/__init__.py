@@ -8,6 +8,7 @@ Example:
 
 from lightning_xai.adapters import ModelInputs, default_batch_to_inputs, default_forward_fn, logits_from_output
 from lightning_xai.callbacks._shell import CallbackShell
+from lightning_xai.callbacks.attention import AttentionCallback
 from lightning_xai.callbacks.attribution import AttributionCallback
 from lightning_xai.callbacks.base import XAICallback
 from lightning_xai.callbacks.calibration import CalibrationCallback
@@ -23,6 +24,7 @@ from lightning_xai.sinks.store import AttributionStore
 __version__ = "0.1.0"
 
 __all__ = [
+    "AttentionCallback",
     "AttributionCallback",
     "AttributionDriftCallback",
     "AttributionStore",

@@ -151,3 +151,77 @@ class TextModel(ShapesCNN):
 
     def validation_step(self, batch, batch_idx):
         return None
+
+
+TINY_ATTENTION_MODELS = ("bert", "distilbert", "roberta", "vit", "deit", "ast", "whisper", "wav2vec2", "videomae",
+                         "clip_vision", "clip_text", "torchvision_vit")
+"""The transformers the attention tests build tiny (random weights, no downloads), by :func:`tiny_attention_model`."""
+
+
+def tiny_attention_model(name: str, seed: int = 0) -> tuple[nn.Module, dict[str, Tensor]]:
+    """A tiny transformer (eval mode, seeded) of one of :data:`TINY_ATTENTION_MODELS` (or ``"swin"``) with 2 layers of
+    2 heads, and a batch of 2 inputs for it by keyword (``"x"`` for torchvision's ViT, called positionally)."""
+    import transformers as hf
+
+    g = torch.Generator().manual_seed(seed + 1)
+    ids = torch.randint(5, 60, (2, 7), generator=g)
+    text = {"input_ids": ids, "attention_mask": torch.tensor([[1] * 7, [1] * 5 + [0] * 2])}
+    with seeded(seed):
+        if name == "bert":
+            model = hf.BertForSequenceClassification(hf.BertConfig(vocab_size=60, num_labels=2, **TINY_HF))
+        elif name == "distilbert":
+            model = hf.DistilBertForSequenceClassification(hf.DistilBertConfig(
+                vocab_size=60, dim=32, n_layers=2, n_heads=2, hidden_dim=37, num_labels=2))
+        elif name == "roberta":
+            model = hf.RobertaForSequenceClassification(hf.RobertaConfig(vocab_size=60, num_labels=2, **TINY_HF))
+        elif name == "clip_text":
+            model = hf.CLIPTextModelWithProjection(hf.CLIPTextConfig(
+                vocab_size=60, projection_dim=8, max_position_embeddings=16, eos_token_id=3, bos_token_id=1,
+                pad_token_id=0, **TINY_HF))
+            ids[:, -1] = 3  # the end-of-text token CLIP pools
+            ids[1, 4:] = torch.tensor([3, 0, 0])
+            text = {"input_ids": ids, "attention_mask": text["attention_mask"]}
+        elif name == "vit":
+            model = hf.ViTForImageClassification(hf.ViTConfig(image_size=32, patch_size=8, num_labels=3, **TINY_HF))
+        elif name == "deit":
+            model = hf.DeiTForImageClassificationWithTeacher(hf.DeiTConfig(image_size=32, patch_size=8, num_labels=3,
+                                                                           **TINY_HF))
+        elif name == "clip_vision":
+            model = hf.CLIPVisionModelWithProjection(hf.CLIPVisionConfig(image_size=32, patch_size=8,
+                                                                         projection_dim=8, **TINY_HF))
+        elif name == "ast":
+            model = hf.ASTForAudioClassification(hf.ASTConfig(num_mel_bins=32, max_length=40, patch_size=16,
+                                                              frequency_stride=8, time_stride=8, num_labels=3,
+                                                              **TINY_HF))
+        elif name == "whisper":
+            model = hf.WhisperForAudioClassification(hf.WhisperConfig(
+                d_model=32, encoder_layers=2, encoder_attention_heads=2, decoder_layers=1, decoder_attention_heads=2,
+                encoder_ffn_dim=37, decoder_ffn_dim=37, num_mel_bins=16, max_source_positions=20, num_labels=3,
+                vocab_size=60, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1))
+        elif name == "wav2vec2":
+            model = hf.Wav2Vec2ForSequenceClassification(hf.Wav2Vec2Config(
+                conv_dim=(16, 16), conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=8,
+                num_conv_pos_embedding_groups=2, num_labels=3, vocab_size=40, **TINY_HF))
+        elif name == "videomae":
+            model = hf.VideoMAEForVideoClassification(hf.VideoMAEConfig(image_size=32, patch_size=8, num_frames=4,
+                                                                        tubelet_size=2, num_labels=3, **TINY_HF))
+        elif name == "torchvision_vit":
+            import torchvision
+
+            model = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
+                                                         hidden_dim=32, mlp_dim=64, num_classes=3)
+            nn.init.normal_(model.heads.head.weight, std=0.5)  # torchvision starts the head at zero: no gradient
+        elif name == "swin":
+            model = hf.SwinForImageClassification(hf.SwinConfig(image_size=32, patch_size=4, embed_dim=16,
+                                                                depths=[1, 1], num_heads=[2, 2], window_size=4,
+                                                                num_labels=3))
+        else:
+            raise ValueError(f"unknown tiny attention model {name!r}")
+    inputs = {
+        "vit": {"pixel_values": randn(2, 3, 32, 32, seed=seed)}, "deit": {"pixel_values": randn(2, 3, 32, 32, seed=seed)},
+        "clip_vision": {"pixel_values": randn(2, 3, 32, 32, seed=seed)}, "swin": {"pixel_values": randn(2, 3, 32, 32)},
+        "torchvision_vit": {"x": randn(2, 3, 32, 32, seed=seed)}, "ast": {"input_values": randn(2, 40, 32, seed=seed)},
+        "whisper": {"input_features": randn(2, 16, 40, seed=seed)}, "wav2vec2": {"input_values": randn(2, 400, seed=seed)},
+        "videomae": {"pixel_values": randn(2, 4, 3, 32, 32, seed=seed)},
+    }.get(name, text)
+    return model.eval(), inputs

@@ -16,6 +16,14 @@ import inspect
 from collections.abc import Callable
 
 from lightning_xai.explainers._base import Explainer, Explanation, Target
+from lightning_xai.explainers.attention import (
+    ATTENTION_EXPLAINERS,
+    AttentionExplainer,
+    AttentionExplanation,
+    GradRolloutExplainer,
+    RawAttentionExplainer,
+    RolloutExplainer,
+)
 from lightning_xai.explainers.attribution import (
     ATTRIBUTION_EXPLAINERS,
     AttributionExplainer,
@@ -27,14 +35,19 @@ from lightning_xai.explainers.shap import ShapExplainer, ShapExplanation
 from lightning_xai.functional.cam import CAM_METHODS
 
 __all__ = [
+    "AttentionExplainer",
+    "AttentionExplanation",
     "AttributionExplainer",
     "AttributionExplanation",
     "CAMExplainer",
     "CAMExplanation",
     "Explainer",
     "Explanation",
+    "GradRolloutExplainer",
     "KernelShapExplainer",
     "LimeExplainer",
+    "RawAttentionExplainer",
+    "RolloutExplainer",
     "ShapExplainer",
     "ShapExplanation",
     "Target",
@@ -88,7 +101,7 @@ def list_explainers() -> list[str]:
 
     Example:
         >>> list_explainers()[:3]
-        ['ablationcam', 'deeplift', 'eigencam']
+        ['ablationcam', 'attention', 'deeplift']
     """
     return sorted(_REGISTRY)
 
@@ -154,5 +167,5 @@ def _cam_factory(method: str) -> Callable[..., Explainer]:
 for _method in CAM_METHODS:
     register_explainer(_method, _cam_factory(_method))
 register_explainer("shap", ShapExplainer)
-for _name, _cls in {**ATTRIBUTION_EXPLAINERS, **SURROGATE_EXPLAINERS}.items():
+for _name, _cls in {**ATTRIBUTION_EXPLAINERS, **SURROGATE_EXPLAINERS, **ATTENTION_EXPLAINERS}.items():
     register_explainer(_name, _cls)

@@ -100,3 +100,7 @@ __all__ += ["shap_deep", "shap_kernel", "shap_partition"]
 from lightning_xai.functional.faithfulness import deletion_auc, deletion_curve, insertion_auc, insertion_curve
 
 __all__ += ["deletion_auc", "deletion_curve", "insertion_auc", "insertion_curve"]
+
+from lightning_xai.functional.attention import ATTENTION_METHODS, capture_attention, grad_rollout, rollout
+
+__all__ += ["ATTENTION_METHODS", "capture_attention", "grad_rollout", "rollout"]

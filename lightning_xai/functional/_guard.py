@@ -1,7 +1,9 @@
 """Leave the model as you found it: the observer guard every explanation runs inside.
 
 Pure torch. Saves and restores every submodule's ``training`` flag, each parameter's ``requires_grad`` and
-``.grad`` (object and values), every module-level and parameter-level hook dict, and the global RNG states of
+``.grad`` (object and values), every module-level and parameter-level hook dict (and the flags saying hooks were
+installed, such as transformers' ``_output_capturing_hooks_installed``: hooks removed with the flag left set would
+silently stop ``output_attentions=True`` from working), and the global RNG states of
 torch (CPU and initialised CUDA devices), numpy and ``random``. Also leaves ``torch.inference_mode`` and
 autocast, and enables grad, so that explanations can differentiate inside Lightning's evaluation loops.
 """
@@ -32,6 +34,9 @@ _MODULE_HOOK_DICTS = (
     "_load_state_dict_pre_hooks",
     "_load_state_dict_post_hooks",
 )
+#: instance attributes that record hooks installed in a module (restored with the hook dicts)
+_HOOK_FLAGS = ("_output_capturing_hooks_installed",)
+_ABSENT = object()
 
 
 def _save_rng() -> dict[str, Any]:
@@ -75,6 +80,7 @@ def observer_guard(model: nn.Module) -> Iterator[nn.Module]:
         {name: dict(getattr(m, name)) for name in _MODULE_HOOK_DICTS if isinstance(getattr(m, name, None), dict)}
         for m in modules
     ]
+    flags = [{name: vars(m).get(name, _ABSENT) for name in _HOOK_FLAGS} for m in modules]
     params = list(model.parameters())
     requires_grad = [p.requires_grad for p in params]
     grads = [p.grad for p in params]
@@ -84,12 +90,17 @@ def observer_guard(model: nn.Module) -> Iterator[nn.Module]:
     try:
         yield model
     finally:
-        for m, flag, saved in zip(modules, training, hooks):
+        for m, flag, saved, installed in zip(modules, training, hooks, flags):
             m.training = flag
             for name, value in saved.items():
                 current = getattr(m, name)
                 current.clear()
                 current.update(value)
+            for name, value in installed.items():
+                if value is _ABSENT:
+                    vars(m).pop(name, None)
+                else:
+                    vars(m)[name] = value
         with torch.no_grad():
             for p, flag, grad, value, ph in zip(params, requires_grad, grads, grad_values, param_hooks):
                 p.requires_grad_(flag)

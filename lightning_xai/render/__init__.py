@@ -6,6 +6,7 @@ the sinks.
 """
 
 from lightning_xai.render._utils import figure_to_array, figure_to_png_bytes
+from lightning_xai.render.attention import attention_heads_grid
 from lightning_xai.render.frames import frame_strip
 from lightning_xai.render.overlay import denormalize, infer_normalization, overlay_grid
 from lightning_xai.render.shap import (
@@ -17,6 +18,7 @@ from lightning_xai.render.shap import (
 from lightning_xai.render.shap_text import token_grid, token_plot
 
 __all__ = [
+    "attention_heads_grid",
     "denormalize",
     "figure_to_array",
     "figure_to_png_bytes",

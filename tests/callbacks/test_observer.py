@@ -115,3 +115,18 @@ def test_fit_with_callbacks_ends_with_bit_identical_weights(tmp_path):
     assert without.keys() == with_cbs.keys()
     for k in without:
         assert torch.equal(without[k], with_cbs[k]), k
+
+
+def test_guard_resets_transformers_hook_flags():
+    """transformers installs its output_attentions hooks on the first forward that asks for them and marks the model
+    `_output_capturing_hooks_installed`; the guard removes the hooks, so it must reset the mark too (else later
+    `output_attentions=True` calls return no attentions)."""
+    transformers = pytest.importorskip("transformers")
+    from tests.helpers import TINY_HF
+
+    model = transformers.BertForSequenceClassification(transformers.BertConfig(vocab_size=30, **TINY_HF)).eval()
+    model.set_attn_implementation("eager")
+    ids = torch.randint(1, 30, (2, 6))
+    with observer_guard(model):
+        assert len(model(input_ids=ids, output_attentions=True).attentions) == 2
+    assert len(model(input_ids=ids, output_attentions=True).attentions) == 2

@@ -1,0 +1,147 @@
+"""AttentionCallback: raw attention, attention rollout and gradient-weighted rollout of the probe every validation
+epoch, for text, vision, audio and video transformers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+from torch import Tensor, nn
+from typing_extensions import override
+
+from lightning_xai._checks import check_choices, expected
+from lightning_xai.adapters import ModelInputs, TargetSpec
+from lightning_xai.callbacks._emit.attention import emit_attention
+from lightning_xai.callbacks._emit.attribution import AttributionOptions
+from lightning_xai.callbacks._shell import Stage
+from lightning_xai.callbacks.base import XAICallback
+from lightning_xai.explainers import AttentionExplainer, AttentionExplanation, get_explainer
+from lightning_xai.functional.attention import ATTENTION_METHODS, find_attention_modules
+from lightning_xai.probe import Probe
+from lightning_xai.sinks import ArtifactSink
+
+__all__ = ["AttentionCallback"]
+
+
+class AttentionCallback(XAICallback):
+    """Attention maps of the probe every validation epoch: ``"attention"`` (one layer's attention, every layer and
+    head of the first probe), ``"rollout"`` (Abnar & Zuidema 2020) and ``"grad_rollout"`` (Chefer et al. 2021).
+
+    The exact attention probabilities are captured whatever implementation the model runs (Hugging Face models are
+    switched to eager attention for the pass only; ``nn.MultiheadAttention`` is called with ``need_weights=True``
+    for the pass only) and the model is restored exactly. Per method TensorBoard shows the figure of the input kind
+    (token plots, heatmaps over images, frame strips, spectrograms) under ``xai/attention/<method>/<input>``; for
+    ``"attention"`` also ``xai/attention/attention/heads``, a layer x head grid of the first probe (query x key
+    matrices with the tokens on both axes for text, the class token's row on the patch grid for images) with the
+    per-layer mean. ``attention_<method>.npz`` holds ``scores`` (text ``(num_samples, seq_len)``, images
+    ``(num_samples, grid_h, grid_w)``, video ``(num_samples, frames, grid_h, grid_w)``), ``maps`` on the input, and
+    for ``"attention"`` ``raw`` ``(max_raw, layers, heads, seq, seq)`` and ``head_scores``. Between methods,
+    ``xai/attention/agreement/<a>_vs_<b>``: the median over probes of the Spearman correlation of their maps.
+    Window attention (Swin) is refused at ``setup`` with the reason.
+
+    Args:
+        num_samples: probe samples to explain.
+        methods: some of ``"attention"``, ``"rollout"``, ``"grad_rollout"``.
+        head_fusion: ``"mean"``, ``"max"`` or ``"min"`` over heads (``attention``, ``rollout``).
+        discard_ratio: fraction of each layer's smallest weights dropped in ``rollout``.
+        layer: the last layer rolled out (the layer shown by ``attention``); ``None``: the last.
+        use_cls_token: the class token's row (``True``), the mean row (``False``), or the class token when the
+            model has one (``None``).
+        weighted_by_predictions: multiply each probe's maps by the probability of its explained class.
+        attention_modules: dotted names (or patterns) of the modules whose output holds the probabilities.
+        max_raw: probes whose raw probabilities ``"attention"`` keeps.
+        input_key: the explained input (position or keyword); default the token ids, else the first float input.
+        tokenizer: a Hugging Face tokenizer (or a local path) for token strings.
+        reshape_transform: callable (or dotted path) putting the tokens on the input's grid (default: found).
+        reshape_kwargs: its keyword arguments.
+        video_layout: ``"BTCHW"``, ``"BCTHW"`` or ``"auto"`` for 5-D inputs.
+        mean: per-channel normalisation mean to undo in image figures.
+        std: per-channel normalisation std to undo in image figures.
+        **base: ``probe``, ``batch_to_inputs``, ``forward_fn``, ``target``, ``output``, ``class_names``,
+            ``every_n_epochs``, ``stages``, ``on_error``, ``log_dir``, ``name`` as in :class:`XAICallback`.
+
+    Example:
+        >>> cb = AttentionCallback(methods=("rollout",), use_cls_token=False, head_fusion="max", discard_ratio=0.9)
+        >>> cb.methods, cb.explainers["rollout"].discard_ratio
+        (('rollout',), 0.9)
+    """
+
+    name = "attention"
+
+    def __init__(
+        self,
+        num_samples: int = 8,
+        methods: Sequence[str] | str = ATTENTION_METHODS,
+        head_fusion: Literal["mean", "max", "min"] = "mean",
+        discard_ratio: float = 0.0,
+        layer: int | None = None,
+        use_cls_token: bool | None = None,
+        weighted_by_predictions: bool = False,
+        attention_modules: Sequence[str] | str | None = None,
+        max_raw: int = 1,
+        input_key: int | str | None = None,
+        tokenizer: Any = None,
+        reshape_transform: Callable[[Tensor], Tensor] | str | None = None,
+        reshape_kwargs: dict[str, Any] | None = None,
+        video_layout: Literal["auto", "BTCHW", "BCTHW"] = "auto",
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        probe: Any = None,
+        batch_to_inputs: Callable[..., ModelInputs] | str | None = None,
+        forward_fn: Callable[..., Any] | str | None = None,
+        target: TargetSpec = "pred",
+        output: str | int | Callable[[Any], Tensor] | None = None,
+        class_names: Sequence[str] | None = None,
+        every_n_epochs: int = 1,
+        stages: Sequence[Stage] = ("fit", "validate", "test"),
+        on_error: Literal["warn", "raise"] = "warn",
+        log_dir: str | None = None,
+        name: str | None = None,
+    ) -> None:
+        shared = {"layer": layer, "use_cls_token": use_cls_token, "weighted_by_predictions": weighted_by_predictions,
+                  "attention_modules": attention_modules, "input_key": input_key, "tokenizer": tokenizer,
+                  "reshape_transform": reshape_transform, "reshape_kwargs": reshape_kwargs,
+                  "video_layout": video_layout}
+        own: dict[str, dict[str, Any]] = {"attention": {"head_fusion": head_fusion, "max_raw": max_raw},
+                                          "rollout": {"head_fusion": head_fusion, "discard_ratio": discard_ratio},
+                                          "grad_rollout": {}}
+        chosen = check_choices("methods", methods, ATTENTION_METHODS)
+        explainers: dict[str, AttentionExplainer] = {
+            m: get_explainer(m, **shared, **own[m]) for m in chosen}  # type: ignore[misc]
+        layouts = next(iter(explainers.values())).layouts
+        for explainer in explainers.values():  # the token layout, found once, serves every method
+            explainer.layouts = layouts
+        super().__init__(num_samples=num_samples, probe=probe, batch_to_inputs=batch_to_inputs, forward_fn=forward_fn,
+                         target=target, output=output, class_names=class_names, every_n_epochs=every_n_epochs,
+                         stages=stages, on_error=on_error, log_dir=log_dir, name=name,
+                         explainer=next(iter(explainers.values())))
+        self.explainers = explainers
+        self.methods = tuple(explainers)
+        self.head_fusion, self.discard_ratio, self.layer, self.max_raw = head_fusion, discard_ratio, layer, max_raw
+        self.use_cls_token, self.weighted_by_predictions = use_cls_token, weighted_by_predictions
+        self.attention_modules, self.input_key, self.tokenizer = attention_modules, input_key, tokenizer
+        for arg, value in (("mean", mean), ("std", std)):
+            if value is not None and (isinstance(value, str) or len(value) not in (1, 3)):
+                raise ValueError(expected(arg, "None or a sequence of 1 or 3 floats", value))
+        self.mean, self.std = mean, std
+        self._id.update(methods=list(self.methods), head_fusion=head_fusion, discard_ratio=discard_ratio, layer=layer,
+                        use_cls_token=use_cls_token, weighted_by_predictions=weighted_by_predictions)
+
+    @override
+    def _check_model(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        find_attention_modules(pl_module, self.attention_modules)  # names, candidates, Swin: said at setup
+
+    @override
+    def _explainers(self) -> list[AttentionExplainer]:  # type: ignore[override]
+        return list(self.explainers.values())
+
+    @override
+    def _explain(self, model: nn.Module, inputs: ModelInputs) -> dict[str, AttentionExplanation]:
+        return {m: e.explain(model, inputs, self.target, self.scorer) for m, e in self.explainers.items()}
+
+    @override
+    def _emit(self, result: dict[str, AttentionExplanation], inputs: ModelInputs, probe: Probe,
+              sink: ArtifactSink) -> None:
+        titles = self._titles(next(iter(result.values())), inputs, probe)
+        emit_attention(result, titles, probe.indices, AttributionOptions(self.mean, self.std, self._class_name), sink)
