@@ -36,15 +36,25 @@ def explanation_figure(expl: Explanation, name: str, values: Tensor, titles: lis
                           **kw)
     if kind == "image":
         per_pixel = values.sum(1) if values.dim() == 4 else values
+        per_pixel = per_pixel if expl.signed else _relative(per_pixel)
         draw = signed_heatmap_grid if expl.signed else overlay_grid
         return draw(x, per_pixel, titles=titles, suptitle=suptitle, mean=mean, std=std, **kw)
     if kind == "video":
         channel_dim = 1 if expl.layouts.get(name) == "BCTHW" else 2
         clips = x if channel_dim == 2 else x.transpose(1, 2)
         per_pixel = values.sum(channel_dim) if values.dim() == 5 else values
+        per_pixel = per_pixel if expl.signed else _relative(per_pixel)
         draw = signed_frame_strip if expl.signed else frame_strip
         return draw(clips, per_pixel, titles=titles, suptitle=suptitle, mean=mean, std=std, **kw)
     if kind == "spectrogram":  # drawn (mel, frames): frequency up, time right, whatever the model's layout
         x, values = (x.transpose(-1, -2), values.transpose(-1, -2)) if name in expl.time_first else (x, values)
         return spectrogram_plot(x, values, titles=titles, suptitle=suptitle, frequency_axis="bins", **kw)
     return None
+
+
+def _relative(maps: Tensor) -> Tensor:
+    """Unsigned maps over the heat colour scale [0, 1]: each probe's map divided by its own largest value (saliency
+    gradients, attention rollout and the like are not in [0, 1]; drawn as they are they all clip to the bottom
+    colour). A Grad-CAM map, already scaled so, is unchanged; an all-zero map stays zero."""
+    peak = maps.flatten(1).amax(1).clamp_min(1e-12)
+    return maps / peak.view(-1, *([1] * (maps.dim() - 1)))
