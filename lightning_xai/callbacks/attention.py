@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
@@ -16,7 +17,7 @@ from lightning_xai.callbacks._emit.attention import emit_attention
 from lightning_xai.callbacks._emit.attribution import AttributionOptions
 from lightning_xai.callbacks._shell import Stage
 from lightning_xai.callbacks.base import XAICallback
-from lightning_xai.explainers import AttentionExplainer, AttentionExplanation, get_explainer
+from lightning_xai.explainers import AttentionExplainer, AttentionExplanation, Explanation, get_explainer
 from lightning_xai.functional.attention import ATTENTION_METHODS, find_attention_modules
 from lightning_xai.probe import Probe
 from lightning_xai.sinks import ArtifactSink
@@ -58,6 +59,10 @@ class AttentionCallback(XAICallback):
         video_layout: ``"BTCHW"``, ``"BCTHW"`` or ``"auto"`` for 5-D inputs.
         mean: per-channel normalisation mean to undo in image figures.
         std: per-channel normalisation std to undo in image figures.
+        compare: when other attribution callbacks (SHAPCallback, AttributionCallback, GradCAMCallback) run on the
+            same Trainer, explain this probe with their methods too and log ``xai/attention/agreement/<a>_vs_<b>``
+            for each attention method ``a`` and attribution method ``b`` ("attention is not explanation": the
+            number instead of the slogan). Their explanations cost what they cost in their own callback.
         **base: ``probe``, ``batch_to_inputs``, ``forward_fn``, ``target``, ``output``, ``class_names``,
             ``every_n_epochs``, ``stages``, ``on_error``, ``log_dir``, ``name`` as in :class:`XAICallback`.
 
@@ -87,6 +92,7 @@ class AttentionCallback(XAICallback):
         video_layout: Literal["auto", "BTCHW", "BCTHW"] = "auto",
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        compare: bool = True,
         probe: Any = None,
         batch_to_inputs: Callable[..., ModelInputs] | str | None = None,
         forward_fn: Callable[..., Any] | str | None = None,
@@ -125,6 +131,9 @@ class AttentionCallback(XAICallback):
             if value is not None and (isinstance(value, str) or len(value) not in (1, 3)):
                 raise ValueError(expected(arg, "None or a sequence of 1 or 3 floats", value))
         self.mean, self.std = mean, std
+        if not isinstance(compare, bool):
+            raise TypeError(expected("compare", "True or False", compare))
+        self.compare = compare
         self._id.update(methods=list(self.methods), head_fusion=head_fusion, discard_ratio=discard_ratio, layer=layer,
                         use_cls_token=use_cls_token, weighted_by_predictions=weighted_by_predictions)
 
@@ -137,11 +146,31 @@ class AttentionCallback(XAICallback):
         return list(self.explainers.values())
 
     @override
-    def _explain(self, model: nn.Module, inputs: ModelInputs) -> dict[str, AttentionExplanation]:
-        return {m: e.explain(model, inputs, self.target, self.scorer) for m, e in self.explainers.items()}
+    def _explain(self, model: nn.Module, inputs: ModelInputs) -> dict[str, Any]:
+        own = {m: e.explain(model, inputs, self.target, self.scorer) for m, e in self.explainers.items()}
+        return {"attention": own, "others": self._siblings(model, inputs) if self.compare else {}}
+
+    def _siblings(self, model: nn.Module, inputs: ModelInputs) -> dict[str, Explanation]:
+        """The attribution methods of the other callbacks on the Trainer (SHAPCallback, AttributionCallback,
+        GradCAMCallback, ...) on this probe and target; one that fails is named in a warning and left out."""
+        trainer = getattr(model, "trainer", None) if isinstance(model, pl.LightningModule) else None
+        out: dict[str, Explanation] = {}
+        for cb in getattr(trainer, "callbacks", None) or []:
+            if cb is self or isinstance(cb, AttentionCallback) or not isinstance(cb, XAICallback) or (
+                    cb.explainer is None):
+                continue
+            try:
+                found = cb.explain_all(trainer, model, inputs, self.target)  # type: ignore[arg-type]
+            except Exception as err:  # noqa: BLE001 - the comparison is optional; the attention maps are not
+                rank_zero_warn(f"lightning_xai: AttentionCallback could not compare with {type(cb).__name__} "
+                               f"({type(err).__name__}: {err}); its agreement is not logged.", category=RuntimeWarning)
+                continue
+            out.update({m: e for m, e in found.items() if m not in self.explainers and m not in out})
+        return out
 
     @override
-    def _emit(self, result: dict[str, AttentionExplanation], inputs: ModelInputs, probe: Probe,
-              sink: ArtifactSink) -> None:
-        titles = self._titles(next(iter(result.values())), inputs, probe)
-        emit_attention(result, titles, probe.indices, AttributionOptions(self.mean, self.std, self._class_name), sink)
+    def _emit(self, result: dict[str, Any], inputs: ModelInputs, probe: Probe, sink: ArtifactSink) -> None:
+        own: dict[str, AttentionExplanation] = result["attention"]
+        titles = self._titles(next(iter(own.values())), inputs, probe)
+        emit_attention(own, titles, probe.indices, AttributionOptions(self.mean, self.std, self._class_name), sink,
+                       others=result["others"])

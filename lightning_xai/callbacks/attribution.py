@@ -107,6 +107,10 @@ class AttributionCallback(XAICallback):
         return list(self.explainers.values())
 
     @override
+    def _named_explainers(self) -> dict[str, Explainer]:
+        return dict(self.explainers)
+
+    @override
     def _explain(self, model: nn.Module, inputs: ModelInputs) -> dict[str, Any]:
         out: dict[str, Explanation] = {}
         stability: dict[str, Tensor] = {}

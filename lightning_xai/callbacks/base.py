@@ -152,9 +152,26 @@ class XAICallback(CallbackShell, ABC):
             self._set_background(pl_module, batch)
             return self._explainer.explain(pl_module, batch, self.target if target is None else target, self.scorer)
 
+    def explain_all(self, trainer: pl.Trainer, pl_module: pl.LightningModule, inputs: ModelInputs,
+                    target: Any = None) -> dict[str, Explanation]:
+        """Explain ``inputs`` with every method this callback runs (an :class:`AttributionCallback`'s several, one
+        otherwise), by method name, as :meth:`explain` does for one: another callback compares its own maps with
+        these (AttentionCallback's agreement with the attribution methods on the same Trainer)."""
+        stage: Stage = "test" if trainer.testing else ("fit" if trainer.state.fn == TrainerFn.FITTING else "validate")
+        self._ensure_background(trainer, stage)
+        with explanation_mode(pl_module):
+            batch = on_model(inputs, pl_module)
+            self._set_background(pl_module, batch)
+            chosen = self.target if target is None else target
+            return {m: e.explain(pl_module, batch, chosen, self.scorer) for m, e in self._named_explainers().items()}
+
     def _explainers(self) -> list[Explainer]:
         """Every explainer this callback runs (one by default)."""
         return [] if self._explainer is None else [self._explainer]
+
+    def _named_explainers(self) -> dict[str, Explainer]:
+        """Every explainer this callback runs, by the method name its artifacts carry."""
+        return {e.name: e for e in self._explainers()}
 
     def _ensure_background(self, trainer: pl.Trainer, stage: Stage) -> None:
         wanted = max((e.n_background for e in self._explainers()), default=0)

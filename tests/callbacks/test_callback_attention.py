@@ -105,3 +105,36 @@ def test_constructor_arguments_are_checked():
         AttentionCallback(discard_ratio=1.5)
     cb = AttentionCallback(methods=("rollout", "grad_rollout"))
     assert cb.explainers["rollout"].layouts is cb.explainers["grad_rollout"].layouts
+
+
+def test_agreement_with_the_attribution_callbacks_on_the_same_trainer(tmp_path):
+    """Each attention method against each attribution method of the other callbacks, on the attention probe; the
+    per-probe values in agreement.json are independent Spearman correlations of |map| of the two npz files."""
+    from scipy.stats import spearmanr
+
+    from lightning_xai import AttributionCallback, GradCAMCallback
+
+    with seeded(0):
+        model = _Classifier(transformers.ViTForImageClassification(transformers.ViTConfig(
+            image_size=32, patch_size=8, num_labels=3, **TINY_HF)))
+    data = DataLoader(TensorDataset(torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)),
+                                    torch.arange(8) % 3), batch_size=4)
+    cb = AttentionCallback(methods=("rollout", "grad_rollout"), num_samples=3, on_error="raise")
+    others = AttributionCallback(methods=("integrated_gradients", "saliency"), num_samples=3, on_error="raise")
+    cam = GradCAMCallback(num_samples=3, on_error="raise")
+    tiny_trainer(tmp_path, [cb, others, cam], limit_train_batches=1).fit(model, data, data)
+    scalars = set(read_events(tmp_path)["scalars"])
+    for a in ("rollout", "grad_rollout"):
+        for b in ("integrated_gradients", "saliency", "gradcam"):
+            assert f"xai/attention/agreement/{a}_vs_{b}" in scalars, (a, b)
+    folder = next(p for p in tmp_path.rglob("agreement.json") if "attention" in str(p)).parent
+    import json
+    pairs = json.loads((folder / "agreement.json").read_text())["pairs"]
+    rollout = _arrays(tmp_path, "rollout")["maps"]
+    saliency = np.load(next(tmp_path.rglob("attribution_saliency.npz")))["input"].sum(1)
+    expected = [spearmanr(np.abs(rollout[i]).ravel(), np.abs(saliency[i]).ravel())[0] for i in range(3)]
+    assert np.allclose(pairs["rollout_vs_saliency"], expected, atol=1e-5), (pairs["rollout_vs_saliency"], expected)
+    quiet = AttentionCallback(methods=("rollout",), num_samples=3, compare=False, on_error="raise")
+    tiny_trainer(tmp_path / "quiet", [quiet, AttributionCallback(methods=("saliency",), num_samples=3)],
+                 limit_train_batches=1).fit(model, data, data)
+    assert not any("agreement" in t for t in read_events(tmp_path / "quiet")["scalars"] if t.startswith("xai/attention"))

@@ -13,10 +13,11 @@ from torch import Tensor
 
 from lightning_xai.callbacks._emit.attribution import AttributionOptions, agreement
 from lightning_xai.callbacks._emit.figures import explanation_figure
-from lightning_xai.explainers import AttentionExplanation
+from lightning_xai.explainers import AttentionExplanation, Explanation
+from lightning_xai.functional.drift import spearman
 from lightning_xai.sinks import ArtifactSink
 
-__all__ = ["emit_attention", "heads_figure"]
+__all__ = ["cross_agreement", "emit_attention", "heads_figure"]
 
 
 def heads_figure(expl: AttentionExplanation, title: str, suptitle: str) -> Any:
@@ -44,9 +45,43 @@ def heads_figure(expl: AttentionExplanation, title: str, suptitle: str) -> Any:
     return attention_heads_grid(maps, rows, cols, tokens=tokens, suptitle=f"{suptitle}\n{title}")
 
 
+def cross_agreement(attention: dict[str, AttentionExplanation],
+                    others: dict[str, Explanation]) -> dict[str, Tensor]:
+    """Per attention method ``a`` and attribution method ``b`` (another callback's, on the same probe and target):
+    ``<a>_vs_<b>``, the per-probe Spearman correlation of |map| over the positions of the attention's input (NaN
+    where either map is flat). Pairs whose maps of that input have different shapes are left out.
+
+    Example:
+        >>> x = torch.zeros(1, 3)
+        >>> scores = torch.tensor([[0.1, 0.5, 0.4]])
+        >>> att = AttentionExplanation(method="rollout", values={"input_ids": scores}, inputs={"input_ids": x},
+        ...                            kinds={"input_ids": "tokens"}, key="input_ids", scores=scores)
+        >>> ig = Explanation(method="ig", values={"input_ids": torch.tensor([[0.0, -2.0, 1.0]])},
+        ...                  inputs={"input_ids": x}, kinds={"input_ids": "tokens"})
+        >>> {k: v.tolist() for k, v in cross_agreement({"rollout": att}, {"ig": ig}).items()}
+        {'rollout_vs_ig': [1.0]}
+    """
+    out: dict[str, Tensor] = {}
+    for a, expl in attention.items():
+        mine = expl.maps().get(expl.key)
+        if mine is None:
+            continue
+        rows_a = mine.float().flatten(1).abs()
+        for b, other in others.items():
+            theirs = other.maps().get(expl.key)
+            if b == a or theirs is None or tuple(theirs.shape) != tuple(mine.shape):
+                continue
+            rows_b = theirs.float().flatten(1).abs()
+            flat = (rows_a.amax(1) <= rows_a.amin(1)) | (rows_b.amax(1) <= rows_b.amin(1))
+            out[f"{a}_vs_{b}"] = spearman(rows_a, rows_b).float().masked_fill(flat, float("nan"))
+    return out
+
+
 def emit_attention(explanations: dict[str, AttentionExplanation], titles: list[str], indices: list[int],
-                   options: AttributionOptions, sink: ArtifactSink) -> None:
-    """Everything of one event: one manifest line per method, then the agreement between methods."""
+                   options: AttributionOptions, sink: ArtifactSink,
+                   others: dict[str, Explanation] | None = None) -> None:
+    """Everything of one event: one manifest line per method, then the agreement between methods (and with
+    ``others``, the attribution methods of other callbacks on the same probe)."""
     ev = sink.event
     for method, expl in explanations.items():
         name = expl.key
@@ -74,14 +109,15 @@ def emit_attention(explanations: dict[str, AttentionExplanation], titles: list[s
                    "titles": titles}
         sink.json(f"summary_{method}", summary)
         sink.commit(method=method, inputs=[name], settings=_plain(expl.settings))
-    if len(explanations) > 1:
-        pairs = agreement(dict(explanations))
+    pairs = agreement(dict(explanations)) if len(explanations) > 1 else {}
+    pairs.update(cross_agreement(explanations, others or {}))
+    if pairs:
         for pair, rho in pairs.items():
             sink.scalar(f"agreement/{pair}", float(rho.nanmedian()) if bool(torch.isfinite(rho).any())
                         else float("nan"))
         sink.json("agreement", {"pairs": {p: r.tolist() for p, r in pairs.items()}, "dataset_index": indices,
-                                "methods": list(explanations)})
-        sink.commit(method="agreement", methods=list(explanations))
+                                "methods": list(explanations), "compared_with": list(others or {})})
+        sink.commit(method="agreement", methods=list(explanations), compared_with=list(others or {}))
 
 
 def _plain(obj: Any) -> Any:
