@@ -62,7 +62,8 @@ class ProbingCallback(CallbackShell):
     Args:
         layers: dotted module names (``"bert.encoder.layer.0"``, ``"layer4[-1]"``) or ``"auto"``: every block of a
             transformer (ViT, BERT, Swin, ...), else every stage of a convolutional network (ResNet, ConvNeXt).
-        pooling: ``"mean"`` over space/time/tokens, ``"max"``, ``"cls"`` (the first token) or ``"flatten"`` (maps
+        pooling: ``"mean"`` over space/time/tokens (token outputs: over the tokens the batch's ``attention_mask``
+            keeps, padding left out), ``"max"``, ``"cls"`` (the first token) or ``"flatten"`` (maps
             larger than ``max_features`` are average-pooled down to fit).
         concepts: probe these integer columns of the batch instead of the label: keys of a dict batch
             (``"colour"``) or positions in a tuple batch.
@@ -227,7 +228,8 @@ class ProbingCallback(CallbackShell):
                 inputs = on_model(self.batch_to_inputs(batch), pl_module)
                 found = capture_activations(pl_module, self.probed_layers,
                                             lambda inputs=inputs: self.forward_fn(pl_module, inputs),  # type: ignore
-                                            self.pooling, self.max_features)  # type: ignore[arg-type]
+                                            self.pooling, self.max_features,  # type: ignore[arg-type]
+                                            mask=inputs.kwargs.get("attention_mask"))
                 for name, rows_of_layer in found.items():
                     parts[name].append(rows_of_layer)
         gather = trainer.strategy.all_gather

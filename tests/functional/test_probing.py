@@ -199,3 +199,19 @@ def test_auto_layers_one_per_block():
     assert probe_layers(bert) == ["bert.encoder.layer.0", "bert.encoder.layer.1"]
     with pytest.raises(ValueError, match=r"`layers`.*'auto'.*Sequential has neither"):
         probe_layers(nn.Sequential(nn.Linear(2, 2), nn.ReLU()))
+
+
+def test_token_pooling_leaves_padding_out_with_the_attention_mask():
+    """The same sentence padded to two lengths pools to the same row with the mask (mean and max), not without."""
+    emb = torch.nn.Embedding(20, 4, padding_idx=0)
+    short = torch.tensor([[5, 6, 7, 0]])
+    long = torch.tensor([[5, 6, 7, 0, 0, 0, 0, 0]])
+    for pooling in ("mean", "max"):
+        a = pool_activations(emb(short), pooling, mask=(short != 0).long())
+        b = pool_activations(emb(long), pooling, mask=(long != 0).long())
+        assert torch.allclose(a, b), pooling
+        assert torch.allclose(a, pool_activations(emb(short[:, :3]), pooling)), pooling
+    assert not torch.allclose(pool_activations(emb(short), "mean"), pool_activations(emb(long), "mean"))
+    net = torch.nn.Sequential(torch.nn.Embedding(20, 4, padding_idx=0), torch.nn.Linear(4, 3))
+    got = capture_activations(net, ["0"], lambda: net(long), mask=(long != 0).long())
+    assert torch.allclose(got["0"], pool_activations(net[0](short[:, :3]), "mean"))

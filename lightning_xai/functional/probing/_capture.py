@@ -37,7 +37,7 @@ def _kind(output: Any) -> str:
 
 
 def capture_activations(model: nn.Module, layers: Sequence[str], run: Callable[[], Any], pooling: Pooling = "mean",
-                        max_features: int = 4096) -> dict[str, Tensor]:
+                        max_features: int = 4096, mask: Tensor | None = None) -> dict[str, Tensor]:
     """Run ``run()`` once and return each named layer's pooled output, ``{name: (B, D)}`` on the model's device.
 
     Args:
@@ -46,6 +46,7 @@ def capture_activations(model: nn.Module, layers: Sequence[str], run: Callable[[
         run: Runs the forward pass (e.g. ``lambda: model(x)``); its return value is ignored.
         pooling: How each output is pooled (see :func:`pool_activations`); the feature axis is read off the layer.
         max_features: The cap on the width of ``pooling="flatten"``.
+        mask: ``(B, T)`` attention mask: token outputs ``(B, T, D)`` are mean/max pooled over the kept tokens.
 
     Returns:
         ``{name: (B, D) float32}`` in the order of ``layers``; a layer called several times keeps its last output.
@@ -77,7 +78,7 @@ def capture_activations(model: nn.Module, layers: Sequence[str], run: Callable[[
                                  + f" The module {layer_label(model, module)} returned shape {tuple(tensor.shape)}.")
             axis = feature_axis(module, tuple(tensor.shape))
             try:
-                found[name] = pool_activations(tensor, pooling, max_features, axis=axis)
+                found[name] = pool_activations(tensor, pooling, max_features, axis=axis, mask=mask)
             except ValueError as err:
                 raise ValueError(f"{err} (layer {layer_label(model, module)})") from err
 

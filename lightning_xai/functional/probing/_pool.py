@@ -80,7 +80,7 @@ def _flatten(x: Tensor, max_features: int) -> Tensor:
 
 
 def pool_activations(activation: Tensor, pooling: Pooling = "mean", max_features: int = 4096,
-                     axis: int | None = None) -> Tensor:
+                     axis: int | None = None, mask: Tensor | None = None) -> Tensor:
     """Pool a layer's output ``(B, ...)`` to one float row per sample ``(B, D)``.
 
     Args:
@@ -91,6 +91,9 @@ def pool_activations(activation: Tensor, pooling: Pooling = "mean", max_features
             down to fit (channels kept; evenly spaced channels when they alone exceed it).
         max_features: The cap on the width of ``"flatten"``.
         axis: The feature axis (default: :func:`feature_axis` without a module: last for 3-D, 1 otherwise).
+        mask: ``(B, T)`` attention mask of a token output ``(B, T, D)``: ``"mean"`` and ``"max"`` pool over the
+            tokens it keeps only (padding would otherwise pull every padded sentence toward the pad embedding, as
+            sentence-transformers' mean pooling avoids); ignored for other shapes.
 
     Returns:
         ``(B, D)`` float32; a ``(B, D)`` activation is returned as it is (in float32) whatever ``pooling``.
@@ -107,6 +110,8 @@ def pool_activations(activation: Tensor, pooling: Pooling = "mean", max_features
         [[0.0, 1.0, 2.0, 3.0], [12.0, 13.0, 14.0, 15.0]]
         >>> pool_activations(torch.ones(2, 8, 4, 4), "flatten", max_features=32).shape
         torch.Size([2, 32])
+        >>> pool_activations(x, "mean", mask=torch.tensor([[1, 1, 0], [1, 0, 0]])).tolist()  # padding left out
+        [[2.0, 3.0, 4.0, 5.0], [12.0, 13.0, 14.0, 15.0]]
     """
     if pooling not in POOLINGS:
         raise ValueError(expected("pooling", f"one of {list(POOLINGS)}", pooling))
@@ -123,6 +128,12 @@ def pool_activations(activation: Tensor, pooling: Pooling = "mean", max_features
         return x[:, 0]
     if pooling == "flatten" and x[0].numel() <= max_features:
         return x.flatten(1)  # in the output's own order
+    tokens = mask is not None and x.dim() == 3 and axis == 2 and tuple(mask.shape) == tuple(x.shape[:2])
+    if tokens and pooling in ("mean", "max"):
+        keep = mask.to(x.device).bool().unsqueeze(-1)  # type: ignore[union-attr]
+        if pooling == "mean":
+            return (x * keep).sum(1) / keep.sum(1).clamp_min(1)
+        return x.masked_fill(~keep, float("-inf")).amax(1).nan_to_num(neginf=0.0)
     x = x.movedim(axis, 1)
     if pooling == "mean":
         return x.flatten(2).mean(2)
