@@ -19,7 +19,7 @@ from lightning_xai.functional.attention import (
     query_scores,
     rollout,
 )
-from tests.helpers import TINY_ATTENTION_MODELS, randn, tiny_attention_model
+from tests.helpers import TINY_ATTENTION_MODELS, TINY_HF, randn, seeded, tiny_attention_model
 
 pytest.importorskip("transformers")
 
@@ -286,3 +286,14 @@ def test_swin_is_refused_with_the_reason():
     model, inputs = tiny_attention_model("swin")
     with pytest.raises(ValueError, match=r"window attention.*not defined.*gradcam.*attention_modules="):
         capture_attention(model, inputs["pixel_values"], forward_fn=lambda m, x: m(pixel_values=x).logits)
+
+
+def test_timesformer_divided_attention_is_refused_with_the_reason():
+    transformers = pytest.importorskip("transformers")
+    with seeded(0):
+        model = transformers.TimesformerForVideoClassification(transformers.TimesformerConfig(
+            image_size=16, patch_size=8, num_frames=2, num_labels=2, **TINY_HF)).eval()
+    clip = randn(1, 2, 3, 16, 16)
+    with pytest.raises(ValueError, match=r"divided space-time attention \(TimeSformer\).*two attention matrices.*"
+                                         r"gradcam"):
+        capture_attention(model, clip, forward_fn=lambda m, x: m(pixel_values=x).logits)

@@ -101,6 +101,31 @@ def refuse_window_attention(model: nn.Module, modules: Sequence[nn.Module] | Non
         "as well, name them with `attention_modules=`.")
 
 
+def refuse_divided_attention(model: nn.Module) -> None:
+    """Raise for divided space-time attention (TimeSformer): each block attends over time within every patch, then
+    over space within every frame, two matrices over different token sets, so there is no single attention
+    matrix per layer over the clip's tokens for rollout to multiply.
+
+    Raises:
+        ValueError: for such a model, naming ``attention_modules=`` and the alternatives.
+
+    Example:
+        >>> refuse_divided_attention(nn.Sequential(nn.MultiheadAttention(4, 2)))  # joint attention: fine
+    """
+    types = {getattr(getattr(m, "config", None), "model_type", None) for m in model.modules()}
+    divided = [n for n, m in model.named_modules() if type(m).__name__.lower().startswith("timesformer")]
+    if "timesformer" not in types and not divided:
+        return
+    raise ValueError(
+        expected("attention_modules", "joint self-attention layers (one tokens x tokens matrix per layer)",
+                 "divided space-time attention (TimeSformer)")
+        + " TimeSformer attends over time within each patch and then over space within each frame: each block has "
+        "two attention matrices over different token sets, not the one matrix over the clip's tokens that "
+        "rollout multiplies, and lightning_xai refuses rather than draw a map that means nothing. Explain this "
+        "model with `method='gradcam'` or an attribution method ('integrated_gradients', 'shap', 'occlusion'); "
+        "video transformers with joint space-time attention (VideoMAE) are supported.")
+
+
 def _specs(cls: type) -> list[tuple[type | None, str | None, int, str | None]]:
     """A Hugging Face model class's ``"attentions"`` recorders as ``(class, class-name suffix, index, layer name)``
     (its ``_can_record_outputs`` entries: a class, a name, or an ``OutputRecorder``)."""
@@ -172,6 +197,7 @@ def find_attention_modules(model: nn.Module, attention_modules: str | Sequence[s
     if attention_modules is not None:
         return _named_sites(model, attention_modules)
     refuse_window_attention(model)
+    refuse_divided_attention(model)
     sites = _hf_sites(model)
     if not sites:
         sites = [AttentionSite(n, m, 1, "mha") for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)]
