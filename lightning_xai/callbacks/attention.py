@@ -14,10 +14,12 @@ from typing_extensions import override
 from lightning_xai._checks import check_choices, expected
 from lightning_xai.adapters import ModelInputs, TargetSpec
 from lightning_xai.callbacks._emit.attention import emit_attention
+from lightning_xai.callbacks._emit.faithfulness import log_faithfulness
 from lightning_xai.callbacks._emit.attribution import AttributionOptions
 from lightning_xai.callbacks._shell import Stage
 from lightning_xai.callbacks.base import XAICallback
 from lightning_xai.explainers import AttentionExplainer, AttentionExplanation, Explanation, get_explainer
+from lightning_xai.explainers.faithfulness import FaithfulnessCheck
 from lightning_xai.functional.attention import ATTENTION_METHODS, find_attention_modules
 from lightning_xai.probe import Probe
 from lightning_xai.sinks import ArtifactSink
@@ -63,6 +65,11 @@ class AttentionCallback(XAICallback):
             same Trainer, explain this probe with their methods too and log ``xai/attention/agreement/<a>_vs_<b>``
             for each attention method ``a`` and attribution method ``b`` ("attention is not explanation": the
             number instead of the slogan). Their explanations cost what they cost in their own callback.
+        faithfulness: also score the maps of 4-D images by deletion and insertion (explained class) against a
+            seeded random map, each attention method's and, with ``compare``, each compared method's side by side:
+            ``xai/attention/faithfulness/<method>/{deletion_auc,insertion_auc,...}``.
+        faithfulness_steps: steps of the deletion and insertion curves.
+        faithfulness_baseline: what replaces removed pixels: ``"blur"``, ``"mean"`` or ``"zero"``.
         **base: ``probe``, ``batch_to_inputs``, ``forward_fn``, ``target``, ``output``, ``class_names``,
             ``every_n_epochs``, ``stages``, ``on_error``, ``log_dir``, ``name`` as in :class:`XAICallback`.
 
@@ -93,6 +100,9 @@ class AttentionCallback(XAICallback):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         compare: bool = True,
+        faithfulness: bool = False,
+        faithfulness_steps: int = 20,
+        faithfulness_baseline: Literal["blur", "mean", "zero"] = "blur",
         probe: Any = None,
         batch_to_inputs: Callable[..., ModelInputs] | str | None = None,
         forward_fn: Callable[..., Any] | str | None = None,
@@ -134,6 +144,13 @@ class AttentionCallback(XAICallback):
         if not isinstance(compare, bool):
             raise TypeError(expected("compare", "True or False", compare))
         self.compare = compare
+        self.faithfulness, self.faithfulness_steps, self.faithfulness_baseline = (
+            faithfulness, faithfulness_steps, faithfulness_baseline)
+        self._faith = FaithfulnessCheck.from_args(faithfulness, faithfulness_steps, faithfulness_baseline,
+                                                  warn=rank_zero_warn)
+        if self._faith is not None:
+            self._id.update(faithfulness=True, faithfulness_steps=faithfulness_steps,
+                            faithfulness_baseline=faithfulness_baseline)
         self._id.update(methods=list(self.methods), head_fusion=head_fusion, discard_ratio=discard_ratio, layer=layer,
                         use_cls_token=use_cls_token, weighted_by_predictions=weighted_by_predictions)
 
@@ -148,7 +165,26 @@ class AttentionCallback(XAICallback):
     @override
     def _explain(self, model: nn.Module, inputs: ModelInputs) -> dict[str, Any]:
         own = {m: e.explain(model, inputs, self.target, self.scorer) for m, e in self.explainers.items()}
-        return {"attention": own, "others": self._siblings(model, inputs) if self.compare else {}}
+        others = self._siblings(model, inputs) if self.compare else {}
+        return {"attention": own, "others": others, "faithfulness": self._faithful(model, inputs, own, others)}
+
+    def _faithful(self, model: nn.Module, inputs: ModelInputs, own: dict[str, AttentionExplanation],
+                  others: dict[str, Explanation]) -> dict[str, Any]:
+        """Deletion/insertion of every map of the attention's image input, attention methods and compared ones."""
+        if self._faith is None:
+            return {}
+        expl = next(iter(own.values()))
+        key = next(k for k, n in zip([*range(len(inputs.args)), *inputs.kwargs], expl.inputs) if n == expl.key)
+        x = inputs.get(key)
+        if expl.target is None or x.dim() != 4:
+            self._faith.skip("a callable target" if expl.target is None else f"a {expl.kinds[expl.key]} input")
+            return {}
+        maps = {m: e.values[e.key] for m, e in own.items()}
+        for m, e in others.items():
+            theirs = e.maps().get(expl.key)
+            if theirs is not None and tuple(theirs.shape) == tuple(maps[next(iter(maps))].shape):
+                maps[m] = theirs
+        return self._faith.measure_input(self.scorer, model, inputs, key, maps, expl.target.to(x.device))
 
     def _siblings(self, model: nn.Module, inputs: ModelInputs) -> dict[str, Explanation]:
         """The attribution methods of the other callbacks on the Trainer (SHAPCallback, AttributionCallback,
@@ -174,3 +210,7 @@ class AttentionCallback(XAICallback):
         titles = self._titles(next(iter(own.values())), inputs, probe)
         emit_attention(own, titles, probe.indices, AttributionOptions(self.mean, self.std, self._class_name), sink,
                        others=result["others"])
+        if result["faithfulness"]:  # attention and attribution methods side by side, on the same probe
+            sink.json("faithfulness", {m: log_faithfulness(sink, m, measured, self._faith)  # type: ignore[arg-type]
+                                       for m, measured in result["faithfulness"].items()})
+            sink.commit(method="faithfulness", methods=list(result["faithfulness"]))

@@ -138,3 +138,35 @@ def test_agreement_with_the_attribution_callbacks_on_the_same_trainer(tmp_path):
     tiny_trainer(tmp_path / "quiet", [quiet, AttributionCallback(methods=("saliency",), num_samples=3)],
                  limit_train_batches=1).fit(model, data, data)
     assert not any("agreement" in t for t in read_events(tmp_path / "quiet")["scalars"] if t.startswith("xai/attention"))
+
+
+def test_faithfulness_of_attention_and_compared_methods_side_by_side(tmp_path):
+    from lightning_xai import AttributionCallback
+    from lightning_xai.explainers.faithfulness import FaithfulnessCheck
+
+    with seeded(0):
+        model = _Classifier(transformers.ViTForImageClassification(transformers.ViTConfig(
+            image_size=32, patch_size=8, num_labels=3, **TINY_HF)))
+    data = DataLoader(TensorDataset(torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)),
+                                    torch.arange(8) % 3), batch_size=4)
+    cb = AttentionCallback(methods=("rollout",), num_samples=2, faithfulness=True, faithfulness_steps=4,
+                           faithfulness_baseline="zero", on_error="raise")
+    saliency = AttributionCallback(methods=("saliency",), num_samples=2, on_error="raise")
+    tiny_trainer(tmp_path, [cb, saliency], limit_train_batches=1).fit(model, data, data)
+    scalars = set(read_events(tmp_path)["scalars"])
+    for method in ("rollout", "saliency"):
+        for metric in ("deletion_auc", "insertion_auc"):
+            assert f"xai/attention/faithfulness/{method}/{metric}" in scalars, (method, metric)
+    # the logged rollout deletion AUC is the functional check's on the npz map
+    import json
+    folder = next(p for p in tmp_path.rglob("faithfulness.json") if "attention" in str(p)).parent
+    logged = json.loads((folder / "faithfulness.json").read_text())["rollout"]
+    rollout = torch.as_tensor(_arrays(tmp_path, "rollout")["maps"])
+    x = next(iter(data))[0][:2]
+    model.eval()
+    check = FaithfulnessCheck(steps=4, baseline="zero", seed=0)
+    with torch.no_grad():
+        target = model(x).argmax(-1)
+        ref = check.measure(model, x, {"rollout": rollout}, target, lambda m, r, i: m(r), False)
+    key = next(k for k in logged if "deletion" in k and "auc" in k)
+    assert np.allclose(logged[key], ref["rollout"]["deletion_auc"].numpy(), atol=1e-5), (logged[key], ref)
