@@ -29,17 +29,21 @@ Parts (every ratio is measured in this run, on the CPU):
 
 Columns: cpu s = process CPU seconds (1 torch thread by default: on a shared machine CPU time moves less than wall
 time), fastest of ``--repeats`` for LIME and ablation (interleaved with the floor); wall s; peak MiB = the peak
-resident memory of the process above its RSS before the call (``VmHWM``, reset through ``/proc/self/clear_refs``
-after ``malloc_trim``; model activations, autograd buffers, expanded inputs, our row store: everything the call
-touches; see ``_measure.py``). ``tracemalloc`` would not see torch's allocator; on CUDA
-``torch.cuda.max_memory_allocated`` is the honest number, but this script runs on the CPU.
+resident memory above the RSS before the call, in an extra untimed run with glibc handing freed blocks back at once
+(``_measure.peak_live``: the high-water mark of live allocations -- model activations, autograd buffers, expanded
+inputs, our row store, numpy arrays -- not of a heap that kept freed blocks). The integrated-gradients numbers (a
+target) are measured in a fresh process each (imports, model, one warm-up call, the call; ``--quick``: in this
+process), LIME's and the ablations' in this process. ``tracemalloc`` would not see torch's allocator; on CUDA
+``torch.cuda.max_memory_allocated`` would be the number, but this script runs on the CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
+import subprocess
 import sys
 import time
 import warnings
@@ -120,15 +124,35 @@ IG_HEADER = ("model", "engine", "steps/probe", "cpu s", "wall s", "rel err media
              "peak MiB")
 
 
-def integrated_gradients(m: Model, memory_runs: int, summary: Table) -> Table:
-    def run(**kw: Any) -> Callable[[], Any]:
-        return quiet(lambda: attribute(m.model, m.inputs, m.target, "integrated_gradients", forward_fn=m.forward_fn,
-                                       max_batch=IG_BATCH, **kw))
+ADAPTIVE = {"completeness_tol": TOL, "max_steps": 1024}
 
+
+def ig_call(m: Model, **kw: Any) -> Callable[[], Any]:
+    return quiet(lambda: attribute(m.model, m.inputs, m.target, "integrated_gradients", forward_fn=m.forward_fn,
+                                   max_batch=IG_BATCH, **kw))
+
+
+def ig_peak(m: Model, n_steps: int | None) -> float:
+    """Peak MiB of ours (``n_steps=None``) or captum at ``n_steps``, in this process (after a warm-up call)."""
+    ig_call(m, n_steps=4)()
+    return peak_live(ig_call(m, **ADAPTIVE) if n_steps is None else ig_call(m, n_steps=n_steps))
+
+
+def fresh_peak(name: str, n_steps: int | None, args: argparse.Namespace) -> float:
+    """:func:`ig_peak` in a fresh Python process (imports, the model, a warm-up call, the measured call): no
+    history of this run in it (in this process, after the ResNet, the same BERT call read ~30 MiB more)."""
+    cmd = [sys.executable, __file__, "--memory-of", f"{name}:{n_steps or 'ours'}", "--threads", str(args.threads)]
+    if args.probes:
+        cmd += ["--probes", str(args.probes)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()
+    return float(next(line for line in reversed(out) if line.startswith("peak MiB ")).split()[-1])
+
+
+def integrated_gradients(m: Model, peak: Callable[[int | None], float], summary: Table) -> Table:
+    run = functools.partial(ig_call, m)
     b = m.target.shape[0]
     run(n_steps=4)()  # warm-up (first-call allocations, captum's imports)
-    adaptive = {"completeness_tol": TOL, "max_steps": 1024}
-    ours, cpu, wall, _ = timed(run(**adaptive), 1)
+    ours, cpu, wall, _ = timed(run(**ADAPTIVE), 1)
     print(f"  {m.name}: ours {cpu:.2f} cpu s", file=sys.stderr, flush=True)
     rungs: list[tuple[int, Any, float, float]] = []
     n = 8
@@ -139,20 +163,14 @@ def integrated_gradients(m: Model, memory_runs: int, summary: Table) -> Table:
         if float(result.relative_error.max()) <= TOL:
             break
         n *= 2
-    _, again, again_wall, _ = timed(run(**adaptive), 1)  # after the ladder too: the same load for both
+    _, again, again_wall, _ = timed(run(**ADAPTIVE), 1)  # after the ladder too: the same load for both
     if again < cpu:
         cpu, wall = again, again_wall
     hits = {label: next((i for i, rung in enumerate(rungs) if float(stat(rung[1].relative_error)) <= TOL), None)
             for label, stat in (("median", torch.median), ("every probe", torch.max))}
-    # memory: untimed runs of ours and of captum's rung at median <= 1%, alternated, the median of each
-    measured = {-1: run(**adaptive)}
+    mib = {-1: peak(None)}  # memory: untimed runs of ours and of captum's rung at median <= 1%
     if hits["median"] is not None:
-        measured[hits["median"]] = run(n_steps=rungs[hits["median"]][0])
-    samples: dict[int, list[float]] = {k: [] for k in measured}
-    for _ in range(memory_runs):
-        for k, fn in measured.items():
-            samples[k].append(peak_live(fn))
-    mib = {k: float(np.median(v)) for k, v in samples.items()}
+        mib[hits["median"]] = peak(rungs[hits["median"]][0])
 
     def row(engine: str, steps: float, c: float, w: float, r: Any, index: int) -> tuple[str, ...]:
         rel = r.relative_error
@@ -342,6 +360,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="probes per model (default: 16, the ResNet 8; at most shap.py's 16)")
     parser.add_argument("--samples", type=int, default=1000, help="LIME samples per probe")
     parser.add_argument("--segments", type=int, default=50, help="LIME: SLIC n_segments")
+    parser.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)  # model:ours|n_steps, see fresh_peak
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: tiny models (no disk cache), 2 probes, 64 LIME samples, one repeat")
     args = parser.parse_args(argv)
@@ -357,6 +376,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     use_cache(not args.quick)
     allocator = pin_allocator()
+    if args.memory_of:  # a child of fresh_peak
+        name, engine = args.memory_of.split(":")
+        print(f"peak MiB {ig_peak(build(name, False, args.probes), None if engine == 'ours' else int(engine)):.3f}")
+        return
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, CPU, {torch.get_num_threads()} thread(s), {allocator}, "
           f"load average at start (1 min): {load:.2f} on {os.cpu_count()} CPUs")
@@ -368,7 +391,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         m = build(name, args.quick, args.probes)
         if "ig" in parts:
-            tables["ig"] += integrated_gradients(m, 1 if args.quick else 3, summary)
+            peak = functools.partial(ig_peak, m) if args.quick else functools.partial(fresh_peak, name, args=args)
+            tables["ig"] += integrated_gradients(m, peak, summary)
         if "lime" in parts and name == "cnn":
             tables["lime"] += lime_images(m, args.samples, args.segments, min(args.repeats, 3), summary)
         if "ablation" in parts:
