@@ -1,7 +1,7 @@
 """Attribution speed: integrated gradients, LIME, occlusion and feature ablation against their peers and the floor.
 
     python benchmarks/attribution.py [--parts ig,lime,ablation] [--models cnn,resnet18,bert] [--threads 1]
-                                     [--repeats 3] [--quick]
+                                     [--repeats 5] [--probes N] [--samples 1000] [--segments 50] [--quick]
 
 Models: the trained models of ``benchmarks/shap.py`` (``_shap_cases.py``: trained here on synthetic data by fixed
 recipes, weights cached under ``benchmarks/.cache/``, nothing downloaded): ShapesCNN at 32 px, a torchvision
