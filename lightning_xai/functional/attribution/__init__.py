@@ -165,18 +165,21 @@ def attribute(
         def run(xs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
             return run_method(core, prep, xs, baselines, tgt, options)
 
-        steps = None
+        steps = ends = None
         if method == "smoothgrad":
             gen = generator if generator is not None else torch.Generator().manual_seed(0)
             attrs = noise_tunnel(run, prep.explained, stdevs, nt_samples, nt_type, gen)
         elif adaptive:
             paths = Paths(prep.module, prep.explained, baselines, prep.rows, tgt)  # type: ignore[arg-type]
-            attrs, steps = integrate_to_tolerance(paths, float(completeness_tol), max_steps,  # type: ignore[arg-type]
-                                                  max_batch)
+            attrs, steps, ends = integrate_to_tolerance(paths, float(completeness_tol),  # type: ignore[arg-type]
+                                                        max_steps, max_batch)
         else:
             attrs = run(prep.explained)
-        outputs = prep.scores(prep.explained, tgt)
-        base_values = prep.scores(baselines, tgt) if baselines is not None and method != "smoothgrad" else None
+        if ends is not None:  # the adaptive engine's f(x), f(baseline): not evaluated twice
+            outputs, base_values = (v.float().to(device) for v in ends)
+        else:
+            outputs = prep.scores(prep.explained, tgt)
+            base_values = prep.scores(baselines, tgt) if baselines is not None and method != "smoothgrad" else None
     values: list[Tensor | None] = [None] * len(inputs)
     for slot, a in zip(prep.slots, attrs):
         values[slot] = a.sum(-1) if slot == prep.token else a

@@ -158,11 +158,12 @@ def end_values(paths: Paths, max_batch: int) -> tuple[Tensor, Tensor]:
 
 def integrate_to_tolerance(
     paths: Paths, completeness_tol: float, max_steps: int, max_batch: int, n_start: int = N_START
-) -> tuple[tuple[Tensor, ...], Tensor]:
+) -> tuple[tuple[Tensor, ...], Tensor, tuple[Tensor, Tensor]]:
     """Integrated gradients of every probe to ``completeness_tol`` (relative), at most ``max_steps`` rows each.
 
     Returns:
-        The attributions (float32, shaped like the explained tensors) and the gradient rows spent per probe.
+        The attributions (float32, shaped like the explained tensors), the gradient rows spent per probe, and
+        ``f(x)``, ``f(x')`` per probe (float64, CPU: the values the tolerance was judged on).
     """
     fx, fb = end_values(paths, max_batch)
     settings = Settings(n_start, max_batch, torch.Generator(), completeness_tol, max_steps, "lattice")
@@ -183,4 +184,4 @@ def integrate_to_tolerance(
         for i, v in enumerate(group.values()):
             values[i].append(v)
         steps.append(group.points)
-    return tuple(torch.cat(v) for v in values), torch.cat(steps)
+    return tuple(torch.cat(v) for v in values), torch.cat(steps), (fx, fb)

@@ -48,6 +48,29 @@ def shap_samples(counts: Tensor, n_samples: int, generator: torch.Generator) -> 
     return out
 
 
+_INTEGERS = {8: torch.int64, 4: torch.int32, 2: torch.int16}  # the integer of each floating size, for bit selection
+
+
+def select_bits(x: Tensor, baseline: Tensor) -> tuple[Tensor, Tensor] | None:
+    """``(x ^ baseline, baseline)`` as integers of the same size (``None`` for mixed or non-float dtypes): then
+    ``(diff & -keep) ^ baseline`` is ``torch.where(keep, x, baseline)`` bit for bit, with no per-element branch
+    (torch's CPU ``where`` on a broadcast boolean condition costs several times as much).
+
+    Example:
+        >>> x, b = torch.tensor([1.5, -0.0, float("nan")]), torch.tensor([2.0, 0.0, 3.0])
+        >>> diff, base = select_bits(x, b)
+        >>> keep = torch.tensor([True, True, False])
+        >>> (diff & -keep.to(diff.dtype)).bitwise_xor_(base).view(x.dtype).tolist()
+        [1.5, -0.0, 3.0]
+    """
+    if x.dtype != baseline.dtype or not x.is_floating_point() or x.element_size() not in _INTEGERS:
+        return None
+    x, baseline = torch.broadcast_tensors(x, baseline)
+    kind = _INTEGERS[x.element_size()]
+    base = baseline.contiguous().view(kind)
+    return x.contiguous().view(kind) ^ base, base
+
+
 class Perturbed:
     """Builds and scores perturbed inputs: a feature's elements keep the input where its sample bit is 1 and take
     the baseline where it is 0 (elements of no feature, such as padding, keep the input)."""
@@ -55,15 +78,28 @@ class Perturbed:
     def __init__(self, prep: Prepared, baselines: tuple[Tensor, ...], masks: tuple[Tensor, ...],
                  target: Tensor | None, max_batch: int) -> None:
         self.prep, self.baselines, self.masks, self.target, self.max_batch = prep, baselines, masks, target, max_batch
+        self.ids = tuple((mask + 1).flatten(1) for mask in masks)  # column of each mask element in [1, z]
+        self.bits = tuple(select_bits(e, b) for e, b in zip(prep.explained, baselines))
 
     def inputs(self, probe: Tensor, z: Tensor) -> tuple[Tensor, ...]:
-        """The explained tensors of rows ``z`` (``(k, M)`` bits) of probes ``probe`` (``(k,)``)."""
+        """The explained tensors of rows ``z`` (``(k, M)`` bits) of probes ``probe`` (``(k,)``, rows of one probe
+        consecutive, as :meth:`scores` orders them)."""
         on = torch.cat([torch.ones_like(z[:, :1]), z], 1)  # column 0: "no feature", always the input
+        runs = [t.tolist() for t in torch.unique_consecutive(probe, return_counts=True)]
         out = []
-        for e, b, mask in zip(self.prep.explained, self.baselines, self.masks):
-            ids = (mask[probe] + 1).flatten(1)
-            keep = on.gather(1, ids).view(-1, *mask.shape[1:])
-            out.append(torch.where(keep, e[probe], b[probe]))
+        for e, b, mask, ids, bits in zip(self.prep.explained, self.baselines, self.masks, self.ids, self.bits):
+            if bits is None:
+                keep = on.gather(1, (mask[probe] + 1).flatten(1)).view(-1, *mask.shape[1:])
+                out.append(torch.where(keep, e[probe], b[probe]))
+                continue
+            diff, base = bits
+            parts, start = [], 0
+            for p, k in zip(*runs):  # one probe's rows: its bits broadcast over them, no per-row copies
+                keep = on[start:start + k].T[ids[p]].T.reshape(k, *mask.shape[1:])
+                parts.append((diff[p] & keep.to(diff.dtype).neg_()).bitwise_xor_(base[p]))
+                start += k
+            # contiguous like torch.where's result (a model's kernels may round otherwise on other strides)
+            out.append((parts[0].contiguous() if len(parts) == 1 else torch.cat(parts)).view(e.dtype))
         return tuple(out)
 
     def scores(self, z: Tensor) -> Tensor:
