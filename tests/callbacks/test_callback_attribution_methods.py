@@ -76,7 +76,8 @@ def test_token_model_is_explained_at_its_embedding(tmp_path):
 
 def test_drift_of_integrated_gradients_across_epochs(tmp_path):
     seed_everything(0)
-    cb = AttributionDriftCallback(method="integrated_gradients", num_samples=4, on_error="raise")
+    cb = AttributionDriftCallback(method="integrated_gradients", num_samples=4, on_error="raise",
+                                  store=str(tmp_path / "store.sqlite"))
     trainer = tiny_trainer(tmp_path, [cb], max_epochs=3)
     trainer.fit(ShapesCNN(width=4), *shapes_loaders(16))
     events = read_events(tmp_path)
@@ -85,5 +86,6 @@ def test_drift_of_integrated_gradients_across_epochs(tmp_path):
     tag = next(t for t in drift_tags if "spearman" in t or "rank" in t or "iou" in t)
     values = [v for _, v in scalar_values(tmp_path, tag)]
     assert len(values) >= 2 and all(np.isfinite(values)), (tag, values)
+    assert (tmp_path / "store.sqlite").exists()
     manifest = list(read_manifest(next(tmp_path.rglob("manifest.jsonl"))))
     assert any(r.get("method") == "integrated_gradients" for r in manifest), manifest[:2]
