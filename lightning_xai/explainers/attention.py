@@ -27,6 +27,8 @@ nn.Linear(8, 2)
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -185,9 +187,10 @@ class AttentionExplainer(Explainer):
         return {"method": self.name, **self.options(), "layer": self.layer, "use_cls_token": self.use_cls_token,
                 "weighted_by_predictions": self.weighted_by_predictions, "attention_modules": self.attention_modules}
 
+    @abstractmethod
     def matrix(self, attentions: Tensor, capture: AttentionCapture) -> Tensor:
-        """The ``(B, N, N)`` matrix whose row gives the token scores, from the ``(B, layers, heads, N, N)`` stack."""
-        raise NotImplementedError
+        """The ``(B, N, N)`` matrix whose row gives the token scores, from the ``(B, layers, heads, N, N)`` stack
+        (each method's one override)."""
 
     # ------------------------------------------------------------------------------------------ explain
     def explain(self, model: nn.Module, inputs: ModelInputs, target: Target = "pred",
