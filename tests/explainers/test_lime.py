@@ -173,3 +173,19 @@ def test_errors_and_registry():
     assert {"lime", "kernel_shap"} <= set(list_explainers())
     assert {"n_segments", "alpha", "seed", "max_batch"} <= set(explainer_arguments("lime"))
     assert get_explainer("kernel_shap").stochastic
+
+
+@pytest.mark.parametrize("method", ["lime", "kernel_shap"])
+def test_fewer_samples_than_features_is_said(method):
+    """A surrogate fitted to fewer samples than features is not determined by them: a warning with the fix."""
+    from lightning_xai.functional.attribution import kernel_shap, lime
+
+    run = lime if method == "lime" else kernel_shap
+    net, x = nn.Linear(40, 2), torch.rand(2, 40)
+    with pytest.warns(RuntimeWarning, match=rf"{method} has 40 features for a probe but n_samples=25: the surrogate "
+                                            r"is under-determined.*at least 82"):
+        run(net, x, torch.tensor([0, 1]), n_samples=25)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        run(net, x, torch.tensor([0, 1]), n_samples=100)

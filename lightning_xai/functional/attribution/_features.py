@@ -3,6 +3,8 @@ time-frequency patches of spectrograms, per-frame patches of clips, tokens (padd
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -11,7 +13,7 @@ from lightning_xai._checks import expected
 from lightning_xai.functional.attribution._defaults import ablation_mask
 from lightning_xai.functional.attribution._prepare import Prepared
 
-__all__ = ["superpixels"]
+__all__ = ["superpixels", "warn_underdetermined"]
 
 
 def superpixels(x: Tensor, n_segments: int = 50, compactness: float | None = None) -> Tensor:
@@ -95,3 +97,23 @@ def kind_of(x: object, token: bool) -> str:
     if token or not isinstance(x, Tensor) or not x.is_floating_point():
         return "tokens"
     return {5: "video", 4: "image", 3: "spectrogram"}.get(x.dim(), "tabular")
+
+
+def warn_underdetermined(method: str, counts: Tensor, n_samples: int) -> None:
+    """Warn when a probe has at least as many features (plus the intercept) as ``n_samples``: the surrogate's
+    coefficients are then not determined by the samples (least squares picks the minimum-norm solution, the Lasso
+    its own), so the map depends on that choice rather than on the model.
+
+    Example:
+        >>> import pytest
+        >>> with pytest.warns(RuntimeWarning, match="under-determined"):
+        ...     warn_underdetermined("lime", torch.tensor([64, 10]), 50)
+        >>> warn_underdetermined("lime", torch.tensor([10]), 50)  # enough samples: silent
+    """
+    most = int(counts.max()) if counts.numel() else 0
+    if n_samples <= most + 1:
+        warnings.warn(f"lightning_xai: {method} has {most} features for a probe but n_samples={n_samples}: the "
+                      f"surrogate is under-determined (fewer samples than features + intercept) and its map is the "
+                      f"fitting rule's choice, not the model's. Raise `n_samples` (at least {2 * (most + 1)}) or use "
+                      "coarser features (`n_segments=` for images, `patch=` for spectrograms and clips).",
+                      RuntimeWarning, stacklevel=3)

@@ -14,7 +14,12 @@ from torch import Tensor, nn
 from lightning_xai._checks import check_non_negative_int, check_positive_int, expected
 from lightning_xai.functional._guard import explanation_mode
 from lightning_xai.functional.attribution._baselines import resolve_baselines
-from lightning_xai.functional.attribution._features import check_features, feature_masks, kind_of
+from lightning_xai.functional.attribution._features import (
+    check_features,
+    feature_masks,
+    kind_of,
+    warn_underdetermined,
+)
 from lightning_xai.functional.attribution._fit import weighted_lasso, weighted_least_squares
 from lightning_xai.functional.attribution._prepare import Prepared, prepare, token_hook
 from lightning_xai.functional.shap._tokens import embed_tokens
@@ -191,6 +196,7 @@ def surrogate(
             baselines[j] = embed_tokens(prep.swap.layer, torch.full_like(ids, missing), ids.shape[1]).to(e)
         masks, counts, per_input = feature_masks(prep, kinds, layouts, n_segments, compactness, patch, pad_id, ids)
         check_features(method, per_input, kinds, prep.slots, names, n_segments)
+        warn_underdetermined(method, counts, n_samples)
         z = (lime_samples if method == "lime" else shap_samples)(counts, n_samples, gen)
         run = Perturbed(prep, tuple(baselines), masks, tgt, max_batch)
         y = run.scores(z).double().cpu()
