@@ -6,6 +6,8 @@ import pytest
 from lightning.pytorch.cli import LightningCLI
 
 from lightning_xai import (
+    AttentionCallback,
+    AttributionCallback,
     AttributionDriftCallback,
     CalibrationCallback,
     GradCAMCallback,
@@ -33,7 +35,8 @@ def test_preset_instantiates_through_lightning_cli(preset, tmp_path):
     )
     expected = {"gradcam.yaml": GradCAMCallback, "calibration.yaml": CalibrationCallback,
                 "shap.yaml": SHAPCallback, "drift.yaml": AttributionDriftCallback,
-                "probing.yaml": ProbingCallback}[preset.name]
+                "probing.yaml": ProbingCallback, "attention.yaml": AttentionCallback,
+                "attribution.yaml": AttributionCallback}[preset.name]
     ours = [cb for cb in cli.trainer.callbacks if isinstance(cb, expected)]
     assert len(ours) == 1
     if expected is GradCAMCallback:
@@ -42,6 +45,13 @@ def test_preset_instantiates_through_lightning_cli(preset, tmp_path):
         assert ours[0].method == "auto" and ours[0].alert_below == 0.8 and ours[0].target == "label"
     elif expected is ProbingCallback:
         assert ours[0].layers == "auto" and ours[0].cv == 5 and ours[0].concepts == () and ours[0].time_budget == 300
+    elif expected is AttentionCallback:
+        assert ours[0].methods == ("attention", "rollout", "grad_rollout") and ours[0].num_samples == 8
+        assert ours[0].explainers["rollout"].head_fusion == "mean" and ours[0].explainers["attention"].max_raw == 2
+    elif expected is AttributionCallback:
+        assert ours[0].methods == ("integrated_gradients", "saliency", "occlusion") and ours[0].num_samples == 8
+        assert ours[0].explainers["integrated_gradients"].max_steps == 256
+        assert ours[0].explainers["occlusion"].patch == (4, 4)
     elif expected is CalibrationCallback:
         assert ours[0].n_bins == 15 and ours[0].gallery_size == 8
     else:
