@@ -159,8 +159,9 @@ TINY_ATTENTION_MODELS = ("bert", "distilbert", "roberta", "vit", "deit", "ast", 
 
 
 def tiny_attention_model(name: str, seed: int = 0) -> tuple[nn.Module, dict[str, Tensor]]:
-    """A tiny transformer (eval mode, seeded) of one of :data:`TINY_ATTENTION_MODELS` (or ``"swin"``) with 2 layers of
-    2 heads, and a batch of 2 inputs for it by keyword (``"x"`` for torchvision's ViT, called positionally)."""
+    """A tiny transformer (eval mode, seeded) of one of :data:`TINY_ATTENTION_MODELS` (or ``"swin"``, ``"timesformer"``:
+    attention that is not one matrix per layer) with 2 layers of 2 heads, and a batch of 2 inputs for it by keyword
+    (``"x"`` for torchvision's ViT, called positionally)."""
     import transformers as hf
 
     g = torch.Generator().manual_seed(seed + 1)
@@ -205,6 +206,9 @@ def tiny_attention_model(name: str, seed: int = 0) -> tuple[nn.Module, dict[str,
         elif name == "videomae":
             model = hf.VideoMAEForVideoClassification(hf.VideoMAEConfig(image_size=32, patch_size=8, num_frames=4,
                                                                         tubelet_size=2, num_labels=3, **TINY_HF))
+        elif name == "timesformer":  # divided space-time attention: 4 frames of 4 x 4 patches
+            model = hf.TimesformerForVideoClassification(hf.TimesformerConfig(image_size=32, patch_size=8, num_frames=4,
+                                                                              num_labels=3, **TINY_HF))
         elif name == "torchvision_vit":
             import torchvision
 
@@ -223,5 +227,6 @@ def tiny_attention_model(name: str, seed: int = 0) -> tuple[nn.Module, dict[str,
         "torchvision_vit": {"x": randn(2, 3, 32, 32, seed=seed)}, "ast": {"input_values": randn(2, 40, 32, seed=seed)},
         "whisper": {"input_features": randn(2, 16, 40, seed=seed)}, "wav2vec2": {"input_values": randn(2, 400, seed=seed)},
         "videomae": {"pixel_values": randn(2, 4, 3, 32, 32, seed=seed)},
+        "timesformer": {"pixel_values": randn(2, 4, 3, 32, 32, seed=seed)},
     }.get(name, text)
     return model.eval(), inputs

@@ -14,6 +14,9 @@ from torch import nn
 
 from lightning_xai.functional.attention import (
     capture_attention,
+    divided_attention,
+    divided_grad_rollout,
+    divided_rollout,
     find_attention_modules,
     grad_rollout,
     query_scores,
@@ -288,12 +291,131 @@ def test_swin_is_refused_with_the_reason():
         capture_attention(model, inputs["pixel_values"], forward_fn=lambda m, x: m(pixel_values=x).logits)
 
 
-def test_timesformer_divided_attention_is_refused_with_the_reason():
+def test_timesformer_other_attention_types_are_refused_naming_the_argument():
     transformers = pytest.importorskip("transformers")
     with seeded(0):
         model = transformers.TimesformerForVideoClassification(transformers.TimesformerConfig(
-            image_size=16, patch_size=8, num_frames=2, num_labels=2, **TINY_HF)).eval()
-    clip = randn(1, 2, 3, 16, 16)
-    with pytest.raises(ValueError, match=r"divided space-time attention \(TimeSformer\).*two attention matrices.*"
-                                         r"gradcam"):
-        capture_attention(model, clip, forward_fn=lambda m, x: m(pixel_values=x).logits)
+            image_size=16, patch_size=8, num_frames=2, num_labels=2, attention_type="space_only", **TINY_HF)).eval()
+    with pytest.raises(ValueError, match=r"`attention_modules` to be a TimeSformer with attention_type="
+                                         r"'divided_space_time'.*'space_only'"):
+        capture_attention(model, randn(1, 2, 3, 16, 16), forward_fn=lambda m, x: m(pixel_values=x).logits)
+
+
+# ------------------------------------------------------------------- divided space-time attention (TimeSformer)
+def _timesformer_capture(model, inputs, target=1):
+    return capture_attention(model, inputs["pixel_values"], target, forward_fn=lambda m, x: m(pixel_values=x).logits,
+                             gradients=True)
+
+
+def test_timesformer_captures_the_temporal_and_spatial_probabilities_exactly():
+    model, inputs = tiny_attention_model("timesformer")
+    model.train()
+    modes, implementation = [m.training for m in model.modules()], vars(model.config).get("_attn_implementation_internal")
+    cap = _timesformer_capture(model, inputs)
+    assert cap.kinds == ("temporal", "spatial") * 2 and cap.modules[0].endswith("temporal_attention.attention.attn_drop")
+    ref = copy.deepcopy(model).eval()
+    normed = []  # the temporal attention's input, to recompute its probabilities from its own weights
+    for block in ref.timesformer.encoder.layer:
+        block.temporal_layernorm.register_forward_hook(lambda m, a, out: normed.append(out))
+    out = ref(**inputs, output_attentions=True)
+    (want_grads,) = [torch.autograd.grad(out.logits[:, 1].sum(), out.attentions)]
+    for index, block in enumerate(ref.timesformer.encoder.layer):
+        attn = block.temporal_attention.attention
+        q, k, _ = attn.qkv(normed[index]).view(16 * 2, 4, 3, 2, 16).permute(2, 0, 3, 1, 4)
+        temporal = torch.softmax(q @ k.transpose(-1, -2) * attn.scale, -1)
+        torch.testing.assert_close(cap.attentions[2 * index], temporal.detach(), atol=1e-6, rtol=0)
+        torch.testing.assert_close(cap.attentions[2 * index + 1], out.attentions[index].detach(), atol=1e-6, rtol=0)
+        torch.testing.assert_close(cap.gradients[2 * index + 1], want_grads[index], atol=1e-6, rtol=1e-5)
+        assert cap.gradients[2 * index].abs().sum() > 0  # the score depends on the temporal attention too
+    assert [m.training for m in model.modules()] == modes
+    assert vars(model.config).get("_attn_implementation_internal") == implementation  # eager for the pass only
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def _np_step(attention, fusion, ratio):
+    """fuse heads, drop the smallest off-diagonal entries, 0.5 A + 0.5 I, rows renormalised (one matrix)."""
+    f = {"mean": attention.mean(0), "max": attention.max(0), "min": attention.min(0)}[fusion].copy()
+    n = f.shape[0]
+    off = sorted(((i, j) for i in range(n) for j in range(n) if i != j), key=lambda ij: f[ij])
+    for ij in off[: int(ratio * len(off))]:
+        f[ij] = 0.0
+    f = 0.5 * f + 0.5 * np.eye(n)
+    return f / f.sum(1, keepdims=True)
+
+
+def _dense_blocks(temporal, spatial, frames, patches, cls_reduce, step):
+    """Per sample, the dense (1 + T N)^2 temporal and spatial matrices in TimeSformer's own token order
+    (1 + n T + t), built entry by entry."""
+    m = 1 + frames * patches
+    batch = spatial.shape[0] // frames
+    out = []
+    for b in range(batch):
+        tm, sm = np.zeros((m, m)), np.zeros((m, m))
+        tm[0, 0] = 1.0 if cls_reduce == "mean" else 0.0  # rollout: the class token's residual; Chefer: no attention
+        for n in range(patches):
+            a = step(temporal[b * patches + n])
+            for t in range(frames):
+                for u in range(frames):
+                    tm[1 + n * frames + t, 1 + n * frames + u] = a[t, u]
+        for t in range(frames):
+            a = step(spatial[b * frames + t])
+            weight = 1.0 / frames if cls_reduce == "mean" else 1.0
+            sm[0, 0] += weight * a[0, 0]
+            for n in range(patches):
+                sm[0, 1 + n * frames + t] += weight * a[0, 1 + n]
+                sm[1 + n * frames + t, 0] = a[1 + n, 0]
+                for k in range(patches):
+                    sm[1 + n * frames + t, 1 + k * frames + t] = a[1 + n, 1 + k]
+        out.append((tm, sm))
+    return out
+
+
+def _to_frame_major(r, frames, patches):
+    order = [0] + [1 + n * frames + t for t in range(frames) for n in range(patches)]
+    return r[np.ix_(order, order)]
+
+
+@pytest.mark.parametrize("fusion, ratio, layer", [("mean", 0.0, None), ("max", 0.5, None), ("min", 0.0, 0)])
+def test_timesformer_rollout_equals_the_composed_formula(fusion, ratio, layer):
+    model, inputs = tiny_attention_model("timesformer")
+    cap = _timesformer_capture(model, inputs)
+    d = divided_attention(cap.attentions, cap.kinds)
+    got = divided_rollout(d, head_fusion=fusion, discard_ratio=ratio, layer=layer)
+    blocks = [_dense_blocks(t.double().numpy(), s.double().numpy(), 4, 16, "mean",
+                            lambda a: _np_step(a, fusion, ratio)) for t, s in zip(d.temporal, d.spatial)]
+    for b in range(2):
+        r = np.eye(65)
+        for per_sample in blocks[: 1 if layer == 0 else 2]:
+            tm, sm = per_sample[b]
+            r = sm @ tm @ r
+        torch.testing.assert_close(got[b].double(), torch.tensor(_to_frame_major(r, 4, 16)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(got.sum(-1), torch.ones(2, 65))
+
+
+def test_timesformer_grad_rollout_equals_the_composed_chefer_rule():
+    model, inputs = tiny_attention_model("timesformer")
+    cap = _timesformer_capture(model, inputs)
+    d = divided_attention(cap.attentions, cap.kinds, cap.gradients)
+    weighted = [(np.maximum(a.double().numpy() * g.double().numpy(), 0)) for a, g in zip(cap.attentions, cap.gradients)]
+    blocks = [_dense_blocks(weighted[2 * i], weighted[2 * i + 1], 4, 16, "sum", lambda a: a.mean(0)) for i in range(2)]
+    got = divided_grad_rollout(d)
+    for b in range(2):
+        r = np.eye(65)
+        for per_sample in blocks:
+            tm, sm = per_sample[b]
+            r = (np.eye(65) + sm) @ (np.eye(65) + tm) @ r
+        torch.testing.assert_close(got[b].double(), torch.tensor(_to_frame_major(r, 4, 16)), atol=1e-5, rtol=1e-5)
+    assert (got[:, 0, 1:] > 0).any()
+
+
+def test_timesformer_randomised_weights_change_rollout():
+    model, inputs = tiny_attention_model("timesformer")
+    other, _ = tiny_attention_model("timesformer", seed=5)
+    for method in (divided_rollout, divided_grad_rollout):
+        maps = []
+        for m in (model, other):
+            cap = _timesformer_capture(m, inputs)
+            maps.append(method(divided_attention(cap.attentions, cap.kinds, cap.gradients))[:, 0, 1:])
+        for a, b in zip(*maps):  # the patch scores of each clip: unrelated after re-initialisation
+            assert torch.corrcoef(torch.stack([a, b]))[0, 1] < 0.5

@@ -46,6 +46,8 @@ class AttentionCapture:
             detached).
         gradients: the same shapes: the gradient of the summed explained scores to each (``None`` unless asked).
         modules: the dotted name of the module of each call.
+        kinds: the kind of the site of each call (:class:`AttentionSite`): ``"temporal"`` and ``"spatial"`` mark
+            divided space-time attention (TimeSformer), whose calls :func:`divided_attention` splits.
         output: the forward's output, detached when it is a tensor (``(B, classes)`` logits for class targets).
         scores: the explained score per sample (``None`` without a target).
     """
@@ -55,6 +57,7 @@ class AttentionCapture:
     modules: tuple[str, ...]
     output: Any
     scores: Tensor | None
+    kinds: tuple[str, ...] = ()
 
 
 def _is_config(value: Any) -> bool:
@@ -135,7 +138,7 @@ def _weights_of(site: AttentionSite, output: Any) -> Tensor:
 
 
 @contextlib.contextmanager
-def _hooks(sites: Sequence[AttentionSite], calls: list[tuple[str, Tensor]]) -> Iterator[None]:
+def _hooks(sites: Sequence[AttentionSite], calls: list[tuple[AttentionSite, Tensor]]) -> Iterator[None]:
     handles = []
     try:
         for site in sites:
@@ -143,7 +146,7 @@ def _hooks(sites: Sequence[AttentionSite], calls: list[tuple[str, Tensor]]) -> I
                 handles.append(site.module.register_forward_pre_hook(_mha_pre_hook, with_kwargs=True))
 
             def hook(module: nn.Module, args: Any, output: Any, site: AttentionSite = site) -> None:
-                calls.append((site.name, _weights_of(site, output)))
+                calls.append((site, _weights_of(site, output)))
 
             handles.append(site.module.register_forward_hook(hook))
         yield
@@ -167,7 +170,7 @@ def _scores(output: Any, target: Tensor | Callable[[Any], Tensor], batch: int) -
     return scores
 
 
-def _gradients(scores: Tensor, calls: list[tuple[str, Tensor]]) -> tuple[Tensor, ...]:
+def _gradients(scores: Tensor, calls: list[tuple[AttentionSite, Tensor]]) -> tuple[Tensor, ...]:
     """``d sum(scores) / d A`` per captured call, in one ``torch.autograd.grad``. A returned tensor that is a
     reshaping view of the one the model computed with (``nn.MultiheadAttention`` returns
     ``weights.view(B, heads, q, k)``) is differentiated through its base."""
@@ -180,13 +183,13 @@ def _gradients(scores: Tensor, calls: list[tuple[str, Tensor]]) -> tuple[Tensor,
                          "(the forward ran without autograd).")
     found = dict(zip(map(id, wanted), torch.autograd.grad(scores.sum(), wanted, allow_unused=True)))
     out = []
-    for (name, w), base in zip(calls, bases):
+    for (site, w), base in zip(calls, bases):
         grad = found.get(id(w)) if w.requires_grad else None
         if grad is None and base is not None and found.get(id(base)) is not None:
             grad = found[id(base)].reshape(w.shape)
         if grad is None:
             raise ValueError(expected("attention_modules", "modules whose attention probabilities the explained "
-                                      "score depends on", name) + " The gradient of the score does not reach them.")
+                                      "score depends on", site.name) + " The gradient of the score does not reach them.")
         out.append(grad.detach().float())
     return tuple(out)
 
@@ -246,7 +249,7 @@ def capture_attention(
     sites = (list(attention_modules) if isinstance(attention_modules, (list, tuple)) and attention_modules
              and all(isinstance(s, AttentionSite) for s in attention_modules)
              else find_attention_modules(model, attention_modules))  # type: ignore[arg-type]
-    calls: list[tuple[str, Tensor]] = []
+    calls: list[tuple[AttentionSite, Tensor]] = []
     with explanation_mode(model), eager_attention(model), _hooks(sites, calls):
         inputs = tuple(t.detach().clone() if isinstance(t, Tensor) else t for t in inputs)
         if gradients:
@@ -262,5 +265,5 @@ def capture_attention(
         grads = _gradients(scores, calls) if gradients else None  # type: ignore[arg-type]
     return AttentionCapture(
         attentions=tuple(w.detach().float() for _, w in calls), gradients=grads,
-        modules=tuple(n for n, _ in calls), output=output.detach() if isinstance(output, Tensor) else output,
-        scores=None if scores is None else scores.detach())
+        modules=tuple(s.name for s, _ in calls), output=output.detach() if isinstance(output, Tensor) else output,
+        scores=None if scores is None else scores.detach(), kinds=tuple(s.kind for s, _ in calls))

@@ -54,8 +54,13 @@ def stack_layers(attentions: Sequence[Tensor] | Tensor, name: str = "attentions"
     return stacked
 
 
-def _last(layer: int | None, layers: int) -> int:
-    """How many layers a rollout through ``layer`` (0-based, negative from the end; ``None``: all) multiplies."""
+def layers_through(layer: int | None, layers: int) -> int:
+    """How many layers a rollout through ``layer`` (0-based, negative from the end; ``None``: all) multiplies.
+
+    Example:
+        >>> layers_through(None, 4), layers_through(-2, 4)
+        (4, 3)
+    """
     if layer is None:
         return layers
     if isinstance(layer, bool) or not isinstance(layer, int) or not -layers <= layer < layers:
@@ -76,8 +81,13 @@ def fuse_heads(attention: Tensor, head_fusion: str = "mean") -> Tensor:
     return attention.amax(-3) if head_fusion == "max" else attention.amin(-3)
 
 
-def _discard(fused: Tensor, discard_ratio: float) -> Tensor:
-    """Zero the ``discard_ratio`` smallest off-diagonal entries of each ``(N, N)`` matrix of ``(B, N, N)``."""
+def discard_smallest(fused: Tensor, discard_ratio: float) -> Tensor:
+    """Zero the ``discard_ratio`` smallest off-diagonal entries of each ``(N, N)`` matrix of ``(B, N, N)``.
+
+    Example:
+        >>> discard_smallest(torch.tensor([[[0.5, 0.25], [0.75, 0.5]]]), 0.5).tolist()
+        [[[0.5, 0.0], [0.75, 0.5]]]
+    """
     n = fused.shape[-1]
     count = int(discard_ratio * (n * n - n))
     if count <= 0:
@@ -115,8 +125,8 @@ def rollout(attentions: Sequence[Tensor] | Tensor, head_fusion: str = "mean", di
     n = fused.shape[-1]
     eye = torch.eye(n, dtype=fused.dtype, device=fused.device)
     result = eye.expand(fused.shape[0], n, n)
-    for index in range(_last(layer, fused.shape[1])):
-        step = 0.5 * _discard(fused[:, index], float(discard_ratio)) + 0.5 * eye
+    for index in range(layers_through(layer, fused.shape[1])):
+        step = 0.5 * discard_smallest(fused[:, index], float(discard_ratio)) + 0.5 * eye
         step = step / step.sum(-1, keepdim=True)
         result = step @ result
     return result
@@ -147,7 +157,7 @@ def grad_rollout(attentions: Sequence[Tensor] | Tensor, gradients: Sequence[Tens
     weighted = (grads.float() * stacked.float()).clamp(min=0).mean(2)  # (B, L, N, N)
     n = weighted.shape[-1]
     result = torch.eye(n, dtype=weighted.dtype, device=weighted.device).expand(weighted.shape[0], n, n)
-    for index in range(_last(layer, weighted.shape[1])):
+    for index in range(layers_through(layer, weighted.shape[1])):
         result = result + weighted[:, index] @ result
     return result
 

@@ -10,7 +10,9 @@ of site, in this order of preference:
 * modules named by the user with ``attention_modules=``: their output is the ``(B, heads, q, k)`` probabilities
   (a softmax or attention-dropout module), or a tuple whose second item is.
 
-Window attention (Swin) is refused: see :func:`refuse_window_attention`.
+Divided space-time attention (TimeSformer) is read from each block's two attention-dropout modules (their output
+is the probabilities), tagged ``"temporal"`` and ``"spatial"``: see :func:`divided_sites` and ``_divided``. Window
+attention (Swin) is refused: see :func:`refuse_window_attention`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from torch import nn
 
 from lightning_xai._checks import expected
 
-__all__ = ["AttentionSite", "attention_candidates", "find_attention_modules", "refuse_window_attention"]
+__all__ = ["AttentionSite", "attention_candidates", "divided_sites", "find_attention_modules",
+           "refuse_window_attention"]
 
 _MAX_LISTED = 12
 _WINDOW_MODEL_TYPES = ("swin", "swinv2", "donut-swin", "maskformer-swin", "swin2sr", "swiftformer")
@@ -40,8 +43,9 @@ class AttentionSite:
         index: the item of its (tuple) output holding the ``(B, heads, q, k)`` probabilities; ``None``: the output
             itself, or its second item when it is a tuple (``attention_modules=`` given by name).
         kind: ``"hf"`` (a Hugging Face attention layer, read under eager attention), ``"mha"``
-            (``nn.MultiheadAttention``, called with ``need_weights=True, average_attn_weights=False``) or
-            ``"named"`` (named by the user).
+            (``nn.MultiheadAttention``, called with ``need_weights=True, average_attn_weights=False``),
+            ``"named"`` (named by the user), or ``"temporal"`` / ``"spatial"`` (the two sub-attentions of a divided
+            space-time block, whose output is the probabilities).
     """
 
     name: str
@@ -101,29 +105,42 @@ def refuse_window_attention(model: nn.Module, modules: Sequence[nn.Module] | Non
         "as well, name them with `attention_modules=`.")
 
 
-def refuse_divided_attention(model: nn.Module) -> None:
-    """Raise for divided space-time attention (TimeSformer): each block attends over time within every patch, then
-    over space within every frame, two matrices over different token sets, so there is no single attention
-    matrix per layer over the clip's tokens for rollout to multiply.
+def divided_sites(model: nn.Module) -> list[AttentionSite] | None:
+    """The two attention-dropout modules of each divided space-time block (TimeSformer), whose outputs are the
+    probabilities: the temporal attention's (kind ``"temporal"``) then the spatial attention's (``"spatial"``);
+    ``None`` for models without such blocks. Recognised by structure: a block with ``attention_type`` and
+    ``temporal_attention.attention.attn_drop`` beside ``attention.attention.attn_drop``.
 
     Raises:
-        ValueError: for such a model, naming ``attention_modules=`` and the alternatives.
+        ValueError: for TimeSformer blocks with another ``attention_type`` (``"space_only"`` attends per frame with
+            the frames in the batch; ``"joint_space_time"`` orders its tokens patch-major), naming
+            ``attention_modules``.
 
     Example:
-        >>> refuse_divided_attention(nn.Sequential(nn.MultiheadAttention(4, 2)))  # joint attention: fine
+        >>> divided_sites(nn.Sequential(nn.MultiheadAttention(4, 2))) is None
+        True
     """
-    types = {getattr(getattr(m, "config", None), "model_type", None) for m in model.modules()}
-    divided = [n for n, m in model.named_modules() if type(m).__name__.lower().startswith("timesformer")]
-    if "timesformer" not in types and not divided:
-        return
-    raise ValueError(
-        expected("attention_modules", "joint self-attention layers (one tokens x tokens matrix per layer)",
-                 "divided space-time attention (TimeSformer)")
-        + " TimeSformer attends over time within each patch and then over space within each frame: each block has "
-        "two attention matrices over different token sets, not the one matrix over the clip's tokens that "
-        "rollout multiplies, and lightning_xai refuses rather than draw a map that means nothing. Explain this "
-        "model with `method='gradcam'` or an attribution method ('integrated_gradients', 'shap', 'occlusion'); "
-        "video transformers with joint space-time attention (VideoMAE) are supported.")
+    sites, other = [], None
+    for name, module in model.named_modules():
+        kind = getattr(module, "attention_type", None)
+        if not isinstance(kind, str) or not hasattr(getattr(module, "attention", None), "attention"):
+            continue
+        if kind != "divided_space_time":
+            other = other or (name, kind)
+            continue
+        for sub, label in (("temporal_attention", "temporal"), ("attention", "spatial")):
+            drop = getattr(getattr(getattr(module, sub, None), "attention", None), "attn_drop", None)
+            if not isinstance(drop, nn.Module):
+                return None
+            sites.append(AttentionSite(f"{name}.{sub}.attention.attn_drop", drop, None, label))
+    if other is not None:
+        raise ValueError(
+            expected("attention_modules", "a TimeSformer with attention_type='divided_space_time'",
+                     f"attention_type={other[1]!r} at {other[0]!r}")
+            + " lightning_xai rolls out TimeSformer's divided space-time attention (temporal, then spatial, "
+            "composed per block); for other attention types name the modules whose output is the probabilities "
+            "with `attention_modules=` and give `reshape_transform=` for their token order.")
+    return sites or None
 
 
 def _specs(cls: type) -> list[tuple[type | None, str | None, int, str | None]]:
@@ -197,8 +214,7 @@ def find_attention_modules(model: nn.Module, attention_modules: str | Sequence[s
     if attention_modules is not None:
         return _named_sites(model, attention_modules)
     refuse_window_attention(model)
-    refuse_divided_attention(model)
-    sites = _hf_sites(model)
+    sites = divided_sites(model) or _hf_sites(model)
     if not sites:
         sites = [AttentionSite(n, m, 1, "mha") for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)]
     if not sites:
