@@ -41,7 +41,8 @@ class AttentionCallback(XAICallback):
     ``(num_samples, grid_h, grid_w)``, video ``(num_samples, frames, grid_h, grid_w)``), ``maps`` on the input, and
     for ``"attention"`` ``raw`` ``(max_raw, layers, heads, seq, seq)`` and ``head_scores``. Between methods,
     ``xai/attention/agreement/<a>_vs_<b>``: the median over probes of the Spearman correlation of their maps.
-    Window attention (Swin) is refused at ``setup`` with the reason.
+    TimeSformer's divided space-time attention is composed per block (temporal, then spatial; see
+    :mod:`lightning_xai.explainers.attention`). Window attention (Swin) is refused at ``setup`` with the reason.
 
     Args:
         num_samples: probe samples to explain.

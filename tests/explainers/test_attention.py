@@ -18,7 +18,16 @@ from lightning_xai.explainers import (
     get_explainer,
     list_explainers,
 )
-from lightning_xai.functional.attention import capture_attention, grad_rollout, query_scores, rollout
+from lightning_xai.functional.attention import (
+    DIVIDED_RULES,
+    capture_attention,
+    divided_attention,
+    divided_grad_rollout,
+    divided_rollout,
+    grad_rollout,
+    query_scores,
+    rollout,
+)
 from tests.helpers import TINY_HF, seeded, tiny_attention_model
 
 hf = pytest.importorskip("transformers")
@@ -148,6 +157,28 @@ def test_token_grids_and_maps_per_model(name, scores, maps, prefix, query):
         torch.testing.assert_close(e.scores, want, atol=1e-6, rtol=1e-5)
     if name == "ast":
         assert e.time_first == (key,)
+
+
+def test_timesformer_scores_are_the_divided_rows_on_the_clip_grid():
+    model, inputs = tiny_attention_model("timesformer")
+    target = torch.tensor([1, 2])
+    cap = capture_attention(model, inputs["pixel_values"], target, gradients=True,
+                            forward_fn=lambda m, x: m(pixel_values=x).logits)
+    d = divided_attention(cap.attentions, cap.kinds, cap.gradients)
+    last = torch.stack(d.spatial[-1].mean(1).split(4))  # (clips, frames, 1 + patches, 1 + patches), heads' mean
+    for explainer, want in [(RolloutExplainer(head_fusion="max", discard_ratio=0.5),
+                             divided_rollout(d, "max", 0.5)[:, 0, 1:].reshape(2, 4, 4, 4)),
+                            (GradRolloutExplainer(layer=0), divided_grad_rollout(d, 0)[:, 0, 1:].reshape(2, 4, 4, 4)),
+                            # the class token's spatial attention to each frame's patches, averaged over frames
+                            (RawAttentionExplainer(max_raw=2), last[:, :, 0, 1:].reshape(2, 4, 4, 4) / 4)]:
+        e = explainer.explain(model, ModelInputs(kwargs=inputs), target=target)
+        torch.testing.assert_close(e.scores, want, atol=1e-6, rtol=1e-5)
+        assert tuple(e.values["pixel_values"].shape) == (2, 4, 32, 32) and e.num_prefix_tokens == 1
+        assert e.query == "token 0" and len(e.modules) == 4
+        assert e.settings["divided_space_time"] == DIVIDED_RULES[explainer.name]
+    assert e.raw.shape == (2, 2, 2, 65, 65) and e.head_scores.shape == (2, 2, 2, 4, 4, 4)
+    torch.testing.assert_close(e.head_scores[:, -1].mean(1), e.scores)  # the last layer's heads, fused by their mean
+    torch.testing.assert_close(e.raw[:, 0, :, 1:17, 1:17], torch.stack(d.spatial[0][:, :, 1:, 1:].split(4))[:, 0])
 
 
 def test_weighted_by_predictions_scales_by_the_explained_class_probability():
