@@ -19,6 +19,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import lightning.pytorch as pl
@@ -199,13 +200,12 @@ class Gallery:
                 break
             if expl.signed:
                 what = "SHAP" if expl.method == "shap" else expl.method
-                return signed_heatmap_grid(batch.get(key), maps, titles=titles, mean=source.mean, std=source.std,
-                                           colorbar_label=_SIGNED_SHORT if expl.method == "shap" else
-                                           f"{what} (red: for pred)", suptitle=f"{suptitle} · {what} of the "
-                                           "predicted class")
-            return overlay_grid(images, maps, titles=titles,
-                                suptitle=f"{suptitle} · {expl.method} of the predicted class")
-        return image_gallery(images, titles, suptitle=suptitle)
+                return partial(signed_heatmap_grid, batch.get(key), maps, titles=titles, mean=source.mean,
+                               std=source.std, colorbar_label=_SIGNED_SHORT if expl.method == "shap" else
+                               f"{what} (red: for pred)", suptitle=f"{suptitle} · {what} of the predicted class")
+            return partial(overlay_grid, images, maps, titles=titles,
+                           suptitle=f"{suptitle} · {expl.method} of the predicted class")
+        return partial(image_gallery, images, titles, suptitle=suptitle)
 
     def _token_figure(self, source: _Source, key: int | str, titles: list[str], suptitle: str) -> Any:
         """Token plot of the predicted class; texts of unequal length are explained in groups."""
@@ -226,7 +226,7 @@ class Gallery:
                 f"{expl.method} of the predicted class")
             for row, i in enumerate(members):
                 rows[i] = (expl.tokens[name][row], expl.values[name][row], expl.keep[name][row], titles[i])
-        return token_grid(rows, suptitle=f"{suptitle} · {what}", colorbar_label=_SIGNED)
+        return partial(token_grid, rows, suptitle=f"{suptitle} · {what}", colorbar_label=_SIGNED)
 
     def _table(self, titles: list[str], suptitle: str, key: int | str | None, source: _Source | None) -> str:
         """Markdown table of the mistakes, with their decoded text when a tokenizer is known."""

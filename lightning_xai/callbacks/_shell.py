@@ -20,6 +20,7 @@ from lightning_xai._inputs import Scorer
 from lightning_xai.adapters import ModelInputs, default_batch_to_inputs, default_forward_fn, resolve_callable
 from lightning_xai.functional._fingerprint import model_fingerprint
 from lightning_xai.sinks import ArtifactSink, Event
+from lightning_xai.sinks._worker import figure_worker, flush_figures
 
 __all__ = ["CallbackShell", "Stage"]
 
@@ -51,6 +52,7 @@ class CallbackShell(Callback):
     """
 
     name: ClassVar[str] = "xai"
+    figures: Literal["background", "inline"] = "background"
 
     def __init__(
         self,
@@ -95,6 +97,28 @@ class CallbackShell(Callback):
             )
         self._root = self.log_dir or trainer.log_dir or trainer.default_root_dir  # collective: every rank calls it
         self._check_model(trainer, pl_module)
+
+    # ------------------------------------------------------------------ figures drawn in the background
+    @override
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        flush_figures()
+
+    @override
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn != TrainerFn.FITTING:  # during fit the figures are waited for at its end
+            flush_figures()
+
+    @override
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        flush_figures()
+
+    @override
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        flush_figures()  # KeyboardInterrupt or an error in the model: the completed epochs' figures are written
+
+    @override
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        flush_figures()
 
     @override
     def on_load_checkpoint(
@@ -171,8 +195,9 @@ class CallbackShell(Callback):
         # the sink logs the scalars when Lightning will not (fit), or not at this step (a checkpoint's): _publish
         own = trainer.state.fn == TrainerFn.FITTING or not trainer.loggers or (
             (epoch, step) != (trainer.current_epoch, trainer.global_step))
+        worker = figure_worker() if self.figures == "background" and trainer.is_global_zero else None
         sink = ArtifactSink(trainer.loggers, self._root or trainer.default_root_dir, event,
-                            strict=self.on_error == "raise", scalars_to_loggers=own)
+                            strict=self.on_error == "raise", scalars_to_loggers=own, worker=worker)
         self._sinks.append(sink)
         return sink
 

@@ -206,6 +206,7 @@ class AttributionDriftCallback(XAICallback):
 
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().teardown(trainer, pl_module, stage)
         self._target.close()
 
     def _works_in(self, trainer: pl.Trainer) -> bool:

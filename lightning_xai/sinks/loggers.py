@@ -18,16 +18,19 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 import time
 import traceback
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lightning_xai.sinks._worker import FigureBatch, FigureWorker, draw_png
 from lightning_xai.sinks.files import append_manifest, atomic_write_bytes, manifest_path, save_json, save_npy
 
 __all__ = ["ArtifactSink", "Event"]
@@ -73,6 +76,8 @@ class ArtifactSink:
         strict: raise (after the data and the manifest line are written) when a figure fails, instead of warning.
         scalars_to_loggers: ``False`` when Lightning itself logs the scalars (a callback hands them to
             ``LightningModule.log`` at the same step): they are still recorded in the manifest and ``published``.
+        worker: draw the figures in the background (:mod:`lightning_xai.sinks._worker`); ``None`` draws them at
+            :meth:`commit`.
 
     Example:
         >>> import tempfile
@@ -90,6 +95,7 @@ class ArtifactSink:
     write: bool = True
     strict: bool = False
     scalars_to_loggers: bool = True
+    worker: FigureWorker | None = None
     files: list[str] = field(default_factory=list)
     logged: dict[str, float] = field(default_factory=dict)
     published: dict[str, float] = field(default_factory=dict)
@@ -160,25 +166,21 @@ class ArtifactSink:
         if self.write:
             self._figures.append((name, fig, dpi))
 
-    def _draw(self, name: str, fig: Any, dpi: int) -> None:
-        fig = fig() if callable(fig) and not hasattr(fig, "savefig") else fig
-        if fig is None:  # the builder had nothing to draw
-            return
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=dpi)
-        png = buf.getvalue()
-        atomic_write_bytes(self._file(name, ".png"), png)
+    def _deliver(self, name: str, png: bytes) -> str:
+        """Write one drawn figure as ``<name>.png`` and log it; return the file (relative to ``<log_dir>/xai``)."""
+        path = self.folder / f"{_safe(name)}.png"
+        atomic_write_bytes(path, png)
         step = self.event.global_step
-        image: np.ndarray | None = None
         for exp in self._tb():
-            image = _decode_png(png) if image is None else image
-            exp.add_image(self.tag(name), image, step, dataformats="HWC")
+            _tensorboard_png(exp, self.tag(name), png, step)
+        image: np.ndarray | None = None
         for lg in self._others():
             if hasattr(lg, "log_image"):
                 image = _decode_png(png) if image is None else image
                 lg.log_image(key=self.tag(name), images=[image], step=step)
             else:
                 self._warn_once(lg, "images")
+        return str(path.relative_to(self.root))
 
     def scalar(self, name: str, value: float) -> None:
         """Log one number at the event's global step; the next manifest line records it under its tag."""
@@ -247,12 +249,41 @@ class ArtifactSink:
         """Draw the figures handed over since the last commit (each on its own: a failure is a warning naming
         it), then append one manifest line listing the files written, the scalars logged (by tag) and the
         figures that failed, and flush the loggers. With ``strict``, the first figure failure is raised after
-        the manifest line is written."""
+        the manifest line is written.
+
+        With a ``worker`` (and not ``strict``) the figures are drawn in the background instead: this returns at
+        once, the worker writes the PNGs and then the manifest line (the returned record lists the data files;
+        the line gets the PNGs too). ``worker.flush()`` waits for it.
+        """
+        record = {
+            **asdict(self.event),
+            "folder": str(self.folder.relative_to(self.root)) if self._claimed is not None or self._figures else None,
+            "method": method,
+            "files": list(self.files),
+            "scalars": dict(self.logged),
+            "timestamp": time.time(),
+        }
+        record.update(extra)
+        figures, self._figures = self._figures, []
+        self.files.clear()
+        self.logged.clear()
+        if not self.write:
+            return record
+        if self.worker is not None and figures and not self.strict:
+            jobs = [self.worker.job(name, fig, dpi) for name, fig, dpi in figures]
+            ev = self.event
+            self.worker.submit(FigureBatch(
+                jobs, self._deliver, partial(self._finish, record),
+                f"{ev.callback} at {ev.stage} epoch {ev.epoch} step {ev.global_step}", str(self.folder)))
+            return record
         failed: dict[str, str] = {}
         first: BaseException | None = None
-        for name, fig, dpi in self._figures:
+        drawn: list[str] = []
+        for name, fig, dpi in figures:
             try:
-                self._draw(name, fig, dpi)
+                png = draw_png(fig, dpi)
+                if png is not None:
+                    drawn.append(self._deliver(name, png))
             except Exception as err:  # one figure must not take the epoch's data (or the other figures) with it
                 failed[name] = f"{type(err).__name__}: {err}"
                 first = first or err
@@ -265,32 +296,39 @@ class ArtifactSink:
                         RuntimeWarning,
                         stacklevel=2,
                     )
-        self._figures.clear()
-        record = {
-            **asdict(self.event),
-            "folder": str(self.folder.relative_to(self.root)) if self._claimed is not None else None,
-            "method": method,
-            "files": list(self.files),
-            "scalars": dict(self.logged),
-            "timestamp": time.time(),
-        }
-        if failed:
-            record["failed_figures"] = failed
-        record.update(extra)
-        if self.write:
-            append_manifest(manifest_path(self.log_dir), record)
-            for exp in self._tb():
-                exp.flush()
-        self.files.clear()
-        self.logged.clear()
+        self._finish(record, drawn, failed)
         if first is not None and self.strict:
             raise first
         return record
+
+    def _finish(self, record: dict[str, Any], drawn: list[str], failed: dict[str, str]) -> None:
+        """Append the event's manifest line (its data files, then the figures drawn) and flush TensorBoard."""
+        record["files"] = [*record["files"], *drawn]
+        if failed:
+            record["failed_figures"] = failed
+        append_manifest(manifest_path(self.log_dir), record)
+        for exp in self._tb():
+            exp.flush()
 
 
 def _where(err: OSError, path: Path, what: str) -> OSError:
     """``err`` again, naming the path it concerns (``[Errno 27] File too large: '<path>'``)."""
     return type(err)(err.errno, f"lightning_xai could not {what}: {err.strerror or err}", str(path))
+
+
+def _tensorboard_png(exp: Any, tag: str, png: bytes, step: int) -> None:
+    """Log PNG bytes as a TensorBoard image as they are (no decoding and encoding again), through the writer's
+    ``file_writer``; a writer without one (closed, or another implementation) gets the decoded pixels."""
+    writer = getattr(exp, "file_writer", None)
+    if writer is None or not hasattr(writer, "add_summary") or png[12:16] != b"IHDR":
+        exp.add_image(tag, _decode_png(png), step, dataformats="HWC")
+        return
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    width, height = struct.unpack(">II", png[16:24])
+    colorspace = {2: 3, 6: 4, 0: 1, 4: 2}.get(png[25], 4)  # PNG colour type -> channels
+    image = Summary.Image(height=height, width=width, colorspace=colorspace, encoded_image_string=png)
+    writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
 
 def _decode_png(png: bytes) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -252,8 +253,8 @@ def _figures(cb: DriftOptions, store: AttributionStore, info: SnapshotInfo, expl
                 series.setdefault(tag, {}).setdefault(against, []).append((past.epoch, value))
     if series:
         reference = f" vs {cb.reference_run}" if cb.reference_run else ""
-        sink.figure("timeline", drift_timeline(series, title=f"{cb.method} attribution drift · run {run}"
-                                               f"{reference}", alert_below=cb.alert_below))
+        sink.figure("timeline", partial(drift_timeline, series, title=f"{cb.method} attribution drift · run {run}"
+                                        f"{reference}", alert_below=cb.alert_below))
     key = next(iter(arrays))
     earlier = [i for i in sorted(history, key=lambda i: i.id) if i.id != info.id]
     snaps, titles = [], []
@@ -273,13 +274,13 @@ def _figures(cb: DriftOptions, store: AttributionStore, info: SnapshotInfo, expl
     what = cb.method if key == cb.method else f"{cb.method} · {key}"
     suptitle = f"{what} across snapshots · run {run} · {ev.stage} · epoch {ev.epoch}"
     if key in keep:
-        fig = token_snapshot_grid(stack, expl.tokens[key], rows, titles, keep=keep[key], suptitle=suptitle)
+        fig = partial(token_snapshot_grid, stack, expl.tokens[key], rows, titles, keep=keep[key], suptitle=suptitle)
     elif stack.dim() == 4:
         image = next((x for n in expl.values if (x := expl.inputs[n]).is_floating_point() and x.dim() == 4), None)
         mean, std = cb.mean, cb.std
         images = denormalize(image, mean, std) if image is not None and image.dim() == 4 else None
-        fig = snapshot_grid(stack, rows, titles, suptitle=suptitle, images=images)
+        fig = partial(snapshot_grid, stack, rows, titles, suptitle=suptitle, images=images)
     else:
         features = [[f"x{j}" for j in range(stack.shape[-1])] for _ in rows]
-        fig = token_snapshot_grid(stack.flatten(2), features, rows, titles, suptitle=suptitle)
+        fig = partial(token_snapshot_grid, stack.flatten(2), features, rows, titles, suptitle=suptitle)
     sink.figure("snapshots", fig)
