@@ -188,10 +188,53 @@ def test_completeness(method: str) -> None:
 
 def test_deeplift_names_the_layers_it_cannot_handle() -> None:
     net = nn.Sequential(nn.Linear(5, 4), nn.GELU(), nn.Linear(4, 2))
-    with pytest.warns(UserWarning, match=r"1 \(GELU: gelu\)"):
+    with pytest.warns(UserWarning, match=r"1 \(GELU: gelu\)"), \
+            pytest.warns(RuntimeWarning, match="do not add up.*no MaxPool/Softmax layer is in the model"):
         get_explainer("deeplift").explain(net, ModelInputs((torch.randn(2, 5),)))
     with pytest.raises(ValueError, match="`model`"):
         get_explainer("deeplift", strict=True).explain(net, ModelInputs((torch.randn(2, 5),)))
+
+
+def _pooled_cnn(pool: nn.Module) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), pool,
+                         nn.Flatten(), nn.Linear(8, 3)).eval()
+
+
+def test_deeplift_warns_when_its_values_do_not_add_up_and_names_the_max_pool() -> None:
+    x = torch.rand(8, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(RuntimeWarning, match=r"probes .* do not add up.*completeness_tol=0\.05.*4 \(MaxPool2d\).*"
+                                            r"integrated_gradients") as record:
+        e = get_explainer("deeplift").explain(_pooled_cnn(nn.MaxPool2d(8)), ModelInputs((x,)))
+    message = " ".join(str(w.message) for w in record if w.category is RuntimeWarning)
+    over = (e.relative_error > 0.05).nonzero().flatten().tolist()
+    assert over and f"{len(over)} of 8 probes" in message, (e.relative_error, message)
+    assert e.settings["completeness_tol"] == 0.05
+    # the same network with an average pool is exact: the max pool's rule was the cause
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        e = get_explainer("deeplift").explain(_pooled_cnn(nn.AvgPool2d(8)), ModelInputs((x,)))
+        assert float(e.relative_error.max()) < 1e-3, e.relative_error
+        get_explainer("deeplift", completeness_tol=None).explain(_pooled_cnn(nn.MaxPool2d(8)), ModelInputs((x,)))
+    with pytest.raises(ValueError, match="`completeness_tol`"):
+        get_explainer("deeplift", completeness_tol=0)
+
+
+def test_deeplift_is_silent_where_it_is_exact_on_a_relu_mlp() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        e = get_explainer("deeplift").explain(net, ModelInputs((torch.randn(8, 5),)))
+    assert float(e.relative_error.max()) < 1e-3, e.relative_error  # checked, and well within the tolerance
+
+
+def test_the_non_elementwise_layers_are_captums_non_rescale_rules() -> None:
+    from captum.attr._core.deep_lift import SUPPORTED_NON_LINEAR, nonlinear
+
+    from lightning_xai.explainers._completeness import NON_ELEMENTWISE
+
+    assert set(NON_ELEMENTWISE) == {cls for cls, rule in SUPPORTED_NON_LINEAR.items() if rule is not nonlinear}
 
 
 @pytest.mark.parametrize("baseline", ["blur", "mean"])

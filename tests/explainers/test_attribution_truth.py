@@ -4,15 +4,23 @@ Shapes: a ShapesCNN (width 4) trained for 40 full-batch Adam steps on 128 Synthe
 0.1; distractor bars kept), explained on 16 held-out images by every registered attribution explainer at its
 defaults, target the true class. Its global ``AdaptiveMaxPool2d(1)`` is swapped for the same function as a
 ``MaxPool2d`` over the whole 8x8 map: captum's DeepLift has a rule for ``MaxPool2d`` but not for the adaptive module,
-so every method, DeepLift included, is well defined on it (no layer is differentiated plainly; DeepLift's values
-still miss completeness by ~10% at that global max pool, measured, which no line below relies on).
+so every method, DeepLift included, is well defined on it (no layer is differentiated plainly). DeepLift's values
+still miss completeness there (median relative error ~0.1, measured): its explainer says so in a RuntimeWarning
+naming the max pools (line 2b).
 
 1. Model randomisation (Adebayo et al., 2018): every weight re-drawn, every method's map changes: the median over
    probes of the Spearman correlation of |map| (trained vs randomised) is below 0.5.
-2. Localisation: for every gradient method, the median over probes of (share of the positive attribution on the
-   object mask) / (the mask's share of the image) is above 1. A weak line: the object is the brightest thing in
-   the image, and the randomised copy also meets it (measured medians 1.4-2.0), so it shows where attribution
-   lands, not that the training put it there.
+2. Object against distractor, for every gradient method. In the dataset the object is larger and brighter than the
+   bar (mean normalised intensity 1.03 vs 0.84 on the 16 probes), so "more positive attribution on the object than
+   its area share" is met by the randomised copy too (medians 1.4-2.0) and by input x gradient more on the random
+   than on the trained model (object/bar per-pixel ratio 3.29 vs 3.22). Here the probes are 32 other scenes whose
+   bar is painted in the object's colour: per probe, positive attribution per pixel on the object over that on the
+   bar. Its median is above 1 for the trained model, and at least 1.25 times that of five randomised copies pooled
+   (their medians 1.0-1.6 over probe seeds: a random max-pool CNN still prefers a blob to a thin bar, so the line
+   is relative to that). Measured (seed 99): trained 1.76 (smoothgrad) to 4.64 (deeplift), guided backprop inf (the
+   bar gets none in most probes); pooled random 1.15-1.63. The same model after 10 Adam steps (50% accuracy) fails
+   it: saliency 1.32 and smoothgrad 1.22 against 1.24 and 1.15 randomised.
+2b. DeepLift on the trained CNN warns that it misses completeness, naming the ``MaxPool2d`` layers.
 3. Keywords: SentimentSentences (the label is decided by one sentiment word; a word-level tokenizer here, so that
    nothing is downloaded) and a text CNN trained on six templates; on the two held-out templates the keyword holds
    the largest integrated-gradients attribution toward the label (over every attended token, [CLS]/[SEP] included)
@@ -82,11 +90,11 @@ def _trained_cnn() -> nn.Module:
     return model.eval()
 
 
-def _randomised(model: nn.Module) -> nn.Module:
+def _randomised(model: nn.Module, seed: int = 1) -> nn.Module:
     """A copy with every layer re-initialised (the cascading randomisation run to the input)."""
     out = copy.deepcopy(model)
     with torch.random.fork_rng():
-        torch.manual_seed(1)
+        torch.manual_seed(seed)
         for m in out.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)):
                 m.reset_parameters()
@@ -113,6 +121,7 @@ def shapes() -> dict[str, Any]:
     maps: dict[str, dict[str, Tensor]] = {"trained": {}, "random": {}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
+        warnings.filterwarnings("ignore", "deeplift: the attributions", RuntimeWarning)  # line 2b checks it
         for name in METHODS:
             maps["trained"][name] = _explain(name, model, x, y)
             maps["random"][name] = _explain(name, random, x, y)
@@ -138,17 +147,76 @@ def test_randomising_the_weights_changes_every_map(shapes):
     assert max(blank.values()) <= len(shapes["y"]) // 4, f"blank maps of the randomised model per method: {blank}"
 
 
-def test_gradient_maps_put_positive_attribution_on_the_object(shapes):
-    mask = shapes["mask"].flatten(1)
-    area = mask.mean(1)
-    ratio, hits = {}, {}
-    for name in GRADIENT:
-        positive = shapes["maps"]["trained"][name].flatten(1).clamp_min(0)  # saliency: |gradient|, all of it
-        share = (positive * mask).sum(1) / positive.sum(1).clamp_min(1e-12)
-        ratio[name] = round(float((share / area).median()), 3)
-        hits[name] = round(float((share > area).float().mean()), 3)
-    failing = {k: v for k, v in ratio.items() if not v > 1.0}
-    assert not failing, f"median (positive share on the object / its area share): {ratio}; fraction > 1: {hits}"
+def _equal_colour_probes(n: int, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """SyntheticShapes scenes whose distractor bar has the object's colour: ``(x, y, object mask, bar mask)``.
+
+    Each scene is drawn without noise with and without its bar (the same ``(seed, index)``: the same scene); the bar
+    is where the two differ off the object. Bar and object are painted in the object's colour, then the dataset's
+    noise (0.1, from a generator seeded with ``seed``), clamping to [0, 1] and normalisation are applied.
+    """
+    kw: dict[str, Any] = {"num_samples": n, "image_size": SIZE, "noise": 0.0, "seed": seed, "normalize": False}
+    scenes, plain = SyntheticShapes(**kw), SyntheticShapes(distractors=False, **kw)
+    images, labels, objects, bars = [], [], [], []
+    for i in range(n):
+        image, label, obj = scenes[i]
+        bar = (image != plain[i][0]).any(0) & (obj == 0)
+        colour = image[:, obj.bool()][:, :1, None]  # (3, 1, 1): the object is one flat colour without noise
+        images.append(torch.where(bar, colour, image))
+        labels.append(label)
+        objects.append(obj)
+        bars.append(bar.float())
+    x = torch.stack(images)
+    x = (x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))).clamp(0.0, 1.0)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (SyntheticShapes.mean, SyntheticShapes.std))
+    return (x - mean) / std, torch.stack(labels), torch.stack(objects), torch.stack(bars)
+
+
+def _object_over_bar(maps: Tensor, obj: Tensor, bar: Tensor) -> Tensor:
+    """Per probe: positive attribution per pixel on the object over that on the bar (x/0: inf; 0/0: 1)."""
+    positive = maps.flatten(1).clamp_min(0)  # saliency: |gradient|, all of it
+    on_object = (positive * obj.flatten(1)).sum(1) / obj.flatten(1).sum(1)
+    on_bar = (positive * bar.flatten(1)).sum(1) / bar.flatten(1).sum(1)
+    none = torch.where(on_object > 0, torch.inf, 1.0)
+    return torch.where(on_bar > 0, on_object / on_bar.clamp_min(torch.finfo(on_bar.dtype).tiny), none)
+
+
+@pytest.fixture(scope="module")
+def distractor(shapes) -> dict[str, Any]:
+    model = shapes["model"]
+    x, y, obj, bar = _equal_colour_probes(32, seed=99)
+    with torch.no_grad():
+        accuracy = float((model(x).argmax(-1) == y).float().mean())
+    randoms = [_randomised(model, seed) for seed in range(1, 6)]
+    trained, random = {}, {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.filterwarnings("ignore", "deeplift: the attributions", RuntimeWarning)
+        for name in GRADIENT:
+            trained[name] = _object_over_bar(_explain(name, model, x, y), obj, bar)
+            random[name] = torch.cat([_object_over_bar(_explain(name, r, x, y), obj, bar) for r in randoms])
+    bright = {k: round(float((x.mean(1) * m).sum() / m.sum()), 3) for k, m in (("object", obj), ("bar", bar))}
+    return {"accuracy": accuracy, "trained": trained, "random": random, "brightness": bright,
+            "bar_pixels": int(bar.flatten(1).sum(1).min())}
+
+
+def test_gradient_maps_prefer_the_object_to_an_equally_bright_distractor(distractor):
+    assert distractor["accuracy"] >= 0.9, f"accuracy with the bar in the object's colour {distractor['accuracy']}"
+    bright = distractor["brightness"]
+    assert abs(bright["object"] - bright["bar"]) < 0.1 and distractor["bar_pixels"] > 0, (bright, distractor)
+    trained = {k: round(float(v.median()), 3) for k, v in distractor["trained"].items()}
+    random = {k: round(float(v.median()), 3) for k, v in distractor["random"].items()}
+    numbers = f"median object/bar positive attribution per pixel, trained {trained}, randomised x5 {random}"
+    assert all(v > 1.0 for v in trained.values()), numbers
+    assert all(trained[k] >= 1.25 * random[k] and random[k] < torch.inf for k in GRADIENT), numbers
+
+
+def test_deeplift_warns_that_it_misses_completeness_on_the_shapes_cnn(shapes):
+    x, y = shapes["x"], shapes["y"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        with pytest.warns(RuntimeWarning, match=r"do not add up.*features\.3 \(MaxPool2d\), pool \(MaxPool2d\)"):
+            e = get_explainer("deeplift").explain(shapes["model"], ModelInputs((x,)), target=y)
+    assert float(e.relative_error.median()) > 0.05, e.relative_error
 
 
 def test_stochastic_methods_are_stable_between_seeds_at_their_defaults(shapes):
