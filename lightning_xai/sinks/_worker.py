@@ -191,15 +191,15 @@ class FigureWorker:
             ready, _, _ = select.select([proc.stdout], [], [], JOB_TIMEOUT_S)
             answer = read_message(proc.stdout) if ready else "timeout"  # type: ignore[arg-type]
         except (OSError, ValueError, EOFError, pickle.UnpicklingError) as err:
-            answer = None
-            self._break(f"it stopped answering ({type(err).__name__}: {err})")
+            answer, self._broken = None, f"it stopped answering ({type(err).__name__}: {err})"
         if answer == "timeout":
             self._stop_process()
             job.error, job.trace = f"TimeoutError: not drawn within {JOB_TIMEOUT_S:.0f} s", ""
             return
-        if answer is None:
-            self._break(self._broken or f"it ended (exit code {proc.poll()})")
-            _draw_here(job)
+        if answer is None:  # it died drawing this one: not retried here, where it could take the training down
+            code = proc.wait()
+            self._break(self._broken or f"it ended while drawing {job.name!r} (exit code {code})")
+            job.error, job.trace = f"the drawing process ended while drawing it (exit code {code})", ""
             return
         kind, value, extra = answer
         if kind == "ok":
@@ -242,6 +242,9 @@ class FigureWorker:
             proc.wait(timeout=5)
         except (OSError, subprocess.TimeoutExpired):
             proc.kill()
+            proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
 
     def _break(self, why: str) -> None:
         self._broken = why

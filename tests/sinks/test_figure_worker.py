@@ -1,0 +1,206 @@
+"""Figures drawn off the training path (lightning_xai.sinks._worker): same bytes, nothing lost, failures said."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+from functools import partial
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch import LightningModule
+
+from lightning_xai import CalibrationCallback, GradCAMCallback
+from lightning_xai.callbacks._shell import CallbackShell
+from lightning_xai.demo import ShapesCNN
+from lightning_xai.render import overlay_grid
+from lightning_xai.render.calibration import reliability_diagram
+from lightning_xai.sinks import ArtifactSink, Event, read_manifest
+from lightning_xai.sinks._worker import FigureWorker, draw_png, figure_worker
+from tests.helpers import read_events, shapes_loaders, tiny_trainer
+
+
+def broken_figure(message: str) -> None:
+    """A builder that fails in the drawing process (module level, so the process can import it)."""
+    raise ValueError(message)
+
+
+def _builders() -> dict[str, partial]:
+    gen = torch.Generator().manual_seed(0)
+    images, maps = torch.rand(3, 3, 16, 16, generator=gen), torch.rand(3, 16, 16, generator=gen)
+    return {
+        "overlay": partial(overlay_grid, images, maps, titles=["a", "$x_1_2$", "c"], suptitle="Grad-CAM · epoch 1"),
+        "reliability": partial(reliability_diagram, torch.tensor([3.0, 0.0, 5.0]), torch.tensor([0.2, 0.0, 0.9]),
+                               torch.tensor([0.3, 0.0, 0.7]), 0.1),
+    }
+
+
+def _sink(tmp_path: Path, worker: FigureWorker | None, step: int = 4) -> ArtifactSink:
+    return ArtifactSink([], str(tmp_path), Event("gradcam", "fit", 0, step), worker=worker)
+
+
+def test_the_drawing_process_gives_the_same_png_bytes_and_manifest_line(tmp_path):
+    worker = FigureWorker()
+    try:
+        for name, builder in _builders().items():
+            here = draw_png(builder, 100)
+            sink = _sink(tmp_path / name, worker)
+            sink.figure(name, builder)
+            sink.array("maps", np.zeros((2, 2), dtype=np.float32))
+            record = sink.commit(method="gradcam")
+            assert record["files"] == ["gradcam/fit-epoch=0-step=4/maps.npy"]  # the PNG is written later
+            worker.flush()
+            (line,) = read_manifest(tmp_path / name / "xai" / "manifest.jsonl")
+            assert line["files"] == ["gradcam/fit-epoch=0-step=4/maps.npy", f"gradcam/fit-epoch=0-step=4/{name}.png"]
+            assert (tmp_path / name / "xai" / "gradcam" / "fit-epoch=0-step=4" / f"{name}.png").read_bytes() == here
+        assert worker.drawn_in_process == 2  # drawn by the process, not by this one
+    finally:
+        worker.close()
+
+
+def test_the_users_matplotlib_style_travels_with_the_figure(tmp_path):
+    builder = _builders()["reliability"]
+    worker = FigureWorker()
+    try:
+        with matplotlib.rc_context({"font.size": 14, "axes.facecolor": "#eeeeee"}):
+            here = draw_png(builder, 100)
+            sink = _sink(tmp_path, worker)
+            sink.figure("reliability", builder)
+            sink.commit(method="calibration")
+        worker.flush()
+        assert here != draw_png(builder, 100)  # the style changes the picture ...
+        png = tmp_path / "xai" / "gradcam" / "fit-epoch=0-step=4" / "reliability.png"
+        assert png.read_bytes() == here  # ... and the process drew it with the caller's style
+    finally:
+        worker.close()
+
+
+def test_a_failing_figure_in_the_process_is_a_warning_naming_it_and_keeps_the_data(tmp_path):
+    worker = FigureWorker()
+    try:
+        sink = _sink(tmp_path, worker)
+        sink.figure("broken", partial(broken_figure, "no figure today"))
+        sink.figure("fine", _builders()["reliability"])
+        sink.array("maps", np.zeros((2, 2), dtype=np.float32))
+        sink.commit(method="gradcam")
+        with pytest.warns(RuntimeWarning) as caught:
+            worker.flush()
+        (message,) = [str(w.message) for w in caught if "could not be drawn" in str(w.message)]
+        assert "'broken'" in message and "ValueError: no figure today" in message
+        assert "broken_figure" in message  # the drawing process's traceback, with the builder's frame
+        (line,) = read_manifest(tmp_path / "xai" / "manifest.jsonl")
+        assert line["failed_figures"] == {"broken": "ValueError: no figure today"}
+        assert line["files"] == ["gradcam/fit-epoch=0-step=4/maps.npy", "gradcam/fit-epoch=0-step=4/fine.png"]
+    finally:
+        worker.close()
+
+
+def test_builders_the_process_cannot_import_are_drawn_here(tmp_path):
+    worker = FigureWorker()
+    try:
+        sink = _sink(tmp_path, worker)
+        sink.figure("lambda", lambda: _builders()["reliability"]())  # a closure cannot travel
+        sink.commit(method="gradcam")
+        worker.flush()
+        assert worker.drawn_in_process == 0
+        assert (tmp_path / "xai" / "gradcam" / "fit-epoch=0-step=4" / "lambda.png").exists()
+    finally:
+        worker.close()
+
+
+def end_the_process() -> None:
+    """A builder that takes the drawing process down (as a crash in a native library would)."""
+    os._exit(3)
+
+
+def test_a_drawing_process_that_dies_is_said_and_later_figures_are_drawn_here(tmp_path):
+    worker = FigureWorker()
+    try:
+        sink = _sink(tmp_path, worker, step=1)
+        sink.figure("crash", partial(end_the_process))
+        sink.figure("after", _builders()["reliability"])
+        sink.commit(method="gradcam")
+        with pytest.warns(RuntimeWarning) as caught:
+            worker.flush()
+        messages = [str(w.message) for w in caught]
+        assert any("background figure process is not used" in m and "exit code 3" in m for m in messages)
+        assert any("'crash'" in m and "ended while drawing it" in m for m in messages)
+        (line,) = read_manifest(tmp_path / "xai" / "manifest.jsonl")
+        assert set(line["failed_figures"]) == {"crash"}  # not retried here: it could take the training down
+        assert line["files"] == ["gradcam/fit-epoch=0-step=1/after.png"]  # drawn here instead
+        assert worker.drawn_in_process == 0
+    finally:
+        worker.close()
+
+
+def test_a_process_ended_between_events_is_started_again(tmp_path):
+    worker = FigureWorker()
+    try:
+        for step in (1, 2):
+            sink = _sink(tmp_path, worker, step=step)
+            sink.figure("fig", _builders()["reliability"])
+            sink.commit(method="gradcam")
+            worker.flush()
+            worker.close()  # ends the process; the next event starts a fresh one
+        assert worker.drawn_in_process == 2
+        assert (tmp_path / "xai" / "gradcam" / "fit-epoch=0-step=2" / "fig.png").exists()
+    finally:
+        worker.close()
+
+
+class _StopsAt(ShapesCNN):
+    """Interrupted in the training step of epoch ``epoch`` (KeyboardInterrupt or an error in the model)."""
+
+    def __init__(self, epoch: int, error: type[BaseException]) -> None:
+        super().__init__(num_classes=4, width=4)
+        self.stop_epoch, self.error = epoch, error
+
+    def training_step(self, batch, batch_idx):
+        if self.current_epoch == self.stop_epoch:
+            raise self.error("stopped by the test")
+        return super().training_step(batch, batch_idx)
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, RuntimeError])
+def test_an_interrupted_fit_keeps_every_figure_of_the_completed_epochs(tmp_path, error):
+    torch.manual_seed(0)
+    tr, va = shapes_loaders()
+    callbacks = [GradCAMCallback(num_samples=2), CalibrationCallback(n_bins=5)]
+    trainer = tiny_trainer(tmp_path, callbacks, max_epochs=4)
+    model: LightningModule = _StopsAt(2, error)
+    handler = signal.getsignal(signal.SIGINT)
+    try:  # Lightning: on_exception, teardown, then SystemExit(1) for Ctrl+C (SIGINT ignored from then on)
+        with pytest.raises(SystemExit if error is KeyboardInterrupt else RuntimeError):
+            trainer.fit(model, tr, va)
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    lines = list(read_manifest(Path(trainer.log_dir) / "xai" / "manifest.jsonl"))
+    assert sorted((r["callback"], r["epoch"]) for r in lines) == [
+        ("calibration", 0), ("calibration", 1), ("gradcam", 0), ("gradcam", 1)]
+    for r in lines:
+        pngs = [f for f in r["files"] if f.endswith(".png")]
+        assert pngs and all((Path(trainer.log_dir) / "xai" / f).exists() for f in pngs)
+    images = read_events(trainer.log_dir)["images"]
+    assert sorted(images["xai/gradcam/gradcam"]) == [2, 4] and "xai/calibration/reliability" in images
+
+
+def test_background_and_inline_fits_write_identical_figures(tmp_path, monkeypatch):
+    def run(mode: str) -> dict[str, str]:
+        monkeypatch.setattr(CallbackShell, "figures", mode)
+        torch.manual_seed(0)
+        tr, va = shapes_loaders()
+        trainer = tiny_trainer(tmp_path / mode, [GradCAMCallback(num_samples=2), CalibrationCallback(n_bins=5)])
+        trainer.fit(ShapesCNN(num_classes=4, width=4), tr, va)
+        root = Path(trainer.log_dir) / "xai"
+        return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*.png")}
+
+    before = figure_worker().drawn_in_process
+    inline = run("inline")
+    assert figure_worker().drawn_in_process == before
+    background = run("background")
+    assert len(inline) >= 3 and background == inline
+    assert figure_worker().drawn_in_process >= before + len(inline)
