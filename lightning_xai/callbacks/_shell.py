@@ -45,6 +45,11 @@ class CallbackShell(Callback):
         log_dir: where artifacts go (default: the trainer's ``log_dir``); files land under ``<log_dir>/xai``.
         name: the namespace of this instance's tags and folders (``xai/<name>/...``; default the callback's own,
             e.g. ``shap``): set it to run two of the same callback on one Trainer, e.g. ``name="shap_student"``.
+        figures: ``"background"`` draws the figures in a separate process while training goes on (written by the
+            end of ``fit``/``validate``/``test``, also when they stop on an error or Ctrl+C); ``"inline"`` draws
+            them in the training loop at each explanation, as a debugger may prefer.
+        render_every_n_epochs: during ``fit``, draw the figures only every n-th explained epoch (scalars, arrays
+            and JSON every explained epoch); ``validate``/``test`` always draw them.
 
     Example:
         >>> CallbackShell(stages=("validate",)).stages
@@ -52,7 +57,6 @@ class CallbackShell(Callback):
     """
 
     name: ClassVar[str] = "xai"
-    figures: Literal["background", "inline"] = "background"
 
     def __init__(
         self,
@@ -65,6 +69,8 @@ class CallbackShell(Callback):
         on_error: Literal["warn", "raise"] = "warn",
         log_dir: str | None = None,
         name: str | None = None,
+        figures: Literal["background", "inline"] = "background",
+        render_every_n_epochs: int = 1,
     ) -> None:
         super().__init__()
         self.every_n_epochs = check_positive_int("every_n_epochs", every_n_epochs)
@@ -77,6 +83,8 @@ class CallbackShell(Callback):
         self.log_dir = log_dir
         if name is not None:
             self.name = _check_name(name)  # type: ignore[misc]
+        self.figures = check_choice("figures", figures, ("background", "inline"))
+        self.render_every_n_epochs = check_positive_int("render_every_n_epochs", render_every_n_epochs)
         self._ckpt_step: tuple[int, int] | None = None
         self._root: str | None = None
         self._id: dict[str, Any] = {}
@@ -196,8 +204,11 @@ class CallbackShell(Callback):
         own = trainer.state.fn == TrainerFn.FITTING or not trainer.loggers or (
             (epoch, step) != (trainer.current_epoch, trainer.global_step))
         worker = figure_worker() if self.figures == "background" and trainer.is_global_zero else None
+        explained = (trainer.current_epoch + 1) // self.every_n_epochs  # this is the n-th explained epoch of fit
+        draw = stage != "fit" or explained % self.render_every_n_epochs == 0
         sink = ArtifactSink(trainer.loggers, self._root or trainer.default_root_dir, event,
-                            strict=self.on_error == "raise", scalars_to_loggers=own, worker=worker)
+                            strict=self.on_error == "raise", scalars_to_loggers=own, worker=worker,
+                            draw_figures=draw)
         self._sinks.append(sink)
         return sink
 

@@ -51,7 +51,8 @@ class AttributionCallback(XAICallback):
         std: per-channel normalisation std to undo in image figures.
         background: baselines for methods that want them (``shap``) instead of drawing them from the data.
         **base: ``probe``, ``batch_to_inputs``, ``forward_fn``, ``target``, ``output``, ``class_names``,
-            ``every_n_epochs``, ``stages``, ``on_error``, ``log_dir``, ``name`` as in
+            ``every_n_epochs``, ``stages``, ``on_error``, ``log_dir``, ``name``, ``figures``,
+            ``render_every_n_epochs`` as in
             :class:`~lightning_xai.XAICallback`.
 
     Example:
@@ -85,12 +86,15 @@ class AttributionCallback(XAICallback):
         on_error: Literal["warn", "raise"] = "warn",
         log_dir: str | None = None,
         name: str | None = None,
+        figures: Literal["background", "inline"] = "background",
+        render_every_n_epochs: int = 1,
     ) -> None:
         explainers = _build(methods, method_kwargs, {"embedding_layer": embedding_layer, "tokenizer": tokenizer,
                                                      "seed": seed})
         super().__init__(num_samples=num_samples, probe=probe, batch_to_inputs=batch_to_inputs, forward_fn=forward_fn,
                          target=target, output=output, class_names=class_names, every_n_epochs=every_n_epochs,
-                         stages=stages, on_error=on_error, log_dir=log_dir, name=name,
+                         stages=stages, on_error=on_error, log_dir=log_dir, name=name, figures=figures,
+                         render_every_n_epochs=render_every_n_epochs,
                          explainer=next(iter(explainers.values())), background=background)
         self.explainers = explainers
         self.methods = tuple(explainers)

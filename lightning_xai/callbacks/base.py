@@ -55,6 +55,10 @@ class XAICallback(CallbackShell, ABC):
         log_dir: where artifacts go (default: the trainer's ``log_dir``); files land under ``<log_dir>/xai``.
         name: namespace of this instance's tags and folders (default the callback's, e.g. ``gradcam``); give two
             callbacks of one kind on one Trainer different names (e.g. ``output="student", name="shap_student"``).
+        figures: ``"background"`` (default) draws the figures in a separate process while training goes on;
+            ``"inline"`` in the training loop (see :class:`~lightning_xai.CallbackShell`).
+        render_every_n_epochs: during ``fit``, draw the figures only every n-th explained epoch (the arrays,
+            scalars and JSON every explained epoch).
         explainer: the :class:`~lightning_xai.explainers.Explainer` to run (subclasses build theirs).
         background: baselines for an explainer that wants them (``explainer.n_background > 0``) instead of
             drawing them from the data: a tensor, a batch-shaped tuple/dict or a ``Dataset``.
@@ -84,12 +88,15 @@ class XAICallback(CallbackShell, ABC):
         on_error: Literal["warn", "raise"] = "warn",
         log_dir: str | None = None,
         name: str | None = None,
+        figures: Literal["background", "inline"] = "background",
+        render_every_n_epochs: int = 1,
         explainer: Explainer | None = None,
         background: Any = None,
     ) -> None:
         super().__init__(batch_to_inputs=batch_to_inputs, forward_fn=forward_fn, output=output,
                          class_names=class_names, every_n_epochs=every_n_epochs, stages=stages, on_error=on_error,
-                         log_dir=log_dir, name=name)
+                         log_dir=log_dir, name=name, figures=figures,
+                         render_every_n_epochs=render_every_n_epochs)
         self._explainer = explainer
         self._user_background = check_background(background)
         self._background: Probe | None = None

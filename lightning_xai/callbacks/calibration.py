@@ -80,7 +80,8 @@ class CalibrationCallback(CallbackShell):
         seed: seed of the reservoir's own generator.
         **shell: ``batch_to_inputs``, ``forward_fn``, ``output`` (a key, index or callable picking the head),
             ``class_names``, ``every_n_epochs``, ``stages``, ``on_error``, ``log_dir``, ``name`` (the namespace, to
-            calibrate two heads on one Trainer) as in :class:`~lightning_xai.CallbackShell`.
+            calibrate two heads on one Trainer), ``figures``, ``render_every_n_epochs`` as in
+            :class:`~lightning_xai.CallbackShell`.
 
     Example:
         >>> CalibrationCallback(n_bins=15, per_class=True).n_bins
@@ -112,10 +113,13 @@ class CalibrationCallback(CallbackShell):
         on_error: Literal["warn", "raise"] = "warn",
         log_dir: str | None = None,
         name: str | None = None,
+        figures: Literal["background", "inline"] = "background",
+        render_every_n_epochs: int = 1,
     ) -> None:
         super().__init__(batch_to_inputs=batch_to_inputs, forward_fn=forward_fn, output=output,
                          class_names=class_names, every_n_epochs=every_n_epochs, stages=stages, on_error=on_error,
-                         log_dir=log_dir, name=name)
+                         log_dir=log_dir, name=name, figures=figures,
+                         render_every_n_epochs=render_every_n_epochs)
         self.n_bins = check_positive_int("n_bins", n_bins)
         self.task = check_choice("task", task, ("auto", "binary", "multiclass", "multilabel"))
         self.input = check_choice("input", input, ("auto", "logits", "probs"))

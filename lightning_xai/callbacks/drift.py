@@ -77,7 +77,8 @@ class AttributionDriftCallback(XAICallback):
             ``{"input_key": "pixel_values"}`` for Grad-CAM; ``mean``/``std`` (normalisation undone in the snapshot
             grid) and ``background`` (SHAP's baselines, as in :class:`SHAPCallback`) are taken by the callback.
         **base: ``num_samples``, ``probe``, ``batch_to_inputs``, ``forward_fn``, ``target``, ``output``,
-            ``class_names``, ``every_n_epochs``, ``stages``, ``on_error``, ``log_dir``, ``name`` as in
+            ``class_names``, ``every_n_epochs``, ``stages``, ``on_error``, ``log_dir``, ``name``,
+            ``figures``, ``render_every_n_epochs`` as in
             :class:`~lightning_xai.XAICallback`. With ``target="pred"`` a change of prediction moves the map
             too; ``target="label"`` follows one class.
 
@@ -119,12 +120,15 @@ class AttributionDriftCallback(XAICallback):
         on_error: Literal["warn", "raise"] = "warn",
         log_dir: str | None = None,
         name: str | None = None,
+        figures: Literal["background", "inline"] = "background",
+        render_every_n_epochs: int = 1,
     ) -> None:
         extra = dict(method_kwargs or {})
         render = {k: extra.pop(k) for k in RENDER_KEYS if k in extra}
         super().__init__(num_samples=num_samples, probe=probe, batch_to_inputs=batch_to_inputs, forward_fn=forward_fn,
                          target=target, output=output, class_names=class_names, every_n_epochs=every_n_epochs,
-                         stages=stages, on_error=on_error, log_dir=log_dir, name=name,
+                         stages=stages, on_error=on_error, log_dir=log_dir, name=name, figures=figures,
+                         render_every_n_epochs=render_every_n_epochs,
                          background=extra.pop("background", None))
         self.method = check_method(method)
         for arg, value in (("run", run), ("reference_run", reference_run), ("store", store)):

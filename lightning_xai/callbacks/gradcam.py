@@ -62,7 +62,8 @@ class GradCAMCallback(XAICallback):
         faithfulness_steps: steps of the deletion and insertion curves.
         faithfulness_baseline: what replaces removed pixels: ``"blur"``, ``"mean"`` or ``"zero"``.
         **base: ``probe``, ``batch_to_inputs``, ``forward_fn``, ``target``, ``output``, ``class_names``,
-            ``every_n_epochs``, ``stages``, ``on_error``, ``log_dir``, ``name`` as in :class:`XAICallback`.
+            ``every_n_epochs``, ``stages``, ``on_error``, ``log_dir``, ``name``, ``figures``,
+            ``render_every_n_epochs`` as in :class:`XAICallback`.
 
     Example:
         >>> cb = GradCAMCallback(num_samples=8, methods=("gradcam", "gradcam++"))
@@ -99,12 +100,15 @@ class GradCAMCallback(XAICallback):
         on_error: Literal["warn", "raise"] = "warn",
         log_dir: str | None = None,
         name: str | None = None,
+        figures: Literal["background", "inline"] = "background",
+        render_every_n_epochs: int = 1,
     ) -> None:
         explainers = {m: CAMExplainer(m, target_layer, reshape_transform, reshape_kwargs, input_key, video_layout)
                       for m in check_choices("methods", methods, CAM_METHODS)}
         super().__init__(num_samples=num_samples, probe=probe, batch_to_inputs=batch_to_inputs, forward_fn=forward_fn,
                          target=target, output=output, class_names=class_names, every_n_epochs=every_n_epochs,
-                         stages=stages, on_error=on_error, log_dir=log_dir, name=name,
+                         stages=stages, on_error=on_error, log_dir=log_dir, name=name, figures=figures,
+                         render_every_n_epochs=render_every_n_epochs,
                          explainer=next(iter(explainers.values())))
         self.explainers = explainers
         self.methods = tuple(explainers)

@@ -76,7 +76,7 @@ class ProbingCallback(CallbackShell):
         batch_size: probe samples per forward pass.
         seed: seed of the folds, the regression and the control permutation.
         **shell: ``batch_to_inputs``, ``forward_fn``, ``every_n_epochs``, ``stages``, ``on_error``, ``log_dir``,
-            ``name`` as in :class:`~lightning_xai.CallbackShell`.
+            ``name``, ``figures``, ``render_every_n_epochs`` as in :class:`~lightning_xai.CallbackShell`.
 
     Example:
         >>> import torch
@@ -124,9 +124,12 @@ class ProbingCallback(CallbackShell):
         on_error: Literal["warn", "raise"] = "warn",
         log_dir: str | None = None,
         name: str | None = None,
+        figures: Literal["background", "inline"] = "background",
+        render_every_n_epochs: int = 1,
     ) -> None:
         super().__init__(batch_to_inputs=batch_to_inputs, forward_fn=forward_fn, every_n_epochs=every_n_epochs,
-                         stages=stages, on_error=on_error, log_dir=log_dir, name=name)
+                         stages=stages, on_error=on_error, log_dir=log_dir, name=name, figures=figures,
+                         render_every_n_epochs=render_every_n_epochs)
         self.layers = check_layers(layers)
         self.pooling = check_pooling(pooling)
         self.concepts = check_concepts(concepts)

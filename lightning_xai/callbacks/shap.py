@@ -118,6 +118,8 @@ class SHAPCallback(XAICallback):
         on_error: Literal["warn", "raise"] = "warn",
         log_dir: str | None = None,
         name: str | None = None,
+        figures: Literal["background", "inline"] = "background",
+        render_every_n_epochs: int = 1,
     ) -> None:
         if top_k > 1 and target != "pred":
             raise ValueError(expected("top_k", "1 unless target='pred' (the top classes are ranked predictions)",
@@ -128,7 +130,8 @@ class SHAPCallback(XAICallback):
                                   video_layout=video_layout)
         super().__init__(num_samples=num_samples, probe=probe, batch_to_inputs=batch_to_inputs, forward_fn=forward_fn,
                          target=target, output=output, class_names=class_names, every_n_epochs=every_n_epochs,
-                         stages=stages, on_error=on_error, log_dir=log_dir, name=name, explainer=explainer,
+                         stages=stages, on_error=on_error, log_dir=log_dir, name=name, figures=figures,
+                         render_every_n_epochs=render_every_n_epochs, explainer=explainer,
                          background=background)
         self.mean, self.std = mean, std
         self._id.update(n_background=n_background, engine=engine, **({"top_k": top_k} if top_k > 1 else {}))

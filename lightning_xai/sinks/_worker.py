@@ -147,6 +147,18 @@ class FigureWorker:
             self._thread.join(timeout=10)
         self._stop_process()
 
+    def process_cpu_seconds(self) -> float:
+        """CPU seconds the drawing process has used so far (0 when none runs; Linux ``/proc``, else 0)."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return 0.0
+        try:
+            with open(f"/proc/{proc.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+        except (OSError, ValueError, IndexError):
+            return 0.0
+
     # ------------------------------------------------------------------ background thread
     def _serve(self) -> None:
         while True:

@@ -76,6 +76,7 @@ class ArtifactSink:
         strict: raise (after the data and the manifest line are written) when a figure fails, instead of warning.
         scalars_to_loggers: ``False`` when Lightning itself logs the scalars (a callback hands them to
             ``LightningModule.log`` at the same step): they are still recorded in the manifest and ``published``.
+        draw_figures: ``False`` skips the figures of this event (``render_every_n_epochs``): the data is written.
         worker: draw the figures in the background (:mod:`lightning_xai.sinks._worker`); ``None`` draws them at
             :meth:`commit`.
 
@@ -96,6 +97,7 @@ class ArtifactSink:
     strict: bool = False
     scalars_to_loggers: bool = True
     worker: FigureWorker | None = None
+    draw_figures: bool = True
     files: list[str] = field(default_factory=list)
     logged: dict[str, float] = field(default_factory=dict)
     published: dict[str, float] = field(default_factory=dict)
@@ -163,7 +165,7 @@ class ArtifactSink:
         The figure is built and drawn at :meth:`commit`, after every array and JSON of the event: one that fails
         costs only itself (a warning naming it), never the data.
         """
-        if self.write:
+        if self.write and self.draw_figures:
             self._figures.append((name, fig, dpi))
 
     def _deliver(self, name: str, png: bytes) -> str:

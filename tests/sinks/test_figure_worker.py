@@ -204,3 +204,25 @@ def test_background_and_inline_fits_write_identical_figures(tmp_path, monkeypatc
     background = run("background")
     assert len(inline) >= 3 and background == inline
     assert figure_worker().drawn_in_process >= before + len(inline)
+
+
+@pytest.mark.parametrize("figures", ["background", "inline"])
+def test_render_every_n_epochs_draws_less_often_and_keeps_every_epochs_data(tmp_path, figures):
+    torch.manual_seed(0)
+    tr, va = shapes_loaders()
+    cb = GradCAMCallback(num_samples=2, render_every_n_epochs=2, figures=figures)
+    trainer = tiny_trainer(tmp_path, [cb], max_epochs=4)
+    trainer.fit(ShapesCNN(num_classes=4, width=4), tr, va)
+    lines = sorted(read_manifest(Path(trainer.log_dir) / "xai" / "manifest.jsonl"), key=lambda r: r["epoch"])
+    assert [r["epoch"] for r in lines] == [0, 1, 2, 3]  # data every explained epoch
+    drawn = [r["epoch"] for r in lines if any(f.endswith(".png") for f in r["files"])]
+    assert drawn == [1, 3]  # figures every second one
+    assert all(any(f.endswith("gradcam_gradcam.npy") for f in r["files"]) for r in lines)
+    assert sorted(read_events(trainer.log_dir)["images"]["xai/gradcam/gradcam"]) == [4, 8]
+
+
+def test_figure_arguments_are_checked():
+    with pytest.raises(ValueError, match="figures"):
+        GradCAMCallback(figures="later")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="render_every_n_epochs"):
+        CalibrationCallback(render_every_n_epochs=0)
