@@ -18,6 +18,7 @@ from typing_extensions import override
 from lightning_xai._checks import check_choice, check_choices, check_positive_int, expected
 from lightning_xai._inputs import Scorer
 from lightning_xai.adapters import ModelInputs, default_batch_to_inputs, default_forward_fn, resolve_callable
+from lightning_xai.callbacks._progress import Progress, progress, summary
 from lightning_xai.functional._fingerprint import model_fingerprint
 from lightning_xai.sinks import ArtifactSink, Event
 from lightning_xai.sinks._worker import figure_worker, flush_figures
@@ -57,6 +58,7 @@ class CallbackShell(Callback):
     """
 
     name: ClassVar[str] = "xai"
+    progress_steps: ClassVar[int] = 1  # stages of one step on its progress line (see _advance)
 
     def __init__(
         self,
@@ -89,6 +91,7 @@ class CallbackShell(Callback):
         self._root: str | None = None
         self._id: dict[str, Any] = {}
         self._sinks: list[ArtifactSink] = []
+        self._progress: Progress | None = None
 
     @property
     @override
@@ -161,11 +164,24 @@ class CallbackShell(Callback):
                    fn: Callable[..., Any], *args: Any) -> None:
         """Run an epoch-end step (``on_error`` applies), then hand every scalar its sinks logged to Lightning."""
         self._sinks = []
+        epoch, _ = self._when(trainer)
+        label = f"{self.name} · {stage} epoch {epoch}"
         try:
-            self._safely(trainer, stage, fn, *args)
+            with progress(trainer, label, self.progress_steps) as self._progress:
+                self._safely(trainer, stage, fn, *args)
         finally:
-            sinks, self._sinks = self._sinks, []
+            sinks, self._sinks, done = self._sinks, [], self._progress
+            self._progress = None
+        if sinks:  # rank zero: what the step took, logged with its scalars, and one line saying it
+            sinks[-1].scalar("seconds", done.seconds)
+            counts = {k: sum(sink.counts[k] for sink in sinks) for k in ("files", "figures", "scalars")}
+            summary(label, done.seconds, counts, self.figures)
         self._publish(trainer, pl_module, {k: v for sink in sinks for k, v in sink.published.items()})
+
+    def _advance(self, what: str) -> None:
+        """Move this step's progress line to ``what`` (a no-op outside a step or without a line)."""
+        if self._progress is not None:
+            self._progress.advance(what)
 
     def _publish(self, trainer: pl.Trainer, pl_module: pl.LightningModule, values: dict[str, float]) -> None:
         """Hand the scalars to Lightning, on every rank with rank zero's values.

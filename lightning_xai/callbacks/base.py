@@ -111,6 +111,8 @@ class XAICallback(CallbackShell, ABC):
         self._id = {"num_samples": num_samples, "target": target if not callable(target) else target.__name__,
                     **({"name": name} if name is not None else {})}
 
+    progress_steps = 3  # probe, explanation, artifacts
+
     # ------------------------------------------------------------------ Lightning hooks
     @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -200,12 +202,15 @@ class XAICallback(CallbackShell, ABC):
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: Stage) -> None:
         probe = self._get_probe(trainer, stage)
         self._ensure_background(trainer, stage)
+        self._advance("probe")
         with explanation_mode(pl_module):
             inputs = self._prepare(probe, pl_module)
             self._set_background(pl_module, inputs)
             result = self._explain(pl_module, inputs)
+        self._advance("explained")
         if trainer.is_global_zero:
             self._emit(result, inputs.to("cpu"), probe, self._sink(trainer, pl_module, stage))
+        self._advance("written")
 
     def _get_probe(self, trainer: pl.Trainer, stage: Stage) -> Probe:
         if self._probe is None:

@@ -98,6 +98,7 @@ class ArtifactSink:
     scalars_to_loggers: bool = True
     worker: FigureWorker | None = None
     draw_figures: bool = True
+    counts: dict[str, int] = field(default_factory=lambda: {"files": 0, "figures": 0, "scalars": 0})
     files: list[str] = field(default_factory=list)
     logged: dict[str, float] = field(default_factory=dict)
     published: dict[str, float] = field(default_factory=dict)
@@ -267,6 +268,9 @@ class ArtifactSink:
         }
         record.update(extra)
         figures, self._figures = self._figures, []
+        self.counts["files"] += len(self.files)
+        self.counts["figures"] += len(figures)
+        self.counts["scalars"] += len(self.logged)
         self.files.clear()
         self.logged.clear()
         if not self.write:
