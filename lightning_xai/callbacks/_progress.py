@@ -62,6 +62,7 @@ def progress(trainer: pl.Trainer, label: str, steps: int) -> Iterator[Progress]:
 
 def summary(label: str, seconds: float, counts: dict[str, int], figures: str) -> None:
     """Say on rank zero what one step wrote and how long it took."""
-    drawn = f"{counts['figures']} figures ({'drawn in the background' if figures == 'background' else 'drawn'})"
+    n = counts["figures"]
+    drawn = f"{n} figure{'' if n == 1 else 's'} ({'drawn in the background' if figures == 'background' else 'drawn'})"
     rank_zero_info(f"lightning_xai: {label}: {counts['files']} files, {drawn}, {counts['scalars']} scalars "
                    f"in {seconds:.2f} s")

@@ -25,7 +25,7 @@ from lightning_xai.sinks._worker import figure_worker, flush_figures
 
 __all__ = ["CallbackShell", "Stage"]
 
-Stage = Literal["fit", "validate", "test"]
+Stage = Literal["fit", "validate", "test", "predict"]
 _SHARDED = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy", "XLAFSDPStrategy")
 
 
@@ -40,7 +40,8 @@ class CallbackShell(Callback):
             ``logits`` entry, else the first tensor.
         class_names: names shown in plots instead of class indices.
         every_n_epochs: run every n-th validation epoch during ``fit``.
-        stages: the runs to work in: ``"fit"`` (validation during fit), ``"validate"``, ``"test"``.
+        stages: the runs to work in: ``"fit"`` (validation during fit), ``"validate"``, ``"test"``, and, when
+            asked for, ``"predict"`` (the probe from the predict dataloader, no labels needed: ``target="pred"``).
         on_error: ``"warn"`` turns a failure inside the callback into a loud warning and training goes on;
             ``"raise"`` re-raises it.
         log_dir: where artifacts go (default: the trainer's ``log_dir``); files land under ``<log_dir>/xai``.
@@ -58,6 +59,7 @@ class CallbackShell(Callback):
     """
 
     name: ClassVar[str] = "xai"
+    allowed_stages: ClassVar[tuple[str, ...]] = ("fit", "validate", "test", "predict")
     progress_steps: ClassVar[int] = 1  # stages of one step on its progress line (see _advance)
 
     def __init__(
@@ -76,7 +78,7 @@ class CallbackShell(Callback):
     ) -> None:
         super().__init__()
         self.every_n_epochs = check_positive_int("every_n_epochs", every_n_epochs)
-        self.stages = check_choices("stages", stages, ("fit", "validate", "test"))
+        self.stages = check_choices("stages", stages, self.allowed_stages)
         self.on_error = check_choice("on_error", on_error, ("warn", "raise"))
         self.batch_to_inputs = resolve_callable("batch_to_inputs", batch_to_inputs) or default_batch_to_inputs
         self.forward_fn = resolve_callable("forward_fn", forward_fn) or default_forward_fn
@@ -124,6 +126,10 @@ class CallbackShell(Callback):
         flush_figures()
 
     @override
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        flush_figures()
+
+    @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         flush_figures()  # KeyboardInterrupt or an error in the model: the completed epochs' figures are written
 
@@ -143,6 +149,8 @@ class CallbackShell(Callback):
         if trainer.sanity_checking:
             return None
         stage: Stage = "test" if testing else ("fit" if trainer.state.fn == TrainerFn.FITTING else "validate")
+        if trainer.state.fn == TrainerFn.PREDICTING:
+            stage = "predict"
         if stage not in self.stages or (stage == "fit" and (trainer.current_epoch + 1) % self.every_n_epochs):
             return None
         return stage
@@ -196,6 +204,9 @@ class CallbackShell(Callback):
         """
         if trainer.world_size > 1:  # collective: rank zero computed them, every rank must hold the same values
             values = trainer.strategy.broadcast(values, src=0)
+        if trainer.state.fn == TrainerFn.PREDICTING:  # Lightning has no `log` in predict: the sink logged them
+            trainer.callback_metrics.update({k: torch.tensor(float(v)) for k, v in values.items()})
+            return
         fitting = trainer.state.fn == TrainerFn.FITTING
         through = not fitting and bool(trainer.loggers)  # logger=True without a logger is a Lightning warning
         for key, value in values.items():
@@ -217,7 +228,7 @@ class CallbackShell(Callback):
         event = Event(self.name, stage, epoch, step, model_fingerprint(pl_module),
                       os.path.abspath(ckpt) if ckpt else None)
         # the sink logs the scalars when Lightning will not (fit), or not at this step (a checkpoint's): _publish
-        own = trainer.state.fn == TrainerFn.FITTING or not trainer.loggers or (
+        own = trainer.state.fn in (TrainerFn.FITTING, TrainerFn.PREDICTING) or not trainer.loggers or (
             (epoch, step) != (trainer.current_epoch, trainer.global_step))
         worker = figure_worker() if self.figures == "background" and trainer.is_global_zero else None
         explained = (trainer.current_epoch + 1) // self.every_n_epochs  # this is the n-th explained epoch of fit

@@ -126,6 +126,12 @@ class XAICallback(CallbackShell, ABC):
         if stage is not None:
             self._epoch_end(trainer, pl_module, stage, self._run, trainer, pl_module, stage)
 
+    @override
+    def on_predict_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        stage = self._stage(trainer)
+        if stage is not None:
+            self._epoch_end(trainer, pl_module, stage, self._run, trainer, pl_module, stage)
+
     @property
     def explainer(self) -> Explainer | None:
         """The explainer this callback runs (read-only; ``None`` until decided, e.g. drift's ``method="auto"``)."""
@@ -154,7 +160,7 @@ class XAICallback(CallbackShell, ABC):
         if self._explainer is None:
             raise RuntimeError(f"lightning_xai: {type(self).__name__} has no explainer yet (it is decided at its "
                                "first explanation).")
-        stage: Stage = "test" if trainer.testing else ("fit" if trainer.state.fn == TrainerFn.FITTING else "validate")
+        stage = _stage_of(trainer)
         self._ensure_background(trainer, stage)
         with explanation_mode(pl_module):
             batch = on_model(inputs, pl_module)
@@ -166,7 +172,7 @@ class XAICallback(CallbackShell, ABC):
         """Explain ``inputs`` with every method this callback runs (an :class:`AttributionCallback`'s several, one
         otherwise), by method name, as :meth:`explain` does for one: another callback compares its own maps with
         these (AttentionCallback's agreement with the attribution methods on the same Trainer)."""
-        stage: Stage = "test" if trainer.testing else ("fit" if trainer.state.fn == TrainerFn.FITTING else "validate")
+        stage = _stage_of(trainer)
         self._ensure_background(trainer, stage)
         with explanation_mode(pl_module):
             batch = on_model(inputs, pl_module)
@@ -217,7 +223,8 @@ class XAICallback(CallbackShell, ABC):
             if self._user_probe is not None:
                 self._probe = probe_from_user(self._user_probe, self.num_samples, self.batch_to_inputs)
             else:
-                loaders = trainer.test_dataloaders if stage == "test" else trainer.val_dataloaders
+                loaders = {"test": trainer.test_dataloaders, "predict": trainer.predict_dataloaders}.get(
+                    stage, trainer.val_dataloaders)
                 if isinstance(loaders, (list, tuple)):
                     loaders = loaders[0] if loaders else None
                 if loaders is None:
@@ -251,3 +258,10 @@ class XAICallback(CallbackShell, ABC):
     @abstractmethod
     def _emit(self, result: Any, inputs: ModelInputs, probe: Probe, sink: ArtifactSink) -> None:
         """Render ``result`` and hand it to ``sink`` (rank zero only)."""
+
+
+def _stage_of(trainer: pl.Trainer) -> Stage:
+    """The stage the trainer runs now (for a sibling callback's :meth:`XAICallback.explain`)."""
+    if trainer.state.fn == TrainerFn.PREDICTING:
+        return "predict"
+    return "test" if trainer.testing else ("fit" if trainer.state.fn == TrainerFn.FITTING else "validate")

@@ -90,6 +90,10 @@ class CalibrationCallback(CallbackShell):
 
     name = "calibration"
 
+    # not "predict": calibration compares predictions with labels,
+    # which predict batches do not have
+    allowed_stages = ("fit", "validate", "test")
+
     def __init__(
         self,
         n_bins: int = 15,

@@ -104,6 +104,10 @@ class ProbingCallback(CallbackShell):
 
     name = "probing"
 
+    # not "predict": probes are fitted to labels, which predict batches
+    # do not have
+    allowed_stages = ("fit", "validate", "test")
+
     def __init__(
         self,
         layers: str | Sequence[str] = "auto",
