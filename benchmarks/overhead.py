@@ -41,7 +41,6 @@ from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 from lightning_xai import (  # noqa: E402
     AttributionDriftCallback,
     CalibrationCallback,
-    CallbackShell,
     GradCAMCallback,
     SHAPCallback,
 )
@@ -53,13 +52,15 @@ NAMES = ("square", "circle", "triangle")
 CONFIGS = ("bare", "gradcam", "shap", "calibration", "drift", "all four")
 
 
-def _callbacks(config: str, folder: str) -> list[Any]:
+def _callbacks(config: str, folder: str, figures: str) -> list[Any]:
     made = {
-        "gradcam": lambda: GradCAMCallback(num_samples=8, methods=("gradcam", "gradcam++"), class_names=NAMES),
-        "shap": lambda: SHAPCallback(num_samples=4, n_background=16, class_names=NAMES),
-        "calibration": lambda: CalibrationCallback(n_bins=10, class_names=NAMES),
+        "gradcam": lambda: GradCAMCallback(num_samples=8, methods=("gradcam", "gradcam++"), class_names=NAMES,
+                                           figures=figures),
+        "shap": lambda: SHAPCallback(num_samples=4, n_background=16, class_names=NAMES, figures=figures),
+        "calibration": lambda: CalibrationCallback(n_bins=10, class_names=NAMES, figures=figures),
         "drift": lambda: AttributionDriftCallback(num_samples=8, store=os.path.join(folder, "store.sqlite"),
-                                                  run="bench", target="label", alert_below=0.5, class_names=NAMES),
+                                                  run="bench", target="label", alert_below=0.5, class_names=NAMES,
+                                                  figures=figures),
     }
     if config == "bare":
         return []
@@ -68,14 +69,13 @@ def _callbacks(config: str, folder: str) -> list[Any]:
 
 def fit(config: str, figures: str, args: argparse.Namespace) -> dict[str, float]:
     """One timed fit: wall and CPU seconds of this process, CPU seconds of the drawing process, PNGs written."""
-    CallbackShell.figures = figures  # the class default every callback reads
     worker = figure_worker()
     with tempfile.TemporaryDirectory() as folder:
         seed_everything(0, verbose=False)
         dm = SyntheticShapesDataModule(batch_size=32, num_train=args.num_train, num_val=args.num_val,
                                        image_size=32, num_classes=3)
         trainer = Trainer(max_epochs=args.epochs, logger=TensorBoardLogger(folder, name="bench"),
-                          callbacks=[*_callbacks(config, folder), ModelCheckpoint(dirpath=folder)],
+                          callbacks=[*_callbacks(config, folder, figures), ModelCheckpoint(dirpath=folder)],
                           accelerator="cpu", devices=1, enable_progress_bar=False, enable_model_summary=False,
                           log_every_n_steps=8)
         drawing = worker.process_cpu_seconds()

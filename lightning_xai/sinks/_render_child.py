@@ -14,7 +14,6 @@ a few seconds after it starts, drawing on a core the training loop does not use.
 
 from __future__ import annotations
 
-import io
 import pickle
 import struct
 import sys
@@ -64,6 +63,8 @@ def _read_exactly(stream: IO[bytes], size: int) -> bytes | None:
 def _draw(job: bytes) -> tuple[str, Any, Any]:
     import matplotlib
 
+    from lightning_xai.sinks._worker import draw_png
+
     try:
         rc, builder, dpi = pickle.loads(job)
     except Exception as err:  # a builder defined where this process cannot import it (a user's __main__)
@@ -72,14 +73,10 @@ def _draw(job: bytes) -> tuple[str, Any, Any]:
         warnings.simplefilter("always")
         try:
             with matplotlib.rc_context(rc):
-                fig = builder()
-                if fig is None:
-                    return "none", b"", _plain(caught)
-                buf = io.BytesIO()
-                fig.savefig(buf, format="png", dpi=dpi)
+                png = draw_png(builder, dpi)
         except Exception as err:
             return "error", f"{type(err).__name__}: {err}", traceback.format_exc()
-    return "ok", buf.getvalue(), _plain(caught)
+    return ("none", b"", _plain(caught)) if png is None else ("ok", png, _plain(caught))
 
 
 def _plain(caught: list[warnings.WarningMessage]) -> list[tuple[str, str]]:

@@ -41,8 +41,8 @@ JOB_TIMEOUT_S = 300.0  # one figure taking longer than this is a failure (the pr
 
 
 def draw_png(builder: Any, dpi: int) -> bytes | None:
-    """Build (when ``builder`` is a callable) and draw a figure to PNG bytes in this process; ``None`` when the
-    builder had nothing to draw.
+    """Build (when ``builder`` is a callable) and draw a figure to PNG bytes in this process
+    (:func:`~lightning_xai.render.figure_to_png_bytes`); ``None`` when the builder had nothing to draw.
 
     Example:
         >>> from functools import partial
@@ -50,14 +50,10 @@ def draw_png(builder: Any, dpi: int) -> bytes | None:
         >>> draw_png(partial(new_figure, 1.0, 0.5), dpi=20)[:4]
         b'\\x89PNG'
     """
-    import io
+    from lightning_xai.render import figure_to_png_bytes
 
     fig = builder() if callable(builder) and not hasattr(builder, "savefig") else builder
-    if fig is None:
-        return None
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
+    return None if fig is None else figure_to_png_bytes(fig, dpi)
 
 
 @dataclass

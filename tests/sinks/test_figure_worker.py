@@ -15,7 +15,6 @@ import torch
 from lightning.pytorch import LightningModule
 
 from lightning_xai import CalibrationCallback, GradCAMCallback
-from lightning_xai.callbacks._shell import CallbackShell
 from lightning_xai.demo import ShapesCNN
 from lightning_xai.render import overlay_grid
 from lightning_xai.render.calibration import reliability_diagram
@@ -188,12 +187,12 @@ def test_an_interrupted_fit_keeps_every_figure_of_the_completed_epochs(tmp_path,
     assert sorted(images["xai/gradcam/gradcam"]) == [2, 4] and "xai/calibration/reliability" in images
 
 
-def test_background_and_inline_fits_write_identical_figures(tmp_path, monkeypatch):
+def test_background_and_inline_fits_write_identical_figures(tmp_path):
     def run(mode: str) -> dict[str, str]:
-        monkeypatch.setattr(CallbackShell, "figures", mode)
         torch.manual_seed(0)
         tr, va = shapes_loaders()
-        trainer = tiny_trainer(tmp_path / mode, [GradCAMCallback(num_samples=2), CalibrationCallback(n_bins=5)])
+        trainer = tiny_trainer(tmp_path / mode, [GradCAMCallback(num_samples=2, figures=mode),
+                                                 CalibrationCallback(n_bins=5, figures=mode)])
         trainer.fit(ShapesCNN(num_classes=4, width=4), tr, va)
         root = Path(trainer.log_dir) / "xai"
         return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*.png")}
