@@ -178,6 +178,8 @@ def test_feature_mask_errors_name_it():
         attribute(net, x, target, "feature_ablation", feature_mask=torch.zeros(1, 6, dtype=torch.long))
     with pytest.raises(ValueError, match="`feature_mask`.*broadcastable.*\\(3, 7\\)"):
         attribute(net, x, target, "feature_ablation", feature_mask=torch.zeros(3, 7, dtype=torch.long))
+    with pytest.raises(ValueError, match="`stride`.*at most the window \\(2,\\).*\\(3,\\)"):
+        attribute(net, x, target, "occlusion", window=2, stride=3)  # elements between windows: refused, no NaN
     with pytest.raises(ValueError, match="`feature_mask`.*'feature_ablation'"):
         attribute(net, x, target, "occlusion", feature_mask=torch.zeros(1, 7, dtype=torch.long))
     two = _Two().eval()

@@ -235,6 +235,9 @@ def _windows(prep: Any, kinds: tuple[str, ...], layouts: tuple[str | None, ...],
             if len(value) != len(shape) or any(v < 1 or v > n for v, n in zip(value, shape)):
                 raise ValueError(expected(name, f"one size per dim of one sample {shape} (tokens: of (L,), each "
                                           "between 1 and that dim)", value))
+        if any(s_ > w_ and w_ < n for s_, w_, n in zip(st, w, shape)):  # elements no window covers (captum refuses too)
+            raise ValueError(expected("stride", f"at most the window {w} in every dim the window does not span",
+                                      st))
         windows.append(w)
         strides.append(st)
     return tuple(windows), tuple(strides)
