@@ -1,7 +1,7 @@
 """Occlusion and feature ablation: captum's ``Occlusion`` and ``FeatureAblation`` (their definitions), our loop.
 
 Every (perturbation, probe) pair is one row; ``max_batch`` rows are built at once (an element a perturbation covers
-takes the baseline: ``torch.where``, bit for bit captum's ``x (1 - m) + b m`` for finite values) and scored in one
+takes the baseline, :func:`fill`: bit for bit captum's ``x (1 - m) + b m`` for finite values) and scored in one
 forward; ``f(x)`` and ``f(baseline)`` are two more rows per probe in the same batches. An element's attribution is
 the drop ``f(x) - f(perturbed)`` of the one feature holding it (feature ablation; a feature id shared by several
 inputs ablates them together, as captum does) or the mean drop over the windows covering it (occlusion; windows at
