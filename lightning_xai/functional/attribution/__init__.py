@@ -11,8 +11,9 @@ completeness error is within the tolerance or it has used ``max_steps`` rows. Th
 never the global RNG. Everything runs inside :func:`~lightning_xai.functional.explanation_mode`: the model is left
 as it was found (modes, ``requires_grad``, ``.grad``, hooks, RNG).
 
-Occlusion and feature ablation are captum's definitions on our batched loop (:mod:`._ablate`): captum's own loop
-cost up to 1.3x the floor of one batched forward per perturbation on token embeddings.
+Occlusion and feature ablation are captum's definitions on our batched loop (:mod:`._ablate`), with ``f(x)`` and
+``f(baseline)`` scored inside its batches (captum's loop and our separate forwards of them: up to 1.3x the floor of
+one batched forward per perturbation on token embeddings).
 """
 
 from __future__ import annotations

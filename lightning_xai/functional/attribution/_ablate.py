@@ -8,9 +8,11 @@ inputs ablates them together, as captum does) or the mean drop over the windows 
 captum's positions, ``ceil((n - window) / stride) + 1`` per dim, the last clipped at the edge). A probe is not
 perturbed by a feature it does not hold (captum runs the row and multiplies its drop by 0).
 
-Why not captum's loop: it expands the whole batch per forward, builds each perturbed copy by arithmetic on it and
-runs ``f(x)`` as a forward of its own; on a BERT explained at its word embeddings that came to 1.12-1.29x the floor
-of one batched forward per perturbation (``benchmarks/attribution.py --parts ablation``).
+Why our loop: :func:`~lightning_xai.functional.attribution.attribute` ran captum's loop (its own ``f(x)`` forward,
+perturbed copies by arithmetic on the expanded batch) plus forwards of ``f(x)`` and ``f(baseline)`` of its own: 1.12-
+1.29x the floor of one batched forward per perturbation on a BERT explained at its word embeddings. Here ``f(x)`` is
+scored once, inside the batches (``benchmarks/attribution.py --parts ablation`` times ours, captum's loop called
+directly, and the floor: BERT 1.01-1.09x, 1.02-1.07x; the rest is this machine's noise).
 """
 
 from __future__ import annotations
