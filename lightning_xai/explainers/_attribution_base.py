@@ -16,8 +16,9 @@ from lightning_xai.explainers._base import Explainer, Explanation, Target, targe
 from lightning_xai.explainers._tokens import load_tokenizer, shown_tokens, token_strings
 from lightning_xai.functional._guard import explanation_mode
 from lightning_xai.functional.attribution import AttributionResult, attribute
+from lightning_xai.functional.attribution._feature_mask import check_feature_mask
 
-__all__ = ["AttributionExplainer", "AttributionExplanation", "check_baseline"]
+__all__ = ["AttributionExplainer", "AttributionExplanation", "check_baseline", "check_feature_masks"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,3 +166,21 @@ def check_baseline(baseline: Any, allowed: tuple[str, ...] = ("zeros", "blur", "
         raise TypeError(expected("baseline", f"one of {list(allowed)}, a number, a tensor, a tuple of tensors or a "
                                  "dict of them by input name", type(baseline).__name__))
     return baseline
+
+
+def check_feature_masks(mask: Any) -> Any:
+    """A ``feature_mask`` argument: ``None``, an integer tensor or nested list of integers (one explained input), a
+    tuple/list of tensors (or ``None``) per explained input, or a dict of them by input name (shapes are checked
+    against the inputs at :meth:`~AttributionExplainer.explain`).
+
+    Example:
+        >>> check_feature_masks({"image": [[0, 0, 1, 1]]})["image"].shape
+        torch.Size([1, 4])
+    """
+    if mask is None:
+        return None
+    if isinstance(mask, dict):
+        return {k: None if v is None else check_feature_mask(v, f"feature_mask[{k!r}]") for k, v in mask.items()}
+    if isinstance(mask, (tuple, list)) and mask and all(m is None or isinstance(m, Tensor) for m in mask):
+        return tuple(None if m is None else check_feature_mask(m, f"feature_mask[{i}]") for i, m in enumerate(mask))
+    return check_feature_mask(mask)

@@ -29,6 +29,7 @@ from lightning_xai.explainers._attribution_base import (
     AttributionExplainer,
     AttributionExplanation,
     check_baseline,
+    check_feature_masks,
 )
 from lightning_xai.explainers._base import Target
 from lightning_xai.explainers._completeness import check_tolerance, warn_incomplete
@@ -261,21 +262,27 @@ class OcclusionExplainer(_Baselined):
 
 class FeatureAblationExplainer(_Baselined):
     """Feature ablation (captum ``FeatureAblation``): the score's drop when one feature takes the baseline; a
-    feature is a tabular element, a token, or a patch of an image (per frame for clips), every channel at once.
+    feature is a tabular element, a token, or a patch of an image (per frame for clips), every channel at once, or
+    the features of ``feature_mask``.
 
     Args:
         baseline: the value ablated features take: ``0.0`` (captum's), a number, ``"blur"``, ``"mean"``, tensor(s).
         patch: ``(h, w)`` pixels of an image feature (default: an eighth of each side).
+        feature_mask: captum's ``feature_mask``: an integer tensor (or nested list) broadcastable to the input
+            (token inputs: to the ids; batch dim 1, or the probe count), equal ids forming one feature; a dict by
+            input name for several inputs (the others keep their default features).
     """
 
     name = "feature_ablation"
 
-    def __init__(self, baseline: Baseline = 0.0, patch: tuple[int, int] | None = None, **kwargs: Any) -> None:
+    def __init__(self, baseline: Baseline = 0.0, patch: tuple[int, int] | None = None, feature_mask: Any = None,
+                 **kwargs: Any) -> None:
         super().__init__(baseline, **kwargs)
         self.patch = None if patch is None else tuple(patch)
+        self.feature_mask = check_feature_masks(feature_mask)
 
     def options(self) -> dict[str, Any]:
-        return {**super().options(), "patch": self.patch}
+        return {**super().options(), "patch": self.patch, "feature_mask": self.feature_mask}
 
 
 #: every attribution explainer by its registry name

@@ -40,7 +40,11 @@ from typing import Any
 import torch
 
 from lightning_xai._checks import check_non_negative_int, check_positive_int, expected
-from lightning_xai.explainers._attribution_base import AttributionExplainer, check_baseline
+from lightning_xai.explainers._attribution_base import (
+    AttributionExplainer,
+    check_baseline,
+    check_feature_masks,
+)
 from lightning_xai.functional.attribution import AttributionResult, kernel_shap, lime
 
 __all__ = ["SURROGATE_EXPLAINERS", "KernelShapExplainer", "LimeExplainer"]
@@ -53,7 +57,7 @@ class _Surrogate(AttributionExplainer):
 
     def __init__(self, n_samples: int = 1000, n_segments: int = 25, compactness: float | None = None,
                  patch: tuple[int, int] | None = None, mask_token_id: int | None = None, baseline: Any = 0.0,
-                 seed: int = 0, **kwargs: Any) -> None:
+                 seed: int = 0, feature_mask: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.n_samples = check_positive_int("n_samples", n_samples)
         self.n_segments = check_positive_int("n_segments", n_segments)
@@ -67,11 +71,12 @@ class _Surrogate(AttributionExplainer):
         self.baseline = check_baseline(baseline)
         self.n_background = 32 if isinstance(baseline, str) and baseline == "mean" else 0
         self.seed = check_non_negative_int("seed", seed)
+        self.feature_mask = check_feature_masks(feature_mask)
 
     def options(self) -> dict[str, Any]:
         return {"n_samples": self.n_samples, "n_segments": self.n_segments, "compactness": self.compactness,
                 "patch": self.patch, "mask_token_id": self.mask_token_id, "baseline": self.baseline,
-                "generator": torch.Generator().manual_seed(self.seed)}
+                "generator": torch.Generator().manual_seed(self.seed), "feature_mask": self.feature_mask}
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "seed": self.seed}
@@ -97,6 +102,10 @@ class LimeExplainer(_Surrogate):
         baseline: what dropped features of floating inputs take: ``0.0`` (captum's), a number, ``"blur"``,
             ``"mean"``, tensor(s).
         seed: seed of the sampling generator (each explain starts it afresh).
+        feature_mask: the interpretable features instead of superpixels, patches, tokens or elements (captum's
+            ``feature_mask``): an integer tensor (or nested list) broadcastable to the input (token inputs: to the
+            ids, padding then a feature like any other; batch dim 1, or the probe count), equal ids forming one
+            feature, at least 2 per probe; a dict by input name for several inputs.
     """
 
     name = "lime"

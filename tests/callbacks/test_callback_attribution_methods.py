@@ -55,9 +55,11 @@ def test_image_methods_write_arrays_figures_completeness_stability_and_agreement
 def test_token_model_is_explained_at_its_embedding(tmp_path):
     seed_everything(0)
     loader = DataLoader(Tokens(16), batch_size=8)
-    methods = ("integrated_gradients", "occlusion", "lime", "kernel_shap")
+    methods = ("integrated_gradients", "occlusion", "lime", "kernel_shap", "feature_ablation")
+    pairs = {"input_ids": [[0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]]}  # feature_mask: tokens two by two
     cb = AttributionCallback(methods=methods, num_samples=4, embedding_layer="emb", on_error="raise",
-                             method_kwargs={"lime": {"n_samples": 64}, "kernel_shap": {"n_samples": 64}})
+                             method_kwargs={"lime": {"n_samples": 64}, "kernel_shap": {"n_samples": 64},
+                                            "feature_ablation": {"feature_mask": pairs}})
     trainer = tiny_trainer(tmp_path, [cb], max_epochs=1)
     trainer.fit(TextModel(), loader, loader)
     folder = next(tmp_path.rglob("attribution_lime.npz")).parent
@@ -68,6 +70,8 @@ def test_token_model_is_explained_at_its_embedding(tmp_path):
         assert np.abs(values[:, :10]).sum() > 0, method
         if method in ("lime", "kernel_shap", "occlusion"):  # padding is no feature: it never moves the score
             assert np.allclose(values[:, 10:], 0), method
+    pair_values = np.load(folder / "attribution_feature_ablation.npz")["input_ids"]
+    assert np.allclose(pair_values[:, 0::2], pair_values[:, 1::2])  # one value per pair of tokens
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     assert metrics["xai/attribution/integrated_gradients/completeness/relative_median"] <= 0.01
     assert "xai/attribution/agreement/integrated_gradients_vs_lime" in metrics

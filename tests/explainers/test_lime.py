@@ -189,3 +189,39 @@ def test_fewer_samples_than_features_is_said(method):
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         run(net, x, torch.tensor([0, 1]), n_samples=100)
+
+
+@pytest.mark.parametrize("method", ["lime", "kernel_shap"])
+def test_feature_mask_equals_captum_on_tabular_and_tokens(method):
+    """``feature_mask=`` (captum's): any integer ids, numbered per probe in order; tokens grouped into words."""
+    pytest.importorskip("sklearn")
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 2)).eval()
+    x = torch.randn(1, 6)
+    ours = _ours(method, mlp, x, torch.tensor([1]), 80, feature_mask=torch.tensor([[5, 5, 9, -1, 9, -1]])).values[0]
+    ref = _captum(method, mlp, x, 0.0, torch.tensor([[1, 1, 2, 0, 2, 0]]), _samples(method, torch.tensor([3]), 80)[0],
+                  1)
+    assert torch.allclose(ours, ref, atol=2e-3 * float(ref.abs().max()))
+
+    net, ids = _Tokens().eval(), torch.tensor([[3, 5, 7, 9, 11]])
+    words = torch.tensor([0, 0, 1, 2, 2])  # over the ids, no batch dim
+    ours = _ours(method, net, ids, torch.tensor([0]), 60, mask_token_id=2, feature_mask=words).values[0]
+    emb, base = net.emb(ids).detach(), net.emb(torch.full_like(ids, 2)).detach()
+    ref = _captum(method, net.pooled, emb, base, words.view(1, 5, 1).expand(1, 5, 6),
+                  _samples(method, torch.tensor([3]), 60)[0], 0)[..., 0]
+    assert torch.allclose(ours, ref, atol=2e-3 * float(ref.abs().max()))
+
+
+def test_feature_mask_errors_name_it():
+    net, x = nn.Linear(4, 2), torch.rand(2, 4)
+    with pytest.raises(ValueError, match=r"`feature_mask`.*at least 2 distinct ids.*lime.*sample 1 with 1 feature"):
+        lime(net, x, torch.tensor([0, 1]), feature_mask=torch.tensor([[0, 1, 1, 1], [3, 3, 3, 3]]))
+    with pytest.raises(TypeError, match="`feature_mask`.*integer"):
+        kernel_shap(net, x, torch.tensor([0, 1]), feature_mask=torch.tensor([[0.0, 1.0, 1.0, 1.0]]))
+    with pytest.raises(ValueError, match=r"`feature_mask`.*broadcastable to the input \(2, 4\)"):
+        kernel_shap(net, x, torch.tensor([0, 1]), feature_mask=torch.tensor([[0, 1, 1]]))
+    with pytest.raises(TypeError, match="`feature_mask`.*integer"):
+        get_explainer("lime", feature_mask=[[0.5, 1.0]])
+    e = get_explainer("kernel_shap", n_samples=32, feature_mask=[[0, 0, 1, 1]]).explain(net, ModelInputs((x,)))
+    v = e.values["input"]
+    assert torch.equal(v[:, 0], v[:, 1]) and torch.equal(v[:, 2], v[:, 3]) and not torch.equal(v[:, 0], v[:, 2])

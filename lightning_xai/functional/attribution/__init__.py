@@ -10,6 +10,10 @@ probe), which adds path points where the known segment errors are largest until 
 completeness error is within the tolerance or it has used ``max_steps`` rows. The noise of SmoothGrad comes from a ``torch.Generator``,
 never the global RNG. Everything runs inside :func:`~lightning_xai.functional.explanation_mode`: the model is left
 as it was found (modes, ``requires_grad``, ``.grad``, hooks, RNG).
+
+Occlusion and feature ablation are captum's definitions on our batched loop (:mod:`._ablate`), with ``f(x)`` and
+``f(baseline)`` scored inside its batches (captum's loop and our separate forwards of them: up to 1.3x the floor of
+one batched forward per perturbation on token embeddings).
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ from torch import Tensor, nn
 
 from lightning_xai._checks import check_choice, check_positive_int, expected
 from lightning_xai.functional._guard import explanation_mode
+from lightning_xai.functional.attribution._ablate import feature_ablation, occlusion
 from lightning_xai.functional.attribution._adaptive import Paths, integrate_to_tolerance
 from lightning_xai.functional.attribution._baselines import resolve_baselines
 from lightning_xai.functional.attribution._defaults import ablation_mask, blur, occlusion_window, patch_size
+from lightning_xai.functional.attribution._feature_mask import FeatureMask, resolve_feature_masks
 from lightning_xai.functional.attribution._methods import check_deeplift, noise_tunnel, run_method
 from lightning_xai.functional.attribution._prepare import prepare, token_hook
 from lightning_xai.functional.attribution._result import AttributionResult
@@ -76,6 +82,7 @@ def attribute(
     window: int | tuple[int, ...] | dict[int, tuple[int, ...]] | None = None,
     stride: int | tuple[int, ...] | dict[int, tuple[int, ...]] | None = None,
     patch: tuple[int, int] | None = None,
+    feature_mask: FeatureMask = None,
     blur_sigma: float | None = None,
     max_batch: int = 128,
     strict: bool = False,
@@ -111,6 +118,10 @@ def attribute(
             or a dict by input position (``None``: per kind, see :func:`occlusion_window`; a window given alone
             moves by itself).
         patch: Pixel patch ``(h, w)`` of image occlusion windows and ablation features (default: an eighth).
+        feature_mask: Feature ablation's features (captum's ``feature_mask``): an integer tensor broadcastable to the
+            input (token inputs: to the ids ``(B, L)``; batch dim 1 or B), equal ids forming one feature (across
+            inputs too: ablated together); several explained inputs: a tuple of one per explained input or a dict by
+            input position, ``None`` keeping an input's default features (see :func:`ablation_mask`).
         blur_sigma: Gaussian sigma of ``baseline="blur"`` (default: the shorter side over 8).
         max_batch: Rows per forward pass (integrated gradients' steps, perturbations).
         strict: DeepLIFT: raise instead of warning about layers captum's DeepLift does not handle.
@@ -136,6 +147,10 @@ def attribute(
                                          or not isinstance(completeness_tol, (int, float)) or completeness_tol <= 0):
         raise ValueError(expected("completeness_tol", "a number larger than 0 or None", completeness_tol))
     check_positive_int("max_steps", max_steps)
+    if feature_mask is not None and method != "feature_ablation":
+        raise ValueError(expected("feature_mask", "None for method "
+                                  f"{method!r} (it takes one for 'feature_ablation'; occlusion: `window`, `stride`)",
+                                  "a mask"))
     if method == "smoothgrad":
         check_choice("base", base, GRADIENT_METHODS)
         check_choice("nt_type", nt_type, ("smoothgrad", "smoothgrad_sq", "vargrad"))
@@ -156,9 +171,10 @@ def attribute(
             baselines = resolve_baselines(baseline, prep, kinds, background, blur_sigma)
         options: dict[str, Any] = {"n_steps": n_steps, "ig_method": ig_method, "max_batch": max_batch}
         if method == "occlusion":
-            options["windows"], options["strides"] = _windows(prep, kinds, layouts, window, stride, patch)
+            options["windows"] = _windows(prep, kinds, layouts, window, stride, patch)
         if method == "feature_ablation":
-            options["masks"] = _masks(prep, kinds, layouts, patch)
+            given = resolve_feature_masks(feature_mask, prep, inputs)
+            options["masks"] = _masks(prep, kinds, layouts, patch, given)
         if core == "deeplift":
             check_deeplift(model, prep, strict)
 
@@ -173,6 +189,10 @@ def attribute(
             paths = Paths(prep.module, prep.explained, baselines, prep.rows, tgt)  # type: ignore[arg-type]
             attrs, steps, ends = integrate_to_tolerance(paths, float(completeness_tol),  # type: ignore[arg-type]
                                                         max_steps, max_batch)
+        elif method == "occlusion":  # our batched loop, f(x) and f(baseline) among its rows
+            attrs, *ends = occlusion(prep, baselines, tgt, *options["windows"], max_batch)  # type: ignore[arg-type]
+        elif method == "feature_ablation":
+            attrs, *ends = feature_ablation(prep, baselines, tgt, options["masks"], max_batch)  # type: ignore[arg-type]
         else:
             attrs = run(prep.explained)
         if ends is not None:  # the adaptive engine's f(x), f(baseline): not evaluated twice
@@ -216,6 +236,9 @@ def _windows(prep: Any, kinds: tuple[str, ...], layouts: tuple[str | None, ...],
             if len(value) != len(shape) or any(v < 1 or v > n for v, n in zip(value, shape)):
                 raise ValueError(expected(name, f"one size per dim of one sample {shape} (tokens: of (L,), each "
                                           "between 1 and that dim)", value))
+        if any(s_ > w_ and w_ < n for s_, w_, n in zip(st, w, shape)):  # elements no window covers (captum refuses too)
+            raise ValueError(expected("stride", f"at most the window {w} in every dim the window does not span",
+                                      st))
         windows.append(w)
         strides.append(st)
     return tuple(windows), tuple(strides)
@@ -230,9 +253,14 @@ def _per(spec: Any, slot: int) -> tuple[int, ...] | None:
     return (spec,) if isinstance(spec, int) else tuple(spec)
 
 
-def _masks(prep: Any, kinds: tuple[str, ...], layouts: tuple[str | None, ...], patch: Any) -> tuple[Tensor, ...]:
-    masks, offset = [], 0
-    for e, s in zip(prep.explained, prep.slots):
+def _masks(prep: Any, kinds: tuple[str, ...], layouts: tuple[str | None, ...], patch: Any,
+           given: tuple[Tensor | None, ...]) -> tuple[Tensor, ...]:
+    """The given feature masks, and default ones (numbered past every given id) for the other explained inputs."""
+    masks, offset = [], max((int(g.max()) for g in given if g is not None and g.numel()), default=-1) + 1
+    for e, s, g in zip(prep.explained, prep.slots, given):
+        if g is not None:
+            masks.append(g)
+            continue
         mask = ablation_mask(tuple(e.shape[1:]), kinds[s], layouts[s], patch).to(e.device) + offset
         offset = int(mask.max()) + 1  # feature ids unique across inputs: each is ablated on its own
         masks.append(mask)

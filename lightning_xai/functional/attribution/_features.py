@@ -49,14 +49,22 @@ def superpixels(x: Tensor, n_segments: int = 50, compactness: float | None = Non
 
 def feature_masks(prep: Prepared, kinds: tuple[str, ...], layouts: tuple[str | None, ...], n_segments: int,
                   compactness: float | None, patch: tuple[int, int] | None, pad_id: int | None,
-                  ids: Tensor | None) -> tuple[tuple[Tensor, ...], Tensor, list[list[int]]]:
+                  ids: Tensor | None, given: tuple[Tensor | None, ...] | None = None,
+                  ) -> tuple[tuple[Tensor, ...], Tensor, list[list[int]]]:
     """Feature ids per explained tensor ``(B, ...)`` broadcastable to it (``-1``: not a feature, e.g. padding),
-    numbered per probe across inputs; the feature count per probe ``(B,)``; the counts per probe and input."""
+    numbered per probe across inputs; the feature count per probe ``(B,)``; the counts per probe and input.
+    ``given`` masks (of :func:`._feature_mask.resolve_feature_masks`) are numbered first, their ids in order per
+    probe (an id in several inputs is one feature: a count goes to the first input holding it)."""
     masks, per_input = [], []
     batch = prep.explained[0].shape[0]
-    offset = torch.zeros(batch, dtype=torch.long)
-    for e, s in zip(prep.explained, prep.slots):
+    given = given or (None,) * len(prep.slots)
+    numbered, offset = _numbered(given, batch)
+    for e, s, g, n in zip(prep.explained, prep.slots, given, numbered):
         shape = tuple(e.shape[1:])
+        if g is not None:
+            masks.append(n[0].to(e.device))
+            per_input.append(n[1].tolist())
+            continue
         if s == prep.token and ids is not None:
             keep = torch.ones_like(ids, dtype=torch.bool) if pad_id is None else ids != pad_id
             mask = torch.where(keep, keep.long().cumsum(1) - 1, -1).cpu().unsqueeze(-1)  # (B, L, 1)
@@ -74,12 +82,48 @@ def feature_masks(prep: Prepared, kinds: tuple[str, ...], layouts: tuple[str | N
     return tuple(masks), offset, [list(c) for c in zip(*per_input)]
 
 
+def _numbered(given: tuple[Tensor | None, ...], batch: int) -> tuple[list[tuple[Tensor, Tensor] | None], Tensor]:
+    """The given masks with each probe's ids renumbered 0, 1, ... in order (``(B, ...)`` each) and the count of
+    ids each input holds first, per probe; the total count per probe."""
+    full = [g.cpu().expand(batch, *g.shape[1:]) if g is not None else None for g in given]
+    flat = [g.reshape(batch, -1) for g in full if g is not None]
+    out: list[tuple[Tensor, Tensor] | None] = [None] * len(given)
+    if not flat:
+        return out, torch.zeros(batch, dtype=torch.long)
+    joined = torch.cat(flat, 1)
+    ranks, total = [], []
+    for row in joined:  # one probe at a time: its own ids
+        values = row.unique()
+        ranks.append(torch.searchsorted(values, row))
+        total.append(len(values))
+    start = 0
+    seen = [torch.zeros(t, dtype=torch.bool) for t in total]
+    for i, g in enumerate(full):
+        if g is None:
+            continue
+        width = g[0].numel()
+        rank = torch.stack([r[start:start + width] for r in ranks])
+        count = []
+        for b in range(batch):  # ids new to this input
+            new = torch.zeros(total[b], dtype=torch.bool)
+            new[rank[b]] = True
+            count.append(int((new & ~seen[b]).sum()))
+            seen[b] |= new
+        out[i] = (rank.view(g.shape), torch.tensor(count))
+        start += width
+    return out, torch.tensor(total)
+
+
 def check_features(method: str, counts: list[list[int]], kinds: tuple[str, ...], slots: tuple[int, ...],
-                   names: tuple[str, ...] | None, n_segments: int) -> None:
-    """At least 2 features per probe, or a ``ValueError`` naming the inputs, their kinds and ``n_segments``."""
+                   names: tuple[str, ...] | None, n_segments: int, given: bool = False) -> None:
+    """At least 2 features per probe, or a ``ValueError`` naming the inputs, their kinds and ``n_segments`` (with a
+    ``feature_mask`` given: naming it)."""
     for b, per in enumerate(counts):
         if sum(per) >= 2:
             continue
+        if given:
+            raise ValueError(expected("feature_mask", f"at least 2 distinct ids (features) per sample for {method}",
+                                      f"sample {b} with {sum(per)} feature{'s' * (sum(per) != 1)}"))
         parts = []
         for s, n in zip(slots, per):
             name = names[s] if names is not None and s < len(names) else f"inputs[{s}]"

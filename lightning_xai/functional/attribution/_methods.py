@@ -77,15 +77,13 @@ def deterministic_warn_only() -> Iterator[None]:
 
 def run_method(method: str, prep: Prepared, explained: tuple[Tensor, ...], baselines: tuple[Tensor, ...] | None,
                target: Tensor | None, options: dict[str, Any]) -> tuple[Tensor, ...]:
-    """Captum's ``method`` on ``explained`` (fresh leaves), scored by ``prep.module``; attributions in the
-    explained tensors' shapes."""
+    """Captum's gradient ``method`` on ``explained`` (fresh leaves), scored by ``prep.module``; attributions in the
+    explained tensors' shapes (occlusion and feature ablation: :mod:`._ablate`)."""
     from captum import attr
 
-    gradient = method not in ("occlusion", "feature_ablation")
-    xs = tuple(e.detach().clone().requires_grad_(gradient) for e in explained)
+    xs = tuple(e.detach().clone().requires_grad_(True) for e in explained)
     common: dict[str, Any] = {"target": target, "additional_forward_args": prep.rows or None}
     module = prep.module
-    per_eval = max(1, options.get("max_batch", 128) // max(1, xs[0].shape[0]))
     with warnings.catch_warnings(), deterministic_warn_only():
         for message in _QUIET:
             warnings.filterwarnings("ignore", message=message)
@@ -101,15 +99,8 @@ def run_method(method: str, prep: Prepared, explained: tuple[Tensor, ...], basel
             out = attr.IntegratedGradients(module).attribute(
                 xs, baselines, n_steps=options["n_steps"], method=options["ig_method"],
                 internal_batch_size=options.get("max_batch"), **common)
-        elif method == "occlusion":
-            out = attr.Occlusion(module).attribute(
-                xs, sliding_window_shapes=options["windows"], strides=options["strides"], baselines=baselines,
-                perturbations_per_eval=per_eval, **common)
-        elif method == "feature_ablation":
-            out = attr.FeatureAblation(module).attribute(
-                xs, baselines=baselines, feature_mask=options["masks"], perturbations_per_eval=per_eval, **common)
         else:
-            raise ValueError(expected("method", "a captum attribution method", method))
+            raise ValueError(expected("method", "a captum gradient attribution method", method))
     return tuple(o.detach() for o in out)
 
 

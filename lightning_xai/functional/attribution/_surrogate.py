@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from lightning_xai._checks import check_non_negative_int, check_positive_int, expected
 from lightning_xai.functional._guard import explanation_mode
 from lightning_xai.functional.attribution._baselines import resolve_baselines
+from lightning_xai.functional.attribution._feature_mask import FeatureMask, resolve_feature_masks
 from lightning_xai.functional.attribution._features import (
     check_features,
     feature_masks,
@@ -161,6 +162,7 @@ def surrogate(
     max_batch: int,
     blur_sigma: float | None,
     names: tuple[str, ...] | None,
+    feature_mask: FeatureMask = None,
 ) -> tuple[tuple[Tensor | None, ...], Tensor, Tensor, Tensor]:
     """LIME (``method="lime"``) or Kernel SHAP: values per input (``None`` where not explained), ``f(x)``,
     ``f(every feature off)`` and the coefficients per probe ``(B, M)``."""
@@ -194,8 +196,10 @@ def surrogate(
             j = prep.slots.index(prep.token)
             e = prep.explained[j]
             baselines[j] = embed_tokens(prep.swap.layer, torch.full_like(ids, missing), ids.shape[1]).to(e)
-        masks, counts, per_input = feature_masks(prep, kinds, layouts, n_segments, compactness, patch, pad_id, ids)
-        check_features(method, per_input, kinds, prep.slots, names, n_segments)
+        given = resolve_feature_masks(feature_mask, prep, inputs)
+        masks, counts, per_input = feature_masks(prep, kinds, layouts, n_segments, compactness, patch, pad_id, ids,
+                                                 given)
+        check_features(method, per_input, kinds, prep.slots, names, n_segments, feature_mask is not None)
         warn_underdetermined(method, counts, n_samples)
         z = (lime_samples if method == "lime" else shap_samples)(counts, n_samples, gen)
         run = Perturbed(prep, tuple(baselines), masks, tgt, max_batch)

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_xai.functional.attribution._feature_mask import FeatureMask
 from lightning_xai.functional.attribution._features import superpixels
 from lightning_xai.functional.attribution._result import AttributionResult
 from lightning_xai.functional.attribution._surrogate import surrogate
@@ -37,6 +38,7 @@ def lime(
     max_batch: int = 128,
     blur_sigma: float | None = None,
     names: tuple[str, ...] | None = None,
+    feature_mask: FeatureMask = None,
 ) -> AttributionResult:
     """LIME (captum ``Lime``, its defaults) over interpretable features, per probe.
 
@@ -63,6 +65,11 @@ def lime(
         mask_token_id: The id of a dropped token (default the embedding's ``padding_idx``, else 0).
         generator: The sampling generator (default: seeded with 0).
         names: Input names for error messages.
+        feature_mask: The interpretable features instead of the default ones (captum's ``feature_mask``): an integer
+            tensor broadcastable to the input (token inputs: to the ids ``(B, L)``, padding then a feature like any
+            other; batch dim 1 or B), equal ids forming one feature (across inputs too); several explained inputs:
+            a tuple of one per explained input or a dict by input position (``None``: that input's default
+            features). At least 2 features per probe.
 
     Returns:
         An :class:`AttributionResult`: ``base_values`` is ``f`` with every feature off.
@@ -81,7 +88,7 @@ def lime(
         "lime", model, inputs, target, forward_fn=forward_fn, baseline=baseline, background=background, kinds=kinds,
         layouts=layouts, embedding_layer=embedding_layer, n_samples=n_samples, n_segments=n_segments,
         compactness=compactness, patch=patch, mask_token_id=mask_token_id, alpha=alpha, kernel_width=kernel_width,
-        generator=generator, max_batch=max_batch, blur_sigma=blur_sigma, names=names)
+        generator=generator, max_batch=max_batch, blur_sigma=blur_sigma, names=names, feature_mask=feature_mask)
     return AttributionResult(values, fx, off)
 
 
@@ -105,6 +112,7 @@ def kernel_shap(
     max_batch: int = 128,
     blur_sigma: float | None = None,
     names: tuple[str, ...] | None = None,
+    feature_mask: FeatureMask = None,
 ) -> AttributionResult:
     """Kernel SHAP (captum ``KernelShap``, its defaults) over the interpretable features of :func:`lime`.
 
@@ -114,7 +122,8 @@ def kernel_shap(
     when under-determined). Values sum to about ``f(x) - f(every feature off)`` (``completeness_error``).
 
     Args:
-        As :func:`lime` (no ``alpha``, ``kernel_width``); the ``kernel_shap`` explainer defaults to 2048 samples.
+        As :func:`lime` (no ``alpha``, ``kernel_width``; ``feature_mask`` too); the ``kernel_shap`` explainer
+        defaults to 2048 samples.
 
     Returns:
         An :class:`AttributionResult`: ``base_values`` is ``f`` with every feature off.
@@ -130,6 +139,6 @@ def kernel_shap(
         "kernel_shap", model, inputs, target, forward_fn=forward_fn, baseline=baseline, background=background,
         kinds=kinds, layouts=layouts, embedding_layer=embedding_layer, n_samples=n_samples, n_segments=n_segments,
         compactness=compactness, patch=patch, mask_token_id=mask_token_id, alpha=0.0, kernel_width=1.0,
-        generator=generator, max_batch=max_batch, blur_sigma=blur_sigma, names=names)
+        generator=generator, max_batch=max_batch, blur_sigma=blur_sigma, names=names, feature_mask=feature_mask)
     error = (coef.sum(1).float() - (fx - off)).abs()
     return AttributionResult(values, fx, off, error, error / (fx - off).abs().clamp_min(1e-12))
