@@ -76,8 +76,8 @@ def draw_background(trainer: pl.Trainer, stage: Stage, given: Any, n_background:
     if stage == "fit" and trainer.train_dataloader is not None:  # the first of the user's training loaders
         loader = CombinedLoader(trainer.train_dataloader).flattened[0]
     if loader is None:
-        loader = {"test": trainer.test_dataloaders, "predict": trainer.predict_dataloaders}.get(
-            stage, trainer.val_dataloaders)
+        loader = (trainer.test_dataloaders if stage == "test" else trainer.predict_dataloaders
+                  if stage == "predict" else trainer.val_dataloaders)
         loader = loader[0] if isinstance(loader, (list, tuple)) else loader
     if loader is None:
         raise ValueError(expected("background", "given when the trainer has no dataloader to draw it from", None))

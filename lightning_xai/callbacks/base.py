@@ -223,8 +223,8 @@ class XAICallback(CallbackShell, ABC):
             if self._user_probe is not None:
                 self._probe = probe_from_user(self._user_probe, self.num_samples, self.batch_to_inputs)
             else:
-                loaders = {"test": trainer.test_dataloaders, "predict": trainer.predict_dataloaders}.get(
-                    stage, trainer.val_dataloaders)
+                loaders = (trainer.test_dataloaders if stage == "test" else trainer.predict_dataloaders
+                           if stage == "predict" else trainer.val_dataloaders)
                 if isinstance(loaders, (list, tuple)):
                     loaders = loaders[0] if loaders else None
                 if loaders is None:
