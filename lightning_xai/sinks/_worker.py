@@ -198,15 +198,18 @@ class FigureWorker:
             write_message(proc.stdin, job.payload)  # type: ignore[arg-type]
             ready, _, _ = select.select([proc.stdout], [], [], JOB_TIMEOUT_S)
             answer = read_message(proc.stdout) if ready else "timeout"  # type: ignore[arg-type]
-        except (OSError, ValueError, EOFError, pickle.UnpicklingError) as err:
-            answer, self._broken = None, f"it stopped answering ({type(err).__name__}: {err})"
+        except (OSError, ValueError, EOFError, pickle.UnpicklingError) as err:  # the pipe, not the figure
+            self._break(f"it could not be used ({type(err).__name__}: {err})")
+            _draw_here(job)
+            return
         if answer == "timeout":
             self._stop_process()
             job.error, job.trace = f"TimeoutError: not drawn within {JOB_TIMEOUT_S:.0f} s", ""
             return
         if answer is None:  # it died drawing this one: not retried here, where it could take the training down
-            code = proc.wait()
-            self._break(self._broken or f"it ended while drawing {job.name!r} (exit code {code})")
+            self._break("")
+            code = proc.returncode
+            self._broken = f"it ended while drawing {job.name!r} (exit code {code})"
             job.error, job.trace = f"the drawing process ended while drawing it (exit code {code})", ""
             return
         kind, value, extra = answer
