@@ -97,7 +97,7 @@ class FigureWorker:
         >>> worker.close()
     """
 
-    def __init__(self, max_pending: int = 4) -> None:
+    def __init__(self, max_pending: int = 16) -> None:  # ~2 epochs of the quickstart's 4 callbacks (7 events each)
         self._queue: queue.Queue[FigureBatch | None] = queue.Queue(maxsize=max_pending)
         self._thread: threading.Thread | None = None
         self._proc: subprocess.Popen[bytes] | None = None
