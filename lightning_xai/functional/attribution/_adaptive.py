@@ -106,26 +106,26 @@ class _PathGroup(_Group):
         paths = self.paths
         global_probe = self.probes[probe]
         index = global_probe.to(paths.x[0].device)
-        points = []
+        points, deltas = [], []
         for x, b in zip(paths.x, paths.baselines):
+            xb, bb = x[index], b[index]
             a = alpha.to(device=x.device, dtype=x.dtype).view(-1, *([1] * (x.ndim - 1)))
-            points.append(torch.lerp(b[index], x[index], a).requires_grad_(True))
+            points.append(torch.lerp(bb, xb, a).requires_grad_(True))
+            deltas.append(xb.sub_(bb))
         scores = paths.scores(tuple(points), global_probe)
         f = scores.detach().double().cpu()
         grads: tuple[Tensor | None, ...] = (None,) * len(points)
         if scores.requires_grad:  # else the target does not depend on the explained inputs: zero rows
             grads = torch.autograd.grad(scores.sum(), points, allow_unused=True)
-        del points, scores  # x - x' is formed after the backward pass: not held beside the model's activations
         total = torch.zeros(len(probe), dtype=torch.float64)
         contributions = []
-        for acc, x, b, grad in zip(self.acc, paths.x, paths.baselines, grads):
+        for acc, delta, grad in zip(self.acc, deltas, grads):
             if grad is None:
                 contribution = torch.zeros((len(probe), *acc.shape[1:]), device=acc.device)
             else:
-                contribution = x[index].sub_(b[index]).mul_(grad).float()
+                contribution = (delta * grad).float()
             total += contribution.flatten(1).sum(1).double().cpu()
             contributions.append(contribution)
-        del grads
         slots = self.store.add(contributions, keep)
         w = weight.to(device=self.acc[0].device, dtype=torch.float32)
         for acc, contribution in zip(self.acc, contributions):
