@@ -92,7 +92,7 @@ class CellSplitting:
         eligible = valid & (_segment_cumsum(cost, probe, start) <= budget[probe])
         mass = torch.where(eligible, values, torch.zeros_like(values))
         total = torch.zeros(n, dtype=torch.float64).index_add_(0, probe, mass)
-        within = eligible & (_segment_cumsum(mass, probe, start) < _MASS * total[probe])
+        within = eligible & (_segment_cumsum(mass, probe, start) < self._split_mass(total)[probe])
         count = torch.bincount(probe[eligible], minlength=n)
         k = torch.bincount(probe[within], minlength=n) + 1
         k = torch.minimum(torch.minimum(k, (_MAX_SPLIT * mine).long()), count).clamp_min(1)
@@ -103,6 +103,10 @@ class CellSplitting:
         wanted = self._fill_chunks(ranked, k[keep].tolist(), stored, rows)
         chosen = rows[torch.cat([r[:w] for r, w in zip(ranked, wanted)])]
         return self._split(chosen)
+
+    def _split_mass(self, total: Tensor) -> Tensor:
+        """Per probe, the discrepancy its split cells should carry, given the total its eligible cells carry."""
+        return _MASS * total
 
     def _fill_chunks(
         self, ranked: list[Tensor], wanted: list[int], stored: Tensor, rows: Tensor
