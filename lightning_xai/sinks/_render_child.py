@@ -1,15 +1,15 @@
 """The figure-drawing process: ``python -c "from lightning_xai.sinks._render_child import main; main()"``.
 
 It reads jobs from stdin and answers on stdout, one at a time, each message an 8-byte little-endian length and a
-pickle. A job is ``(rc, builder, dpi)``: the parent's matplotlib settings (so a user's style applies here too), a
+pickle. A job is ``(style, builder, dpi)``: the parent's matplotlib settings (so a user's style applies here too), a
 picklable zero-argument callable that builds a figure (``functools.partial`` of a module-level renderer over
 plain arrays) and the dpi. The answer is ``("ok", png, warnings)``, ``("none", b"", warnings)`` when the builder
 had nothing to draw, or ``("error", description, traceback)``; ``("load", description, traceback)`` says the job
 could not be unpickled here (the parent then draws it itself). Anything a builder prints goes to stderr, never
 into the answers. The process ends when stdin closes (the parent ended or closed it).
 
-Nothing here imports Lightning: the builders' modules import torch, matplotlib and numpy, so the process is ready
-a few seconds after it starts, drawing on a core the training loop does not use.
+Nothing here imports Lightning (nor matplotlib: :func:`lightning_xai.render.draw_png` draws), so the process is
+ready a few seconds after it starts, drawing on a core the training loop does not use.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def write_message(stream: IO[bytes], obj: Any) -> None:
     """Write one length-prefixed pickle.
 
     Example:
+        >>> import io
         >>> buf = io.BytesIO(); write_message(buf, ("ok", b"png", [])); _ = buf.seek(0); read_message(buf)
         ('ok', b'png', [])
     """
@@ -61,19 +62,16 @@ def _read_exactly(stream: IO[bytes], size: int) -> bytes | None:
 
 
 def _draw(job: bytes) -> tuple[str, Any, Any]:
-    import matplotlib
-
-    from lightning_xai.sinks._worker import draw_png
-
     try:
-        rc, builder, dpi = pickle.loads(job)
+        style, builder, dpi = pickle.loads(job)
     except Exception as err:  # a builder defined where this process cannot import it (a user's __main__)
         return "load", f"{type(err).__name__}: {err}", traceback.format_exc()
+    from lightning_xai.render import draw_png
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            with matplotlib.rc_context(rc):
-                png = draw_png(builder, dpi)
+            png = draw_png(builder, dpi, style)
         except Exception as err:
             return "error", f"{type(err).__name__}: {err}", traceback.format_exc()
     return ("none", b"", _plain(caught)) if png is None else ("ok", png, _plain(caught))
@@ -84,10 +82,7 @@ def _plain(caught: list[warnings.WarningMessage]) -> list[tuple[str, str]]:
 
 
 def main() -> None:
-    """Serve jobs until stdin closes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """Serve jobs until stdin closes (the renderers draw on their own Agg canvases; ``MPLBACKEND=Agg`` is set)."""
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a print in a builder must not corrupt the answers
     while True:

@@ -34,26 +34,10 @@ from typing import Any
 
 from lightning_xai.sinks._render_child import read_message, write_message
 
-__all__ = ["FigureBatch", "FigureJob", "FigureWorker", "draw_png", "figure_worker", "flush_figures"]
+__all__ = ["FigureBatch", "FigureJob", "FigureWorker", "figure_worker", "flush_figures"]
 
 _CHILD = "from lightning_xai.sinks._render_child import main; main()"
 JOB_TIMEOUT_S = 300.0  # one figure taking longer than this is a failure (the process is restarted)
-
-
-def draw_png(builder: Any, dpi: int) -> bytes | None:
-    """Build (when ``builder`` is a callable) and draw a figure to PNG bytes in this process
-    (:func:`~lightning_xai.render.figure_to_png_bytes`); ``None`` when the builder had nothing to draw.
-
-    Example:
-        >>> from functools import partial
-        >>> from lightning_xai.render._utils import new_figure
-        >>> draw_png(partial(new_figure, 1.0, 0.5), dpi=20)[:4]
-        b'\\x89PNG'
-    """
-    from lightning_xai.render import figure_to_png_bytes
-
-    fig = builder() if callable(builder) and not hasattr(builder, "savefig") else builder
-    return None if fig is None else figure_to_png_bytes(fig, dpi)
 
 
 @dataclass
@@ -114,7 +98,7 @@ class FigureWorker:
         job = FigureJob(name, builder, dpi)
         if self._broken is None and not hasattr(builder, "savefig") and _travels(builder):
             try:
-                job.payload = pickle.dumps((_rc(), builder, dpi), protocol=pickle.HIGHEST_PROTOCOL)
+                job.payload = pickle.dumps((_style(), builder, dpi), protocol=pickle.HIGHEST_PROTOCOL)
             except Exception:  # not picklable after all (a lambda deep inside): draw it here
                 job.payload = None
         if job.payload is None:
@@ -284,16 +268,18 @@ def _travels(builder: Any) -> bool:
     return callable(builder) and module != "__main__" and "<lambda>" not in getattr(func, "__qualname__", "<lambda>")
 
 
-def _rc() -> dict[str, Any]:
-    import matplotlib
+def _style() -> dict[str, Any]:
+    from lightning_xai.render import matplotlib_style  # imported when the first figure is handed over
 
-    return {k: v for k, v in matplotlib.rcParams.items() if k != "backend"}
+    return matplotlib_style()
 
 
 def _draw_here(job: FigureJob) -> None:
     import traceback
 
     try:
+        from lightning_xai.render import draw_png
+
         png = draw_png(job.builder, job.dpi)
         job.png = b"" if png is None else png
     except Exception as err:

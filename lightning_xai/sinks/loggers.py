@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from lightning_xai.sinks._worker import FigureBatch, FigureWorker, draw_png
+from lightning_xai.sinks._worker import FigureBatch, FigureWorker
 from lightning_xai.sinks.files import append_manifest, atomic_write_bytes, manifest_path, save_json, save_npy
 
 __all__ = ["ArtifactSink", "Event"]
@@ -282,6 +282,8 @@ class ArtifactSink:
                 jobs, self._deliver, partial(self._finish, record),
                 f"{ev.callback} at {ev.stage} epoch {ev.epoch} step {ev.global_step}", str(self.folder)))
             return record
+        from lightning_xai.render import draw_png  # the figures' own package draws them
+
         failed: dict[str, str] = {}
         first: BaseException | None = None
         drawn: list[str] = []

@@ -16,10 +16,10 @@ from lightning.pytorch import LightningModule
 
 from lightning_xai import CalibrationCallback, GradCAMCallback
 from lightning_xai.demo import ShapesCNN
-from lightning_xai.render import overlay_grid
+from lightning_xai.render import draw_png, overlay_grid
 from lightning_xai.render.calibration import reliability_diagram
 from lightning_xai.sinks import ArtifactSink, Event, read_manifest
-from lightning_xai.sinks._worker import FigureWorker, draw_png, figure_worker
+from lightning_xai.sinks._worker import FigureWorker, figure_worker
 from tests.helpers import read_events, shapes_loaders, tiny_trainer
 
 
