@@ -18,7 +18,6 @@ Where the process cannot be used (it does not start, dies, or cannot unpickle a 
 from __future__ import annotations
 
 import atexit
-import builtins
 import os
 import pickle
 import queue
@@ -27,43 +26,16 @@ import subprocess
 import sys
 import threading
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lightning_xai.sinks._figure_jobs import FigureBatch, FigureJob, draw_here, travels
 from lightning_xai.sinks._render_child import read_message, write_message
 
 __all__ = ["FigureBatch", "FigureJob", "FigureWorker", "figure_worker", "flush_figures"]
 
 _CHILD = "from lightning_xai.sinks._render_child import main; main()"
 JOB_TIMEOUT_S = 300.0  # one figure taking longer than this is a failure (the process is restarted)
-
-
-@dataclass
-class FigureJob:
-    """One figure: its name, its builder (or an already drawn ``png``) and, for the process, the pickled job."""
-
-    name: str
-    builder: Any
-    dpi: int
-    payload: bytes | None = None
-    png: bytes | None = None
-    error: str | None = None
-    trace: str = ""
-
-
-@dataclass
-class FigureBatch:
-    """One event's figures and what to do with them: ``deliver(name, png)`` writes and logs one PNG and returns its
-    file; ``finish(files, failed)`` appends the event's manifest line; ``where`` names the event in messages."""
-
-    jobs: list[FigureJob]
-    deliver: Callable[[str, bytes], str]
-    finish: Callable[[list[str], dict[str, str]], None]
-    where: str
-    folder: str
-    done: list[str] = field(default_factory=list)
 
 
 class FigureWorker:
@@ -96,13 +68,13 @@ class FigureWorker:
         """Prepare one figure in the calling thread: pickle its builder for the drawing process, or draw it here
         when it cannot travel (a built figure, a closure, a user's ``__main__`` function)."""
         job = FigureJob(name, builder, dpi)
-        if self._broken is None and not hasattr(builder, "savefig") and _travels(builder):
+        if self._broken is None and not hasattr(builder, "savefig") and travels(builder):
             try:
                 job.payload = pickle.dumps((_style(), builder, dpi), protocol=pickle.HIGHEST_PROTOCOL)
             except Exception:  # not picklable after all (a lambda deep inside): draw it here
                 job.payload = None
         if job.payload is None:
-            _draw_here(job)
+            draw_here(job)
         return job
 
     def submit(self, batch: FigureBatch) -> None:
@@ -176,7 +148,7 @@ class FigureWorker:
     def _draw_in_process(self, job: FigureJob) -> None:
         proc = self._process_handle()
         if proc is None:
-            _draw_here(job)
+            draw_here(job)
             return
         try:
             write_message(proc.stdin, job.payload)  # type: ignore[arg-type]
@@ -184,7 +156,7 @@ class FigureWorker:
             answer = read_message(proc.stdout) if ready else "timeout"  # type: ignore[arg-type]
         except (OSError, ValueError, EOFError, pickle.UnpicklingError) as err:  # the pipe, not the figure
             self._break(f"it could not be used ({type(err).__name__}: {err})")
-            _draw_here(job)
+            draw_here(job)
             return
         if answer == "timeout":
             self._stop_process()
@@ -201,11 +173,11 @@ class FigureWorker:
             job.png = value
             self.drawn_in_process += 1
             for category, message in extra:
-                self._say(_category(category), message)
+                self._say(category(category), message)
         elif kind == "none":
             job.png = b""
         elif kind == "load":  # its builder lives where the process cannot import it: draw it here
-            _draw_here(job)
+            draw_here(job)
         else:
             job.error, job.trace = value, extra
 
@@ -261,34 +233,10 @@ class FigureWorker:
             warnings.warn(message, category, stacklevel=3)
 
 
-def _travels(builder: Any) -> bool:
-    """Whether the drawing process can import what ``builder`` calls (not a user's ``__main__`` or a lambda)."""
-    func = getattr(builder, "func", builder)
-    module = getattr(func, "__module__", None) or ""
-    return callable(builder) and module != "__main__" and "<lambda>" not in getattr(func, "__qualname__", "<lambda>")
-
-
 def _style() -> dict[str, Any]:
     from lightning_xai.render import matplotlib_style  # imported when the first figure is handed over
 
     return matplotlib_style()
-
-
-def _draw_here(job: FigureJob) -> None:
-    import traceback
-
-    try:
-        from lightning_xai.render import draw_png
-
-        png = draw_png(job.builder, job.dpi)
-        job.png = b"" if png is None else png
-    except Exception as err:
-        job.error, job.trace = f"{type(err).__name__}: {err}", traceback.format_exc()
-
-
-def _category(name: str) -> type[Warning]:
-    found = getattr(builtins, name, None)
-    return found if isinstance(found, type) and issubclass(found, Warning) else UserWarning
 
 
 _WORKER: FigureWorker | None = None

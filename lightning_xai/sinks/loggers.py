@@ -17,8 +17,6 @@ line are written).
 from __future__ import annotations
 
 import io
-import re
-import struct
 import time
 import traceback
 import warnings
@@ -30,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from lightning_xai.sinks._event import Event, safe_name
+from lightning_xai.sinks._png import decode_png, tensorboard_png
 from lightning_xai.sinks._worker import FigureBatch, FigureWorker
 from lightning_xai.sinks.files import append_manifest, atomic_write_bytes, manifest_path, save_json, save_npy
 
@@ -37,31 +37,6 @@ __all__ = ["ArtifactSink", "Event"]
 
 _WARNED: set[tuple[int, str]] = set()  # (id(logger), what): warn once per logger instance
 _SILENT = ("DummyLogger",)  # loggers that receive nothing on purpose (fast_dev_run): no warning, nothing sent
-
-
-@dataclass
-class Event:
-    """Where and when an explanation happened.
-
-    Example:
-        >>> Event("gradcam", "validate", epoch=2, global_step=40).folder
-        'validate-epoch=2-step=40'
-    """
-
-    callback: str
-    stage: str
-    epoch: int
-    global_step: int
-    model_hash: str = ""
-    ckpt_path: str | None = None
-
-    @property
-    def folder(self) -> str:
-        return f"{self.stage}-epoch={self.epoch}-step={self.global_step}"
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+=-]+", "_", name)
 
 
 @dataclass
@@ -155,7 +130,7 @@ class ArtifactSink:
             )
 
     def _file(self, name: str, suffix: str) -> Path:
-        path = self.folder / f"{_safe(name)}{suffix}"
+        path = self.folder / f"{safe_name(name)}{suffix}"
         self.files.append(str(path.relative_to(self.root)))
         return path
 
@@ -171,15 +146,15 @@ class ArtifactSink:
 
     def _deliver(self, name: str, png: bytes) -> str:
         """Write one drawn figure as ``<name>.png`` and log it; return the file (relative to ``<log_dir>/xai``)."""
-        path = self.folder / f"{_safe(name)}.png"
+        path = self.folder / f"{safe_name(name)}.png"
         atomic_write_bytes(path, png)
         step = self.event.global_step
         for exp in self._tb():
-            _tensorboard_png(exp, self.tag(name), png, step)
+            tensorboard_png(exp, self.tag(name), png, step)
         image: np.ndarray | None = None
         for lg in self._others():
             if hasattr(lg, "log_image"):
-                image = _decode_png(png) if image is None else image
+                image = decode_png(png) if image is None else image
                 lg.log_image(key=self.tag(name), images=[image], step=step)
             else:
                 self._warn_once(lg, "images")
@@ -322,24 +297,3 @@ class ArtifactSink:
 def _where(err: OSError, path: Path, what: str) -> OSError:
     """``err`` again, naming the path it concerns (``[Errno 27] File too large: '<path>'``)."""
     return type(err)(err.errno, f"lightning_xai could not {what}: {err.strerror or err}", str(path))
-
-
-def _tensorboard_png(exp: Any, tag: str, png: bytes, step: int) -> None:
-    """Log PNG bytes as a TensorBoard image as they are (no decoding and encoding again), through the writer's
-    ``file_writer``; a writer without one (closed, or another implementation) gets the decoded pixels."""
-    writer = getattr(exp, "file_writer", None)
-    if writer is None or not hasattr(writer, "add_summary") or png[12:16] != b"IHDR":
-        exp.add_image(tag, _decode_png(png), step, dataformats="HWC")
-        return
-    from tensorboard.compat.proto.summary_pb2 import Summary
-
-    width, height = struct.unpack(">II", png[16:24])
-    colorspace = {2: 3, 6: 4, 0: 1, 4: 2}.get(png[25], 4)  # PNG colour type -> channels
-    image = Summary.Image(height=height, width=width, colorspace=colorspace, encoded_image_string=png)
-    writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
-
-
-def _decode_png(png: bytes) -> np.ndarray:
-    from PIL import Image
-
-    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))

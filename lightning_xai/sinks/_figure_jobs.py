@@ -1,0 +1,74 @@
+"""What the figure worker moves: one figure (:class:`FigureJob`), one event's figures (:class:`FigureBatch`), and
+the small decisions about them (can a builder travel to the drawing process; draw one here)."""
+
+from __future__ import annotations
+
+import builtins
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["FigureBatch", "FigureJob", "category", "draw_here", "travels"]
+
+
+@dataclass
+class FigureJob:
+    """One figure: its name, its builder (or an already drawn ``png``) and, for the process, the pickled job."""
+
+    name: str
+    builder: Any
+    dpi: int
+    payload: bytes | None = None
+    png: bytes | None = None
+    error: str | None = None
+    trace: str = ""
+
+
+@dataclass
+class FigureBatch:
+    """One event's figures and what to do with them: ``deliver(name, png)`` writes and logs one PNG and returns its
+    file; ``finish(files, failed)`` appends the event's manifest line; ``where`` names the event in messages."""
+
+    jobs: list[FigureJob]
+    deliver: Callable[[str, bytes], str]
+    finish: Callable[[list[str], dict[str, str]], None]
+    where: str
+    folder: str
+    done: list[str] = field(default_factory=list)
+
+
+def travels(builder: Any) -> bool:
+    """Whether the drawing process can import what ``builder`` calls (not a user's ``__main__`` or a lambda).
+
+    Example:
+        >>> from functools import partial
+        >>> from lightning_xai.render import overlay_grid
+        >>> travels(partial(overlay_grid)), travels(lambda: None)
+        (True, False)
+    """
+    func = getattr(builder, "func", builder)
+    module = getattr(func, "__module__", None) or ""
+    return callable(builder) and module != "__main__" and "<lambda>" not in getattr(func, "__qualname__", "<lambda>")
+
+
+def draw_here(job: FigureJob) -> None:
+    """Draw ``job`` in this process (its PNG, or its error and traceback)."""
+    try:
+        from lightning_xai.render import draw_png
+
+        png = draw_png(job.builder, job.dpi)
+        job.png = b"" if png is None else png
+    except Exception as err:
+        job.error, job.trace = f"{type(err).__name__}: {err}", traceback.format_exc()
+
+
+def category(name: str) -> type[Warning]:
+    """The warning class a drawing process named (``UserWarning`` for one it cannot find here).
+
+    Example:
+        >>> category("RuntimeWarning"), category("MatplotlibDeprecationWarning")
+        (<class 'RuntimeWarning'>, <class 'UserWarning'>)
+    """
+    found = getattr(builtins, name, None)
+    return found if isinstance(found, type) and issubclass(found, Warning) else UserWarning
