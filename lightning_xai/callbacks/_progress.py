@@ -61,8 +61,16 @@ def progress(trainer: pl.Trainer, label: str, steps: int) -> Iterator[Progress]:
 
 
 def summary(label: str, seconds: float, counts: dict[str, int], figures: str) -> None:
-    """Say on rank zero what one step wrote and how long it took."""
-    n = counts["figures"]
-    drawn = f"{n} figure{'' if n == 1 else 's'} ({'drawn in the background' if figures == 'background' else 'drawn'})"
-    rank_zero_info(f"lightning_xai: {label}: {counts['files']} files, {drawn}, {counts['scalars']} scalars "
+    """Say on rank zero what one step wrote and how long it took.
+
+    Example:
+        >>> summary("gradcam · fit epoch 3", 0.41, {"files": 3, "figures": 1, "scalars": 6}, "background")
+    """
+    drawn = "drawn in the background" if figures == "background" else "drawn"
+    rank_zero_info(f"lightning_xai: {label}: {_count(counts['files'], 'file')}, "
+                   f"{_count(counts['figures'], 'figure')} ({drawn}), {_count(counts['scalars'], 'scalar')} "
                    f"in {seconds:.2f} s")
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
