@@ -90,6 +90,24 @@ def test_text_transformer_heads_figure_and_token_scores(tmp_path):
     assert arrays["scores"].shape == (2, 12) and arrays["maps"].shape == (2, 12)
 
 
+def test_timesformer_divided_attention_end_to_end(tmp_path):
+    with seeded(0):
+        model = _Classifier(transformers.TimesformerForVideoClassification(transformers.TimesformerConfig(
+            image_size=32, patch_size=8, num_frames=4, num_labels=3, **TINY_HF)))
+    clips = torch.randn(4, 4, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # (B, T, C, H, W)
+    data = DataLoader(TensorDataset(clips, torch.arange(4) % 3), batch_size=2)
+    cb = AttentionCallback(num_samples=2, on_error="raise")
+    before = model.net.config._attn_implementation
+    tiny_trainer(tmp_path, [cb], limit_train_batches=1).fit(model, data, data)
+    ev = read_events(tmp_path)
+    assert {"xai/attention/rollout/input", "xai/attention/grad_rollout/input"} <= set(ev["images"])
+    for method in ("rollout", "grad_rollout"):
+        arrays = _arrays(tmp_path, method)
+        assert arrays["scores"].shape == (2, 4, 4, 4) and np.isfinite(arrays["scores"]).all()  # frames x grid
+    assert _arrays(tmp_path, "attention")["raw"].shape[-1] == 1 + 4 * 16  # CLS + frames x patches
+    assert model.net.config._attn_implementation == before
+
+
 def test_swin_is_refused_at_setup(tmp_path):
     model = _Classifier(transformers.SwinForImageClassification(transformers.SwinConfig(
         image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=4, num_labels=3)))
