@@ -111,6 +111,28 @@ class CallbackShell(Callback):
         self._root = self.log_dir or trainer.log_dir or trainer.default_root_dir  # collective: every rank calls it
         self._check_model(trainer, pl_module)
 
+    # ------------------------------------------------------------------ the epoch-end step
+    @override
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._scheduled_step(trainer, pl_module)
+
+    @override
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._scheduled_step(trainer, pl_module, testing=True)
+
+    @override
+    def on_predict_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._scheduled_step(trainer, pl_module)
+
+    def _scheduled_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, testing: bool = False) -> None:
+        stage = self._stage(trainer, testing)
+        if stage is not None:
+            self._epoch_end(trainer, pl_module, stage, self._step, trainer, pl_module, stage)
+
+    def _step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: Stage) -> None:
+        """The work of one scheduled epoch end (explain the probe, finish the metrics, fit the probes): each
+        callback overrides it; :meth:`_epoch_end` wraps it in the ``on_error`` policy, progress and publishing."""
+
     # ------------------------------------------------------------------ figures drawn in the background
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -114,24 +114,6 @@ class XAICallback(CallbackShell, ABC):
     progress_steps = 3  # probe, explanation, artifacts
 
     # ------------------------------------------------------------------ Lightning hooks
-    @override
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        stage = self._stage(trainer)
-        if stage is not None:
-            self._epoch_end(trainer, pl_module, stage, self._run, trainer, pl_module, stage)
-
-    @override
-    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        stage = self._stage(trainer, testing=True)
-        if stage is not None:
-            self._epoch_end(trainer, pl_module, stage, self._run, trainer, pl_module, stage)
-
-    @override
-    def on_predict_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        stage = self._stage(trainer)
-        if stage is not None:
-            self._epoch_end(trainer, pl_module, stage, self._run, trainer, pl_module, stage)
-
     @property
     def explainer(self) -> Explainer | None:
         """The explainer this callback runs (read-only; ``None`` until decided, e.g. drift's ``method="auto"``)."""
@@ -205,6 +187,9 @@ class XAICallback(CallbackShell, ABC):
                 explainer.background = background
 
     # ------------------------------------------------------------------ the shell
+    def _step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: Stage) -> None:
+        self._run(trainer, pl_module, stage)
+
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: Stage) -> None:
         probe = self._get_probe(trainer, stage)
         self._ensure_background(trainer, stage)

@@ -173,17 +173,8 @@ class CalibrationCallback(CallbackShell):
         if stage is not None:
             self._safely(trainer, stage, self._update, pl_module, outputs, batch)
 
-    @override
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        stage = self._stage(trainer)
-        if stage is not None:
-            self._epoch_end(trainer, pl_module, stage, self._finish, trainer, pl_module, stage)
-
-    @override
-    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        stage = self._stage(trainer, testing=True)
-        if stage is not None:
-            self._epoch_end(trainer, pl_module, stage, self._finish, trainer, pl_module, stage)
+    def _step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: Stage) -> None:
+        self._finish(trainer, pl_module, stage)
 
     # ------------------------------------------------------------------ accumulation
     def _reset(self) -> None:

@@ -158,18 +158,6 @@ class ProbingCallback(CallbackShell):
 
     # ------------------------------------------------------------------ Lightning hooks
     @override
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        stage = self._stage(trainer)
-        if stage is not None:
-            self._epoch_end(trainer, pl_module, stage, self._run, trainer, pl_module, stage)
-
-    @override
-    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        stage = self._stage(trainer, testing=True)
-        if stage is not None:
-            self._epoch_end(trainer, pl_module, stage, self._run, trainer, pl_module, stage)
-
-    @override
     def state_dict(self) -> dict[str, Any]:
         return {"version": 1, "probe": None if self._probe is None else self._probe.state(),
                 "history": {t: {layer: [list(p) for p in pts] for layer, pts in s.items()}
@@ -186,6 +174,9 @@ class ProbingCallback(CallbackShell):
         self.probed_layers = resolve_layers(pl_module, self.layers)
 
     # ------------------------------------------------------------------ one epoch
+    def _step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: Stage) -> None:
+        self._run(trainer, pl_module, stage)
+
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: Stage) -> None:
         probe = self._get_probe(trainer, stage)
         targets = probe_targets(probe.batch, self.concepts, self.batch_to_inputs)
