@@ -4,12 +4,14 @@ the small decisions about them (can a builder travel to the drawing process; dra
 from __future__ import annotations
 
 import builtins
+import io
+import pickle
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FigureBatch", "FigureJob", "category", "draw_here", "travels"]
+__all__ = ["FigureBatch", "FigureJob", "category", "cpu_pickle", "draw_here", "travels"]
 
 
 @dataclass
@@ -72,3 +74,26 @@ def category(name: str) -> type[Warning]:
     """
     found = getattr(builtins, name, None)
     return found if isinstance(found, type) and issubclass(found, Warning) else UserWarning
+
+
+class _CpuPickler(pickle.Pickler):
+    """Pickles tensors that live on an accelerator as CPU copies (the drawing process never touches a GPU)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        device = getattr(obj, "device", None)
+        if device is not None and getattr(device, "type", "cpu") not in ("cpu", "meta") and hasattr(obj, "cpu"):
+            return obj.detach().cpu().__reduce_ex__(pickle.HIGHEST_PROTOCOL)
+        return NotImplemented
+
+
+def cpu_pickle(obj: Any) -> bytes:
+    """``pickle.dumps(obj)`` with every CUDA (or other accelerator) tensor inside pickled as its CPU copy.
+
+    Example:
+        >>> import torch
+        >>> pickle.loads(cpu_pickle({"maps": torch.ones(2)}))["maps"].device.type
+        'cpu'
+    """
+    buf = io.BytesIO()
+    _CpuPickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return buf.getvalue()

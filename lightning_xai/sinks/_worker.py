@@ -29,7 +29,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from lightning_xai.sinks._figure_jobs import FigureBatch, FigureJob, draw_here, travels
+from lightning_xai.sinks._figure_jobs import FigureBatch, FigureJob, category, cpu_pickle, draw_here, travels
 from lightning_xai.sinks._render_child import read_message, write_message
 
 __all__ = ["FigureBatch", "FigureJob", "FigureWorker", "figure_worker", "flush_figures"]
@@ -70,7 +70,7 @@ class FigureWorker:
         job = FigureJob(name, builder, dpi)
         if self._broken is None and not hasattr(builder, "savefig") and travels(builder):
             try:
-                job.payload = pickle.dumps((_style(), builder, dpi), protocol=pickle.HIGHEST_PROTOCOL)
+                job.payload = cpu_pickle((_style(), builder, dpi))
             except Exception:  # not picklable after all (a lambda deep inside): draw it here
                 job.payload = None
         if job.payload is None:
@@ -172,8 +172,8 @@ class FigureWorker:
         if kind == "ok":
             job.png = value
             self.drawn_in_process += 1
-            for category, message in extra:
-                self._say(category(category), message)
+            for kind_name, message in extra:  # the warnings the figure raised there, said here
+                self._say(category(kind_name), message)
         elif kind == "none":
             job.png = b""
         elif kind == "load":  # its builder lives where the process cannot import it: draw it here
@@ -191,6 +191,7 @@ class FigureWorker:
         env["PYTHONPATH"] = os.pathsep.join([root, *[p for p in sys.path if p and p != root]])
         env.setdefault("OMP_NUM_THREADS", "1")
         env["MPLBACKEND"] = "Agg"
+        env["CUDA_VISIBLE_DEVICES"] = ""  # it draws; it never holds GPU memory
         try:
             self._proc = subprocess.Popen([sys.executable, "-c", _CHILD],
                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
@@ -218,9 +219,9 @@ class FigureWorker:
         self._stop_process()
 
     # ------------------------------------------------------------------ reports, in the caller's thread
-    def _say(self, category: type[Warning], message: str) -> None:
+    def _say(self, kind: type[Warning], message: str) -> None:
         with self._lock:
-            self._reports.append((category, message))
+            self._reports.append((kind, message))
 
     def _report(self) -> None:
         with self._lock:
@@ -229,8 +230,8 @@ class FigureWorker:
             self._told_broken = True
             reports.insert(0, (RuntimeWarning, f"lightning_xai: the background figure process is not used: "
                                                f"{self._broken}. Figures are drawn in the training process."))
-        for category, message in reports:
-            warnings.warn(message, category, stacklevel=3)
+        for kind, message in reports:
+            warnings.warn(message, kind, stacklevel=3)
 
 
 def _style() -> dict[str, Any]:

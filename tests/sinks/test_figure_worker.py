@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import signal
+import warnings
 from functools import partial
 from pathlib import Path
 
@@ -21,6 +23,12 @@ from lightning_xai.render.calibration import reliability_diagram
 from lightning_xai.sinks import ArtifactSink, Event, read_manifest
 from lightning_xai.sinks._worker import FigureWorker, figure_worker
 from tests.helpers import read_events, shapes_loaders, tiny_trainer
+
+
+def warning_figure(message: str):
+    """A builder that warns while it builds (in the drawing process) and then draws a figure."""
+    warnings.warn(message, RuntimeWarning, stacklevel=1)
+    return _builders()["reliability"]()
 
 
 def broken_figure(message: str) -> None:
@@ -94,6 +102,21 @@ def test_a_failing_figure_in_the_process_is_a_warning_naming_it_and_keeps_the_da
         (line,) = read_manifest(tmp_path / "xai" / "manifest.jsonl")
         assert line["failed_figures"] == {"broken": "ValueError: no figure today"}
         assert line["files"] == ["gradcam/fit-epoch=0-step=4/maps.npy", "gradcam/fit-epoch=0-step=4/fine.png"]
+    finally:
+        worker.close()
+
+
+def test_warnings_raised_in_the_drawing_process_are_said_here(tmp_path):
+    worker = FigureWorker()
+    try:
+        sink = _sink(tmp_path, worker)
+        sink.figure("warned", partial(warning_figure, "a tile had nothing to show"))
+        sink.commit(method="gradcam")
+        with pytest.warns(RuntimeWarning, match="a tile had nothing to show"):
+            worker.flush()
+        assert worker.drawn_in_process == 1
+        (line,) = read_manifest(tmp_path / "xai" / "manifest.jsonl")
+        assert line["files"] == ["gradcam/fit-epoch=0-step=4/warned.png"] and "failed_figures" not in line
     finally:
         worker.close()
 
@@ -225,3 +248,22 @@ def test_figure_arguments_are_checked():
         GradCAMCallback(figures="later")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="render_every_n_epochs"):
         CalibrationCallback(render_every_n_epochs=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: CUDA tensors pickled as CPU copies")
+def test_cuda_tensors_travel_to_the_drawing_process_as_cpu_copies(tmp_path):
+    from lightning_xai.sinks._figure_jobs import cpu_pickle
+
+    images, maps = torch.rand(2, 3, 16, 16, device="cuda"), torch.rand(2, 16, 16, device="cuda")
+    job = pickle.loads(cpu_pickle(partial(overlay_grid, images, maps)))
+    assert job.args[0].device.type == "cpu" and torch.equal(job.args[1], maps.cpu())
+    worker = FigureWorker()
+    try:
+        sink = _sink(tmp_path, worker)
+        sink.figure("overlay", partial(overlay_grid, images, maps))
+        sink.commit(method="gradcam")
+        worker.flush()
+        assert worker.drawn_in_process == 1
+        assert (tmp_path / "xai" / "gradcam" / "fit-epoch=0-step=4" / "overlay.png").exists()
+    finally:
+        worker.close()
