@@ -15,10 +15,11 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
-from lightning_xai._checks import check_choice, check_choices, check_positive_int, expected
+from lightning_xai._checks import check_choice, check_choices, check_positive_int
 from lightning_xai._inputs import Scorer
 from lightning_xai.adapters import ModelInputs, default_batch_to_inputs, default_forward_fn, resolve_callable
 from lightning_xai.callbacks._progress import Progress, progress, summary
+from lightning_xai.callbacks._shell_checks import check_name, check_output
 from lightning_xai.functional._fingerprint import model_fingerprint
 from lightning_xai.sinks import ArtifactSink, Event
 from lightning_xai.sinks._worker import figure_worker, flush_figures
@@ -82,11 +83,11 @@ class CallbackShell(Callback):
         self.on_error = check_choice("on_error", on_error, ("warn", "raise"))
         self.batch_to_inputs = resolve_callable("batch_to_inputs", batch_to_inputs) or default_batch_to_inputs
         self.forward_fn = resolve_callable("forward_fn", forward_fn) or default_forward_fn
-        self.output = _check_output(output)
+        self.output = check_output(output)
         self.class_names = list(class_names) if class_names is not None else None
         self.log_dir = log_dir
         if name is not None:
-            self.name = _check_name(name)  # type: ignore[misc]
+            self.name = check_name(name)  # type: ignore[misc]
         self.figures = check_choice("figures", figures, ("background", "inline"))
         self.render_every_n_epochs = check_positive_int("render_every_n_epochs", render_every_n_epochs)
         self._ckpt_step: tuple[int, int] | None = None
@@ -284,22 +285,3 @@ class CallbackShell(Callback):
 
     def _check_model(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Check the model and environment in ``setup``; raise with a clear message when it cannot work."""
-
-
-def _check_name(name: Any) -> str:
-    """``name=``: the folder and tag namespace of one instance; it must stay one folder inside ``<log_dir>/xai``."""
-    allowed = "None or a name of 1-64 letters, digits, '_', '-', '.' that does not start with '.'"
-    if not isinstance(name, str) or not 0 < len(name) <= 64 or name.startswith(".") or not all(
-            c.isascii() and (c.isalnum() or c in "_-.") for c in name):
-        raise ValueError(expected("name", allowed, name))
-    return name
-
-
-def _check_output(output: Any) -> str | int | Callable[[Any], Tensor] | None:
-    """``output=``: ``None``, a key, an index, a callable, or a dotted path (``"pkg.mod.fn"``) to a callable."""
-    if isinstance(output, str) and "." in output:
-        return resolve_callable("output", output)
-    if output is None or callable(output) or isinstance(output, str) or (
-            isinstance(output, int) and not isinstance(output, bool)):
-        return output
-    raise ValueError(expected("output", "None, an output key (str), a tuple index (int) or a callable", output))
