@@ -34,5 +34,11 @@ def draw_png(builder: Any, dpi: int, style: dict[str, Any] | None = None) -> byt
         b'\\x89PNG'
     """
     with mpl.rc_context(style) if style is not None else contextlib.nullcontext():
-        fig = builder() if callable(builder) and not hasattr(builder, "savefig") else builder
+        if callable(builder) and not hasattr(builder, "savefig"):
+            with mpl.rc_context({"text.parse_math": False}):  # every text the builder makes is literal
+                fig = builder()
+            if hasattr(fig, "texts_literal"):  # the renderers' figures (render/_utils.py new_figure)
+                fig.texts_literal = True
+        else:
+            fig = builder
         return None if fig is None else figure_to_png_bytes(fig, dpi)

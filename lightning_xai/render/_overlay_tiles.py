@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.cm import ScalarMappable
+from matplotlib.colorbar import Colorbar
 from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
 from torch import Tensor
@@ -124,18 +125,24 @@ def _colorbar(
     vmax: float = 1.0,
     label: str = COLORBAR_LABEL,
     extend: str = "neither",
-) -> None:
+    cax: Any = None,
+) -> Colorbar:
+    """The grid's colour bar: beside ``axes`` (constrained layout), or in ``cax`` (a manual layout)."""
     mappable = ScalarMappable(norm=Normalize(vmin, vmax), cmap=cmap)
-    bar = fig.colorbar(
-        mappable,
-        ax=axes,
-        shrink=0.9 if rows > 1 else 1.0,
-        aspect=max(12.0, 10.0 * rows),
-        pad=0.02,
-        extend=extend,
-    )
+    if cax is not None:
+        bar = fig.colorbar(mappable, cax=cax, extend=extend)
+    else:
+        bar = fig.colorbar(
+            mappable,
+            ax=axes,
+            shrink=0.9 if rows > 1 else 1.0,
+            aspect=max(12.0, 10.0 * rows),
+            pad=0.02,
+            extend=extend,
+        )
     bar.set_label(label, fontsize=LABEL_FONTSIZE)
     bar.ax.tick_params(labelsize=TICK_FONTSIZE)
+    return bar
 
 
 def _tile_inches(count: int) -> float:

@@ -34,21 +34,27 @@ _CHAR_WIDTH = 0.58
 class _LiteralFigure(Figure):
     """A figure whose text is always drawn literally: ``$`` in a class name, run name or token is never mathtext.
 
-    Texts made while the figure was built get ``parse_math=False`` at draw time, and those matplotlib makes while
-    drawing (tick labels, offset texts) are made under ``text.parse_math=False``.
+    Texts made while the figure was built get ``parse_math=False`` at draw time (unless ``texts_literal`` says
+    they were all made under ``text.parse_math=False``: :func:`lightning_xai.render.draw_png` builds so, which
+    spares a walk over every artist), and those matplotlib makes while drawing (tick labels, offset texts) are
+    made under ``text.parse_math=False``.
     """
+
+    texts_literal = False
 
     def draw(self, renderer: Any) -> None:
         with mpl.rc_context({"text.parse_math": False}):
-            for text in self.findobj(Text):
-                text.set_parse_math(False)
+            if not self.texts_literal:
+                for text in self.findobj(Text):
+                    text.set_parse_math(False)
             super().draw(renderer)
 
 
-def new_figure(width: float, height: float) -> Figure:
-    """An Agg-backed figure with constrained layout (so titles, labels and colour bar never overlap), whose texts
-    are drawn literally (no mathtext: user strings such as ``"$x_1_2$"`` appear as given)."""
-    fig = _LiteralFigure(figsize=(width, height), layout="constrained")
+def new_figure(width: float, height: float, layout: str | None = "constrained") -> Figure:
+    """An Agg-backed figure with constrained layout (so titles, labels and colour bar never overlap), or none
+    (``layout=None``: the renderer places its axes itself, :mod:`lightning_xai.render._grid`), whose texts are
+    drawn literally (no mathtext: user strings such as ``"$x_1_2$"`` appear as given)."""
+    fig = _LiteralFigure(figsize=(width, height), layout=layout)
     FigureCanvasAgg(fig)
     return fig
 
@@ -126,8 +132,10 @@ def figure_to_png_bytes(fig: Figure, dpi: int = 100) -> bytes:
     """Encode ``fig`` as PNG in memory, so that a sink can write the bytes atomically.
 
     The PNG carries no software/version metadata, so the same figure always gives the same bytes. The figure is
-    drawn once (its layout runs inside that draw) and the pixels encoded: the bytes ``savefig`` gives, without its
-    second, layout-only pass over every artist (measured: 10-40% of a figure's time on the callbacks' grids).
+    drawn once (its layout, if any, runs inside that draw) and its pixels encoded: the pixels ``savefig`` gives,
+    without its second, layout-only pass over every artist (measured: 10-40% of a figure's time on the callbacks'
+    grids). An opaque figure is stored as RGB at zlib level 3 (``benchmarks/figures.py``: half the encoding
+    time of ``savefig``'s RGBA at level 6, about as many bytes).
 
     Args:
         fig: A matplotlib figure.
@@ -147,8 +155,6 @@ def figure_to_png_bytes(fig: Figure, dpi: int = 100) -> bytes:
     """
     fig = _check_figure(fig)
     check_positive_int("dpi", dpi)
-    from matplotlib.image import imsave
-
     buffer = io.BytesIO()
     rc = mpl.rcParams
     if (rc["savefig.facecolor"], rc["savefig.edgecolor"], rc["savefig.transparent"], rc["savefig.bbox"]) != (
@@ -158,5 +164,20 @@ def figure_to_png_bytes(fig: Figure, dpi: int = 100) -> bytes:
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
     fig.set_dpi(dpi)
     canvas.draw()
-    imsave(buffer, np.asarray(canvas.buffer_rgba()), format="png", dpi=dpi, metadata={"Software": None})
+    return encode_png(np.asarray(canvas.buffer_rgba()), dpi)
+
+
+def encode_png(pixels: np.ndarray, dpi: int = 100) -> bytes:
+    """PNG bytes of RGBA ``pixels`` ``(H, W, 4)`` (stored as RGB when every pixel is opaque), zlib level 3.
+
+    Example:
+        >>> encode_png(np.full((2, 3, 4), 255, np.uint8))[:4]
+        b'\x89PNG'
+    """
+    from matplotlib.image import imsave
+
+    if pixels.shape[-1] == 4 and bool((pixels[..., 3] == 255).all()):
+        pixels = pixels[..., :3]
+    buffer = io.BytesIO()
+    imsave(buffer, pixels, format="png", dpi=dpi, metadata={"Software": None}, pil_kwargs={"compress_level": 3})
     return buffer.getvalue()

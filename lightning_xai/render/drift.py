@@ -11,6 +11,7 @@ from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
 from lightning_xai._checks import expected
+from lightning_xai.render._grid import arrange_panels, arrange_tiles, bare_tiles, colorbar_axes
 from lightning_xai.render._utils import (
     LABEL_FONTSIZE,
     SUPTITLE_FONTSIZE,
@@ -68,9 +69,8 @@ def drift_timeline(
         raise ValueError(expected("series", "a non-empty mapping {metric: {label: [(epoch, value), ...]}}", series))
     metrics = _ordered(list(series))
     ncols = min(3, len(metrics))
-    nrows = -(-len(metrics) // ncols)
-    fig = new_figure(4.2 * ncols, 2.9 * nrows + (0.4 if title else 0.0))
-    axes = fig.subplots(nrows, ncols, squeeze=False).flatten()
+    fig = new_figure(1.0, 1.0, layout=None)  # placed by render/_grid.py: measured once, no layout engine
+    axes = [fig.add_axes((0.0, 0.0, 1.0, 1.0)) for _ in metrics]
     colours: dict[str, str] = {}
     for ax, metric in zip(axes, metrics):
         zero = metric.rpartition("/")[2] in ZERO_WHEN_IDENTICAL
@@ -99,10 +99,8 @@ def drift_timeline(
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=TICK_FONTSIZE, loc="best")
-    for ax in axes[len(metrics):]:
-        ax.set_visible(False)
-    if title:
-        fig.suptitle(title, fontsize=SUPTITLE_FONTSIZE)
+    top = fig.suptitle(title, fontsize=SUPTITLE_FONTSIZE) if title else None
+    arrange_panels(fig, axes, ncols, panel_w=3.5, panel_h=2.1, suptitle=top)
     return fig
 
 
@@ -156,8 +154,8 @@ def snapshot_grid(
                                   (len(probe_titles), len(snapshot_titles))))
     lead = 1 if images is not None else 0
     tile = 1.6
-    fig = new_figure(tile * (n_snaps + lead) + 1.0, tile * n_probes + (0.5 if suptitle else 0.2))
-    axes = fig.subplots(n_probes, n_snaps + lead, squeeze=False)
+    fig = new_figure(1.0, 1.0, layout=None)  # placed by render/_grid.py: measured once, no layout engine
+    axes = bare_tiles(fig, n_probes, n_snaps + lead, framed=True)  # a thin frame: black maps, row labels
     shown = None
     for p in range(n_probes):
         if images is not None:
@@ -171,14 +169,11 @@ def snapshot_grid(
             if p == 0:
                 axes[p, s + lead].set_title(wrap_text(snapshot_titles[s], tile), fontsize=TITLE_FONTSIZE)
         axes[p, 0].set_ylabel(wrap_text(probe_titles[p], tile), fontsize=LABEL_FONTSIZE)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    bar = fig.colorbar(shown, ax=axes, shrink=0.8, pad=0.02)
+    bar = fig.colorbar(shown, cax=colorbar_axes(fig))
     bar.set_label("|map| / max |map|", fontsize=LABEL_FONTSIZE)
     bar.ax.tick_params(labelsize=TICK_FONTSIZE)
-    if suptitle:
-        fig.suptitle(suptitle, fontsize=SUPTITLE_FONTSIZE)
+    top = fig.suptitle(suptitle, fontsize=SUPTITLE_FONTSIZE) if suptitle else None
+    arrange_tiles(fig, axes, tile, tile * array.shape[2] / array.shape[3], bar, top, bar_shrink=0.8)
     return fig
 
 

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from lightning_xai._checks import check_positive_int, check_probability, expected
+from lightning_xai.render._grid import arrange_tiles, bare_tiles, colorbar_axes
 from lightning_xai.render._normalization import denormalize, infer_normalization
 from lightning_xai.render._overlay_tiles import (
     COLORBAR_LABEL,
@@ -118,7 +119,24 @@ def overlay_grid(
     wrapped = wrap_titles(labels, tile) if labels else None
     title_lines = max((t.count("\n") + 1 for t in wrapped), default=0) if wrapped else 0
     title_h = title_lines * TITLE_FONTSIZE * 1.35 / 72.0
-    label_room = 0.45 if axis_labels else 0.0  # tick labels and axis labels of each tile
+    extend = _extend(maps, vmin, vmax)
+    if axis_labels is None:  # photos: a manual layout (render/_grid.py), measured once, no layout engine
+        fig = new_figure(1.0, 1.0, layout=None)
+        axes = bare_tiles(fig, rows, cols)
+        for i, ax in enumerate(axes.flat):
+            if i >= count:
+                ax.set_visible(False)
+                continue
+            _draw_tile(ax, pixels[i], maps[i], colormap, alpha, vmin, vmax, None)
+            if wrapped:
+                ax.set_title(wrapped[i], fontsize=TITLE_FONTSIZE)
+        bar = _colorbar(fig, axes, colormap, rows, vmin, vmax, str(colorbar_label), extend, cax=colorbar_axes(fig))
+        grid_w = cols * (tile + 0.1) + 1.0
+        top = fig.suptitle(wrap_text(suptitle, grid_w, SUPTITLE_FONTSIZE), fontsize=SUPTITLE_FONTSIZE) \
+            if suptitle else None
+        arrange_tiles(fig, axes, tile, tile_h, bar, top, bar_shrink=0.9 if rows > 1 else 1.0)
+        return fig
+    label_room = 0.45  # tick labels and axis labels of each tile
     fig_w = cols * (tile + 0.1 + label_room) + 1.0
     fig_h = rows * (tile_h + title_h + 0.1 + label_room) + (0.45 if suptitle else 0.1)
     fig = new_figure(fig_w, fig_h)
@@ -130,7 +148,7 @@ def overlay_grid(
         _draw_tile(ax, pixels[i], maps[i], colormap, alpha, vmin, vmax, axis_labels)
         if wrapped:
             ax.set_title(wrapped[i], fontsize=TITLE_FONTSIZE)
-    _colorbar(fig, axes, colormap, rows, vmin, vmax, str(colorbar_label), _extend(maps, vmin, vmax))
+    _colorbar(fig, axes, colormap, rows, vmin, vmax, str(colorbar_label), extend)
     if suptitle:
         fig.suptitle(wrap_text(suptitle, fig_w, SUPTITLE_FONTSIZE), fontsize=SUPTITLE_FONTSIZE)
     return fig

@@ -1,0 +1,191 @@
+"""Manual layout of tile grids and panel grids: the texts measured once, every axes placed in inches.
+
+Constrained layout asks every artist for its tight bounding box before the figure is drawn, which was half of
+the time of a grid of tiles (benchmarks/figures.py). The grids here know where their texts are (a title above
+each tile, a label left of each row, a colour bar right of the grid, the figure title on top), so they measure
+those texts with the figure's renderer and place the axes directly; the draw then runs once, with no layout
+engine. The figure's size follows from the tiles and the measured texts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.colorbar import Colorbar
+from matplotlib.figure import Figure
+from matplotlib.text import Text
+
+_MARGIN = 0.08  # around the figure, inches
+_TITLE_PAD = 6.0 / 72.0  # axes title above its axes (matplotlib's axes.titlepad, 6 points)
+_BAR_WIDTH = 0.16  # colour bar, inches
+_BAR_PAD = 0.15  # grid -> colour bar, inches
+
+
+def _extent(text: Text | None, renderer: Any) -> tuple[float, float]:
+    """(width, height) of a text in inches; (0, 0) for none, an empty or an invisible one."""
+    if text is None or not text.get_visible() or not text.get_text():
+        return 0.0, 0.0
+    text.set_parse_math(False)  # the renderers' texts are literal (render/_utils.py new_figure)
+    box = text.get_window_extent(renderer)
+    dpi = text.figure.dpi  # type: ignore[union-attr]
+    return box.width / dpi, box.height / dpi
+
+
+def _ticks_width(axis: Any, renderer: Any) -> float:
+    """Widest tick label of ``axis`` (an y axis), inches, with the tick and its pad."""
+    labels = axis.get_majorticklabels()
+    if not labels:
+        return 0.0
+    widest = max(_extent(t, renderer)[0] for t in labels)
+    tick = axis.get_major_ticks()[0]
+    return widest + (tick.get_tick_padding() + tick.get_pad()) / 72.0
+
+
+def _size(fig: Figure, width: float, height: float) -> tuple[float, float]:
+    """Set the figure's size in inches rounded to whole pixels (its pixels then span exactly its axes)."""
+    dpi = fig.dpi
+    width, height = max(round(width * dpi), 1) / dpi, max(round(height * dpi), 1) / dpi
+    fig.set_size_inches(width, height)
+    return width, height
+
+
+def suptitle_height(suptitle: Text | None, renderer: Any) -> float:
+    """Room the figure title takes at the top, inches (0 without one)."""
+    height = _extent(suptitle, renderer)[1]
+    return height + 0.06 if height else 0.0
+
+
+def place_suptitle(suptitle: Text | None, height: float) -> None:
+    """Put the figure title (what ``fig.suptitle`` returned, if any) at the top margin of a figure ``height``
+    inches tall."""
+    if suptitle is not None:
+        suptitle.set_y(1.0 - _MARGIN / height)
+        suptitle.set_verticalalignment("top")
+
+
+def colorbar_width(bar: Colorbar | None, renderer: Any) -> float:
+    """Room the colour bar takes right of the grid, inches: pad, bar, tick labels and its label."""
+    if bar is None:
+        return 0.0
+    label_w = _extent(bar.ax.yaxis.label, renderer)[0]
+    return _BAR_PAD + _BAR_WIDTH + _ticks_width(bar.ax.yaxis, renderer) + (label_w + 0.06 if label_w else 0.0)
+
+
+def arrange_tiles(
+    fig: Figure,
+    axes: np.ndarray,
+    tile_w: float,
+    tile_h: float,
+    bar: Colorbar | None = None,
+    suptitle: Text | None = None,
+    gap: float = 0.1,
+    bar_shrink: float = 1.0,
+) -> None:
+    """Size ``fig`` and place a grid of tiles without ticks: ``axes`` is ``(rows, cols)`` (unused cells hidden).
+
+    Each tile is ``tile_w`` x ``tile_h`` inches; above each row the room of its tallest title, left of the grid
+    the room of the widest row label (``ax.set_ylabel``), right of it the colour bar ``bar`` (created with
+    ``cax=`` on an axes of this figure) spanning ``bar_shrink`` of the grid's height, on top the figure title
+    ``suptitle`` (what ``fig.suptitle`` returned).
+
+    Example:
+        >>> from lightning_xai.render._utils import new_figure
+        >>> fig = new_figure(1.0, 1.0, layout=None)
+        >>> axes = np.array([[fig.add_axes((0, 0, 1, 1)) for _ in range(3)] for _ in range(2)])
+        >>> arrange_tiles(fig, axes, tile_w=1.0, tile_h=1.0)
+        >>> [round(float(v), 2) for v in fig.get_size_inches()]
+        [3.36, 2.26]
+    """
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    rows, cols = axes.shape
+    title_h = [max(_extent(ax.title, renderer)[1] for ax in row) for row in axes]
+    title_h = [h + _TITLE_PAD if h else 0.0 for h in title_h]
+    label_w = max(_extent(ax.yaxis.label, renderer)[0] for ax in axes[:, 0])
+    left = _MARGIN + (label_w + axes[0, 0].yaxis.labelpad / 72.0 if label_w else 0.0)
+    top = _MARGIN + suptitle_height(suptitle, renderer)
+    grid_w = cols * tile_w + (cols - 1) * gap
+    grid_h = sum(title_h) + rows * tile_h + (rows - 1) * gap
+    width = left + grid_w + colorbar_width(bar, renderer) + _MARGIN
+    height = top + grid_h + _MARGIN
+    width, height = _size(fig, width, height)
+    y = height - top
+    for r in range(rows):
+        y -= title_h[r] + tile_h
+        for c in range(cols):
+            x = left + c * (tile_w + gap)
+            axes[r, c].set_position((x / width, y / height, tile_w / width, tile_h / height))
+        y -= gap
+    if bar is not None:
+        bar_h = grid_h * bar_shrink
+        bottom = _MARGIN + (grid_h - bar_h) / 2
+        bar.ax.set_position(((left + grid_w + _BAR_PAD) / width, bottom / height, _BAR_WIDTH / width,
+                             bar_h / height))
+    place_suptitle(suptitle, height)
+
+
+def bare_tiles(fig: Figure, rows: int, cols: int, framed: bool = False) -> np.ndarray:
+    """``rows`` x ``cols`` axes without ticks (placed later by :func:`arrange_tiles`); ``framed`` keeps a thin
+    frame and the y axis label (a row label), else the axis is off (nothing of it drawn: the cheapest tile)."""
+    grid = np.empty((rows, cols), dtype=object)
+    for r in range(rows):
+        for c in range(cols):
+            ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
+            if framed:
+                ax.set_xticks([])
+                ax.set_yticks([])
+            else:
+                ax.set_axis_off()
+            grid[r, c] = ax
+    return grid
+
+
+def colorbar_axes(fig: Figure) -> Axes:
+    """An axes for a colour bar (placed later by :func:`arrange_tiles`)."""
+    return fig.add_axes((0.0, 0.0, 1.0, 1.0))
+
+
+def arrange_panels(fig: Figure, axes: Sequence[Axes], ncols: int, panel_w: float, panel_h: float,
+                   suptitle: Text | None = None, gap: float = 0.25) -> None:
+    """Size ``fig`` and place panels with ticks (line plots) in ``ncols`` columns, ``panel_w`` x ``panel_h``
+    inches each plot area, with uniform margins measured from every panel's titles, tick labels and axis labels.
+
+    Example:
+        >>> from lightning_xai.render._utils import new_figure
+        >>> fig = new_figure(1.0, 1.0, layout=None)
+        >>> panels = [fig.add_axes((0, 0, 1, 1)) for _ in range(3)]
+        >>> _ = [ax.set_title("t") for ax in panels]
+        >>> arrange_panels(fig, panels, ncols=2, panel_w=2.0, panel_h=1.5)
+        >>> bool(panels[2].get_position().y0 < panels[0].get_position().y0)
+        True
+    """
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    left = right = bottom = top = 0.0
+    for ax in axes:
+        ylabel_w = _extent(ax.yaxis.label, renderer)[0]
+        left = max(left, _ticks_width(ax.yaxis, renderer) + (ylabel_w + ax.yaxis.labelpad / 72.0 if ylabel_w
+                                                             else 0.0))
+        xticks = ax.xaxis.get_majorticklabels()
+        ticks_h = max((_extent(t, renderer)[1] for t in xticks), default=0.0)
+        if xticks:
+            tick = ax.xaxis.get_major_ticks()[0]
+            ticks_h += (tick.get_tick_padding() + tick.get_pad()) / 72.0
+            right = max(right, max(_extent(t, renderer)[0] for t in xticks) / 2)  # the last label overhangs
+        xlabel_h = _extent(ax.xaxis.label, renderer)[1]
+        bottom = max(bottom, ticks_h + (xlabel_h + ax.xaxis.labelpad / 72.0 if xlabel_h else 0.0))
+        title_h = _extent(ax.title, renderer)[1]
+        top = max(top, title_h + _TITLE_PAD if title_h else 0.0)
+    rows = -(-len(axes) // ncols)
+    cell_w, cell_h = left + panel_w + right, top + panel_h + bottom
+    head = _MARGIN + suptitle_height(suptitle, renderer)
+    width = 2 * _MARGIN + ncols * cell_w + (ncols - 1) * gap
+    height = head + rows * cell_h + (rows - 1) * gap + _MARGIN
+    width, height = _size(fig, width, height)
+    for i, ax in enumerate(axes):
+        r, c = divmod(i, ncols)
+        x = _MARGIN + c * (cell_w + gap) + left
+        y = height - head - r * (cell_h + gap) - top - panel_h
+        ax.set_position((x / width, y / height, panel_w / width, panel_h / height))
+    place_suptitle(suptitle, height)

@@ -1,0 +1,104 @@
+"""The manual layout of the tile and panel grids (render/_grid.py): every text inside the figure, no text over
+another axes, no two axes overlapping, and literal strings through draw_png."""
+
+from __future__ import annotations
+
+import io
+from itertools import combinations
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.text import Text
+from PIL import Image
+
+from lightning_xai.render import draw_png, overlay_grid
+from lightning_xai.render._utils import figure_to_png_bytes
+from lightning_xai.render.drift import drift_timeline, snapshot_grid
+from lightning_xai.render.shap import signed_heatmap_grid
+
+
+def _drawn(fig):
+    figure_to_png_bytes(fig)  # draws it at dpi 100
+    return fig.canvas.get_renderer()
+
+
+def _check_layout(fig):
+    renderer = _drawn(fig)
+    width, height = fig.bbox.width, fig.bbox.height
+    boxes = {ax: ax.get_window_extent(renderer) for ax in fig.axes if ax.get_visible()}
+    for a, b in combinations(boxes, 2):
+        overlap_w = min(boxes[a].x1, boxes[b].x1) - max(boxes[a].x0, boxes[b].x0)
+        overlap_h = min(boxes[a].y1, boxes[b].y1) - max(boxes[a].y0, boxes[b].y0)
+        assert overlap_w <= 1 or overlap_h <= 1, "two axes overlap"
+    texts = [t for t in fig.get_children() if isinstance(t, Text)]  # the figure's own: its title
+    for ax in boxes:
+        if not ax.axison:
+            texts += [ax.title, *ax.texts]
+            continue
+        texts += [ax.title, ax.xaxis.label, ax.yaxis.label, *ax.texts, ax.xaxis.get_offset_text(),
+                  ax.yaxis.get_offset_text()]
+        if ax.get_legend() is not None:
+            texts += ax.get_legend().get_texts()
+        for axis, (low, high) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            low, high = min(low, high), max(low, high)
+            texts += [t.label1 for t in axis.get_major_ticks() if low - 1e-9 <= t.get_loc() <= high + 1e-9]
+    texts = [t for t in texts if t.get_visible() and t.get_text()]
+    checked = 0
+    for text in texts:
+        box = text.get_window_extent(renderer)
+        if box.width == 0:
+            continue
+        checked += 1
+        assert box.x0 >= -1 and box.y0 >= -1 and box.x1 <= width + 1 and box.y1 <= height + 1, \
+            f"{text.get_text()!r} leaves the figure: {box} in {width}x{height}"
+        for ax, ab in boxes.items():
+            if ax is text.axes or text.axes is not None and ax is not text.axes and text in ax.texts:
+                continue
+            overlap_w = min(box.x1, ab.x1) - max(box.x0, ab.x0)
+            overlap_h = min(box.y1, ab.y1) - max(box.y0, ab.y0)
+            assert overlap_w <= 1 or overlap_h <= 1, f"{text.get_text()!r} is drawn over another axes"
+    assert checked > 0
+
+
+@pytest.mark.parametrize("count", [1, 3, 8, 17])
+def test_overlay_grid_places_tiles_titles_and_bar_without_overlap(count):
+    titles = [f"#{i} | true: a rather long class name {i} | pred: another long one (0.{i:02d})" for i in range(count)]
+    fig = overlay_grid(torch.rand(count, 3, 16, 24), torch.rand(count, 16, 24), titles=titles,
+                       suptitle="Grad-CAM · layer features.9 · fit · epoch 12 · step 3400")
+    _check_layout(fig)
+    tiles = [ax for ax in fig.axes[:-1] if ax.get_visible()]
+    assert len(tiles) == count
+    ratios = {round(ax.get_window_extent().width / ax.get_window_extent().height, 2) for ax in tiles}
+    assert ratios == {1.5}  # the images' aspect, 24 / 16
+
+
+def test_signed_grid_with_tiny_values_keeps_the_bar_ticks_inside():
+    fig = signed_heatmap_grid(torch.rand(4, 3, 8, 8), torch.randn(4, 8, 8) * 1e-6, titles=list("abcd"),
+                              suptitle="SHAP")
+    _check_layout(fig)
+
+
+def test_snapshot_grid_row_labels_and_columns():
+    fig = snapshot_grid(torch.rand(5, 3, 8, 8), [f"probe #{i}" for i in range(5)], ["epoch 0", "epoch 1", "ref"],
+                        suptitle="gradcam across snapshots · run $x_1_2$", images=torch.rand(5, 3, 8, 8))
+    _check_layout(fig)
+
+
+@pytest.mark.parametrize("metrics", [1, 4, 6])
+def test_drift_timeline_panels_do_not_collide(metrics):
+    names = ["spearman", "ndcg", "topk_iou", "cosine", "com_shift", "focus_radius_change"][:metrics]
+    series = {m: {"previous": [(e, 1000.0 * e if m == "com_shift" else 0.5 + e / 40) for e in range(1, 12)],
+                  "first": [(e, 0.9 - e / 50) for e in range(1, 12)]} for m in names}
+    _check_layout(drift_timeline(series, title="gradcam attribution drift · run bench", alert_below=0.5))
+
+
+def test_draw_png_draws_dollar_strings_literally():
+    def builder():
+        fig = overlay_grid(torch.rand(2, 3, 8, 8), torch.rand(2, 8, 8), titles=["$x_1_2$", "a\\b $$"],
+                           suptitle="$\\alpha$ run")
+        fig.axes[0].text(0, 0, "$x_1_2$")
+        return fig
+
+    png = draw_png(builder, dpi=50)  # mathtext would raise on the double subscript
+    assert np.asarray(Image.open(io.BytesIO(png))).ndim == 3
