@@ -119,7 +119,7 @@ class AttributionCallback(XAICallback):
         out: dict[str, Explanation] = {}
         stability: dict[str, Tensor] = {}
         for method, explainer in self.explainers.items():
-            out[method] = explainer.explain(model, inputs, self.target, self.scorer)
+            out[method] = self._explain_with(explainer, model, inputs)
             if self.stability and getattr(explainer, "stochastic", False):
                 again = copy.copy(explainer)
                 again.seed = explainer.seed + 1  # type: ignore[attr-defined]

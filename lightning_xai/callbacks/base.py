@@ -1,5 +1,9 @@
 """The probe-based shell: explain a fixed probe set every scheduled epoch, on every rank; rank zero writes.
 
+Under DDP each rank explains its share of the probe where the explainer allows it (``Explainer.splittable``) and
+the parts are gathered to every rank (:mod:`~lightning_xai.callbacks._split`); subclasses run their explainers
+through :meth:`XAICallback._explain_with` for that.
+
 A callback holds an :class:`~lightning_xai.explainers.Explainer` (its public, read-only ``explainer``) and
 implements ``_emit`` (render and send to the sink, rank zero only); ``_explain`` (inside
 :func:`~lightning_xai.functional.explanation_mode`) runs the explainer on the probe and may add to the result.
@@ -25,6 +29,7 @@ from lightning_xai._inputs import on_model
 from lightning_xai.adapters import ModelInputs, TargetSpec, resolve_callable, resolve_targets
 from lightning_xai.callbacks._background import background_inputs, check_background, draw_background
 from lightning_xai.callbacks._shell import CallbackShell, Stage
+from lightning_xai.callbacks._split import ProbeSplit, explain_split
 from lightning_xai.explainers import Explainer, Explanation
 from lightning_xai.functional import explanation_mode
 from lightning_xai.probe import Probe, probe_from_dataloader, probe_from_user
@@ -108,6 +113,7 @@ class XAICallback(CallbackShell, ABC):
         self.target = target
         self._user_probe = probe
         self._probe: Probe | None = None
+        self._split = ProbeSplit()  # this rank's share of the probe while a step explains it
         self._id = {"num_samples": num_samples, "target": target if not callable(target) else target.__name__,
                     **({"name": name} if name is not None else {})}
 
@@ -194,10 +200,14 @@ class XAICallback(CallbackShell, ABC):
         probe = self._get_probe(trainer, stage)
         self._ensure_background(trainer, stage)
         self._advance("probe")
-        with explanation_mode(pl_module):
-            inputs = self._prepare(probe, pl_module)
-            self._set_background(pl_module, inputs)
-            result = self._explain(pl_module, inputs)
+        self._split = ProbeSplit.current(trainer.world_size, trainer.global_rank)
+        try:
+            with explanation_mode(pl_module):
+                inputs = self._prepare(probe, pl_module)
+                self._set_background(pl_module, inputs)
+                result = self._explain(pl_module, inputs)
+        finally:
+            self._split = ProbeSplit()
         self._advance("explained")
         if trainer.is_global_zero:
             self._emit(result, inputs.to("cpu"), probe, self._sink(trainer, pl_module, stage))
@@ -238,7 +248,15 @@ class XAICallback(CallbackShell, ABC):
         """Run the explainer on the probe (inside ``explanation_mode``, every rank); subclasses may add to it."""
         if self._explainer is None:
             raise RuntimeError(f"lightning_xai: {type(self).__name__} explained before its explainer was set.")
-        return self._explainer.explain(model, inputs, self.target, self.scorer)
+        return self._explain_with(self._explainer, model, inputs)
+
+    def _explain_with(self, explainer: Explainer, model: nn.Module, inputs: ModelInputs,
+                      target: Any = None) -> Explanation:
+        """``explainer`` on the probe ``inputs`` for ``target`` (default this callback's): under DDP each rank
+        explains its share of the probe when the explainer allows it, and every rank gets the whole explanation
+        (collective: call it on every rank, in the same order)."""
+        return explain_split(self._split, explainer, model, inputs, self.target if target is None else target,
+                             self.scorer)
 
     @abstractmethod
     def _emit(self, result: Any, inputs: ModelInputs, probe: Probe, sink: ArtifactSink) -> None:

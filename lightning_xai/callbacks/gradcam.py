@@ -140,10 +140,10 @@ class GradCAMCallback(XAICallback):
     @override
     def _explain(self, model: nn.Module, inputs: ModelInputs) -> dict[str, Any]:
         first, *others = self.explainers.values()
-        out: dict[str, CAMExplanation] = {first.method: first.explain(model, inputs, self.target, self.scorer)}
+        out: dict[str, CAMExplanation] = {first.method: self._explain_with(first, model, inputs)}  # type: ignore
         for explainer in others:  # one layer for every method: the first one's (given or found once)
             explainer.layer = first.layer
-            out[explainer.method] = explainer.explain(model, inputs, self.target, self.scorer)
+            out[explainer.method] = self._explain_with(explainer, model, inputs)  # type: ignore[assignment]
         expl = out[first.method]
         faith: dict[str, Any] = {}
         key = next(k for k, n in zip([*range(len(inputs.args)), *inputs.kwargs], expl.inputs) if n == expl.key)

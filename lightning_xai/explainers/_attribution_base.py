@@ -42,6 +42,9 @@ class AttributionExplanation(Explanation):
     converged: Tensor | None = None
     n_steps_used: Tensor | None = None
 
+    row_fields: ClassVar[tuple[str, ...]] = (*Explanation.row_fields, "outputs", "completeness_error",
+                                             "relative_error", "converged", "n_steps_used")
+
 
 class AttributionExplainer(Explainer):
     """Base of the attribution explainers: explains every floating input jointly, token ids at the output of their

@@ -67,6 +67,10 @@ class Explanation:
     keep: dict[str, Tensor] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
 
+    #: the fields that hold one entry per sample (joined by rows when a batch is explained in parts)
+    row_fields: ClassVar[tuple[str, ...]] = ("values", "inputs", "target", "prediction", "confidence",
+                                             "base_values", "tokens", "keep")
+
     def maps(self) -> dict[str, Tensor]:
         """One value per position the figures show, per explained input: images (and 4-D spectrograms) summed over
         channels, clips over
@@ -110,6 +114,9 @@ class Explainer(ABC):
     """
 
     name: ClassVar[str] = "explainer"
+    #: the explanation of a sample does not depend on the other samples of the batch (no shared random stream, no
+    #: batch-wide normalisation): a distributed callback may explain the probe in parts, one per rank
+    splittable: bool = False
     #: the kinds of input it explains (``image``, ``video``, ``spectrogram``, ``tokens``, ``tabular``)
     kinds: ClassVar[tuple[str, ...]] = ("image", "video", "spectrogram", "tokens", "tabular")
     #: draws random numbers (from its own generator, seeded by ``seed``): its stability across seeds is measured

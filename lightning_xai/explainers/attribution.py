@@ -56,6 +56,7 @@ class SaliencyExplainer(AttributionExplainer):
     """Saliency: ``|d f / d x|`` (captum ``Saliency(abs=True)``); unsigned."""
 
     name = "saliency"
+    splittable = True  # one map per sample
     signed = False
 
 
@@ -63,6 +64,7 @@ class InputXGradientExplainer(AttributionExplainer):
     """Input x gradient: ``x * d f / d x`` (captum ``InputXGradient``)."""
 
     name = "input_x_gradient"
+    splittable = True  # one map per sample
 
 
 class GuidedBackpropExplainer(AttributionExplainer):
@@ -70,6 +72,7 @@ class GuidedBackpropExplainer(AttributionExplainer):
     their positive part (functional ``relu`` calls are differentiated plainly, as in captum)."""
 
     name = "guided_backprop"
+    splittable = True  # one map per sample
 
 
 class _Baselined(AttributionExplainer):
@@ -77,6 +80,8 @@ class _Baselined(AttributionExplainer):
         super().__init__(**kwargs)
         self.baseline = check_baseline(baseline)
         self.n_background = 32 if isinstance(baseline, str) and baseline == "mean" else 0
+        # one map per sample, unless the baseline is given per probe (a tensor may hold one row per probe)
+        self.splittable = isinstance(baseline, (str, int, float))
 
     def options(self) -> dict[str, Any]:
         return {**super().options(), "baseline": self.baseline}
@@ -106,6 +111,7 @@ class DeepLiftExplainer(_Baselined):
         super().__init__(baseline, **kwargs)
         self.strict = bool(strict)
         self.completeness_tol = check_tolerance("completeness_tol", completeness_tol)
+        self.splittable = False  # its warning names probes by their place in the explained batch
 
     def options(self) -> dict[str, Any]:
         return {**super().options(), "strict": self.strict}
@@ -172,6 +178,8 @@ class IntegratedGradientsExplainer(_Baselined):
             raise ValueError(expected("completeness_tol", "a number larger than 0 or None", completeness_tol))
         self.completeness_tol = None if completeness_tol is None else float(completeness_tol)
         self.max_steps = check_positive_int("max_steps", max_steps)
+        # the adaptive rounds top a part chunk up with other probes' cells off the CPU: not split
+        self.splittable = self.splittable and self.completeness_tol is None
 
     def options(self) -> dict[str, Any]:
         out = {**super().options(), "blur_sigma": self.blur_sigma, "completeness_tol": self.completeness_tol}
@@ -280,6 +288,7 @@ class FeatureAblationExplainer(_Baselined):
         super().__init__(baseline, **kwargs)
         self.patch = None if patch is None else tuple(patch)
         self.feature_mask = check_feature_masks(feature_mask)
+        self.splittable = self.splittable and feature_mask is None  # a mask may hold one row per probe
 
     def options(self) -> dict[str, Any]:
         return {**super().options(), "patch": self.patch, "feature_mask": self.feature_mask}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -45,6 +45,8 @@ class CAMExplanation(Explanation):
     reshape: str | None = None
     flat: list[bool]
     candidates: list[str] | None = None
+
+    row_fields: ClassVar[tuple[str, ...]] = (*Explanation.row_fields, "flat")
 
     def drift_arrays(self) -> dict[str, Tensor]:
         """The map keyed by the method (``{"gradcam": ...}``), averaged over frames for clips."""
@@ -128,6 +130,8 @@ class CAMExplainer(Explainer):
             raise ValueError(expected("video_layout", "one of ['auto', 'BTCHW', 'BCTHW']", video_layout))
         self.video_layout = video_layout
         self.input_key = input_key
+        # one map per sample; "randomcam" draws from numpy's restored RNG: its maps depend on the batch
+        self.splittable = self.method != "randomcam"
         #: the layer explained, ``(dotted name, reshape transform)``: given, or found at the first explanation
         self.layer: tuple[str, Callable[[Tensor], Tensor] | None] | None = (
             (target_layer, self.reshape_transform) if target_layer is not None else None)

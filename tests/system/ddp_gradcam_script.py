@@ -10,13 +10,36 @@ import torch
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from lightning_xai import AttributionDriftCallback, CalibrationCallback, GradCAMCallback, SHAPCallback
+from lightning_xai import (
+    AttributionCallback,
+    AttributionDriftCallback,
+    CalibrationCallback,
+    GradCAMCallback,
+    SHAPCallback,
+)
 from lightning_xai.datasets import SyntheticShapesDataModule
 from lightning_xai.demo import ShapesCNN
+
+
+def _count_rows(cls: type, seen: list) -> None:
+    """Record how many probe rows each call of ``cls.explain`` gets on this rank (the split's evidence)."""
+    explain = cls.explain
+
+    def counted(self, model, inputs, *args, **kwargs):
+        seen.append([self.name, inputs.batch_size])
+        return explain(self, model, inputs, *args, **kwargs)
+
+    cls.explain = counted
+
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
     out, devices, strategy = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    from lightning_xai.explainers import AttributionExplainer, CAMExplainer, ShapExplainer
+
+    rows: list = []
+    for explainer_class in (AttributionExplainer, CAMExplainer, ShapExplainer):
+        _count_rows(explainer_class, rows)
     seed_everything(3)
     model = ShapesCNN()
     torch.save(model.state_dict(), f"{out}/init_{devices}.pt")
@@ -26,12 +49,16 @@ if __name__ == "__main__":
     cbs = [GradCAMCallback(num_samples=4, methods=("gradcam", "scorecam"), on_error="raise"),
            CalibrationCallback(n_bins=10, gallery_size=0, on_error="raise"),
            SHAPCallback(num_samples=2, n_background=4, nsamples=8, max_nsamples=16, on_error="raise"),
-           AttributionDriftCallback(num_samples=4, store=f"{out}/store.sqlite", run="validate", on_error="raise")]
+           AttributionDriftCallback(num_samples=4, store=f"{out}/store.sqlite", run="validate", on_error="raise"),
+           AttributionCallback(num_samples=4, methods=("saliency", "occlusion", "smoothgrad"),
+                               method_kwargs={"smoothgrad": {"nt_samples": 4}}, on_error="raise")]
     # validate first: the same weights on 1 and 2 processes must give the same maps and calibration
     trainer = Trainer(logger=TensorBoardLogger(out, name="validate"), callbacks=cbs, **common)
     trainer.validate(model, dm)
     with open(f"{out}/callback_metrics_rank{trainer.global_rank}.json", "w") as fh:  # every rank holds the xai scalars
         json.dump({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("xai/")}, fh)
+    with open(f"{out}/rows_rank{trainer.global_rank}.json", "w") as fh:
+        json.dump(rows, fh)
     fit_cb = GradCAMCallback(num_samples=4, on_error="raise")
     drift_cb = AttributionDriftCallback(num_samples=4, store=f"{out}/store.sqlite", run="fit", on_error="raise")
     Trainer(logger=TensorBoardLogger(out, name="fit"), callbacks=[fit_cb, drift_cb], max_epochs=2, limit_train_batches=2,

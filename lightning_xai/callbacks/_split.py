@@ -1,0 +1,85 @@
+"""The probe split across distributed ranks: each rank explains its consecutive share of the probe, the parts are
+gathered (every rank receives every part) and joined into the explanation of the whole probe, in probe order.
+
+Only explainers that say so (``Explainer.splittable``: a sample's explanation does not depend on the rest of the
+batch) are split; the others explain the whole probe on every rank, as before. A probe smaller than the world is
+not split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from lightning_xai._inputs import Scorer
+from lightning_xai.adapters import ModelInputs
+from lightning_xai.explainers import Explainer, Explanation
+from lightning_xai.explainers._rows import concat_explanations, row_ranges, take_rows
+
+__all__ = ["ProbeSplit", "explain_split"]
+
+
+@dataclass(frozen=True)
+class ProbeSplit:
+    """This rank's place among ``world`` ranks (``world == 1``: no split).
+
+    Example:
+        >>> ProbeSplit(1, 2).rows(5)
+        (3, 5)
+    """
+
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def current(cls, world_size: int, rank: int) -> ProbeSplit:
+        """The split of a trainer's ranks, when a process group is up (else no split)."""
+        if world_size > 1 and dist.is_available() and dist.is_initialized():
+            return cls(rank, world_size)
+        return cls()
+
+    def applies(self, explainer: Explainer, n: int) -> bool:
+        return self.world > 1 and n >= self.world and bool(getattr(explainer, "splittable", False))
+
+    def rows(self, n: int) -> tuple[int, int]:
+        return row_ranges(n, self.world)[self.rank]
+
+
+def explain_split(split: ProbeSplit, explainer: Explainer, model: nn.Module, inputs: ModelInputs, target: Any,
+                  scorer: Scorer | None) -> Explanation:
+    """``explainer.explain(model, inputs, target, scorer)``, with this rank explaining only its share when the
+    split applies; collective then (every rank must call it with the same explainer and probe)."""
+    n = inputs.batch_size
+    if not split.applies(explainer, n):
+        return explainer.explain(model, inputs, target, scorer)
+    start, stop = split.rows(n)
+    if isinstance(target, Tensor) and target.dim() > 0:
+        target = target[start:stop]
+    try:
+        part: Any = explainer.explain(model, take_rows(inputs, start, stop), target, scorer)
+    except Exception as err:  # every rank must reach the gather, or the others wait forever
+        part = _Failed(f"{type(err).__name__}: {err}")
+        failure: Exception | None = err
+    else:
+        failure = None
+    parts: list[Any] = [None] * split.world
+    dist.all_gather_object(parts, part)
+    if failure is not None:
+        raise failure
+    failed = [(rank, p) for rank, p in enumerate(parts) if isinstance(p, _Failed)]
+    if failed:
+        rank, p = failed[0]
+        raise RuntimeError(f"lightning_xai: rank {rank} failed to explain its rows of the probe "
+                           f"({explainer.name}): {p.message}")
+    return concat_explanations(parts)
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """What a rank whose share failed sends instead of its explanation."""
+
+    message: str
+

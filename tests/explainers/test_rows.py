@@ -1,0 +1,92 @@
+"""A batch explained in parts and joined equals the batch explained whole (the DDP probe split's contract)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lightning_xai.adapters import ModelInputs
+from lightning_xai.explainers import get_explainer, list_explainers
+from lightning_xai.explainers._rows import concat_explanations, row_ranges, take_rows
+from lightning_xai.functional import explanation_mode
+from tests.helpers import seeded
+
+
+def _cnn() -> nn.Module:
+    with seeded(0):
+        return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+
+
+def _inputs(n: int = 5) -> ModelInputs:
+    with seeded(1):
+        return ModelInputs((torch.rand(n, 3, 8, 8),), labels=torch.arange(n) % 3)
+
+
+def test_row_ranges_are_consecutive_even_and_cover_every_row():
+    for n in range(1, 12):
+        for world in range(1, n + 1):
+            ranges = row_ranges(n, world)
+            assert ranges[0][0] == 0 and ranges[-1][1] == n
+            assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+            sizes = [stop - start for start, stop in ranges]
+            assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
+    with pytest.raises(ValueError, match="cannot split 2 rows into 3"):
+        row_ranges(2, 3)
+
+
+def test_take_rows_slices_every_batch_first_tensor():
+    inputs = ModelInputs((torch.arange(10).view(5, 2),), {"attention_mask": torch.ones(5, 3), "scale": torch.tensor(2.0)},
+                         labels=torch.arange(5), mask=torch.zeros(5, 4, 4))
+    part = take_rows(inputs, 1, 3)
+    assert part.args[0].tolist() == [[2, 3], [4, 5]] and part.labels.tolist() == [1, 2]
+    assert part.kwargs["attention_mask"].shape == (2, 3) and part.mask.shape == (2, 4, 4)
+    assert part.kwargs["scale"].item() == 2.0  # a 0-d tensor is not a batch
+
+
+SPLITTABLE = ("gradcam", "gradcam++", "layercam", "scorecam", "saliency", "input_x_gradient", "guided_backprop",
+              "occlusion", "feature_ablation")
+
+
+@pytest.mark.parametrize("method", SPLITTABLE)
+@pytest.mark.parametrize("target", ["pred", "label"])
+def test_parts_joined_equal_the_whole_batch(method, target):
+    model, inputs = _cnn(), _inputs()
+    kwargs = {"target_layer": "2"} if "cam" in method else {}
+    explainer = get_explainer(method, **kwargs)
+    assert explainer.splittable
+    with explanation_mode(model):
+        whole = explainer.explain(model, inputs, target)
+        parts = [explainer.explain(model, take_rows(inputs, a, b), target) for a, b in row_ranges(5, 2)]
+    joined = concat_explanations(parts)
+    assert type(joined) is type(whole)
+    for name in whole.values:
+        torch.testing.assert_close(joined.values[name], whole.values[name], atol=1e-5, rtol=1e-4)
+    for field in ("target", "prediction", "confidence"):
+        torch.testing.assert_close(getattr(joined, field), getattr(whole, field))
+    assert joined.inputs["input"].shape == whole.inputs["input"].shape
+    assert joined.settings == whole.settings
+    if "cam" in method:
+        assert joined.flat == whole.flat and joined.layer == whole.layer
+
+
+def test_explainers_whose_maps_depend_on_the_batch_are_not_split():
+    assert not get_explainer("shap").splittable  # one random stream and chunk top-ups across the probes
+    for method in ("smoothgrad", "lime", "kernel_shap", "randomcam", "deeplift"):
+        assert not get_explainer(method).splittable, method
+    assert not get_explainer("integrated_gradients").splittable  # adaptive rounds (top-ups off the CPU)
+    assert get_explainer("integrated_gradients", completeness_tol=None).splittable
+    assert not get_explainer("occlusion", baseline=torch.zeros(5, 3, 8, 8)).splittable  # a baseline per probe
+    assert not get_explainer("feature_ablation", feature_mask=torch.zeros(1, 1, 8, 8, dtype=torch.long)).splittable
+    for method in ("attention", "rollout", "grad_rollout"):
+        assert method in list_explainers() and not get_explainer(method).splittable
+
+
+def test_parts_that_disagree_on_a_setting_are_refused():
+    model, inputs = _cnn(), _inputs(4)
+    with explanation_mode(model):
+        a = get_explainer("gradcam", target_layer="0").explain(model, take_rows(inputs, 0, 2))
+        b = get_explainer("gradcam", target_layer="2").explain(model, take_rows(inputs, 2, 4))
+    with pytest.raises(RuntimeError, match="disagree on 'settings'.*'layer': '0'.*target_layer="):
+        concat_explanations([a, b])
