@@ -1,8 +1,8 @@
 """The probe split across distributed ranks: each rank explains its consecutive share of the probe, the parts are
 gathered (every rank receives every part) and joined into the explanation of the whole probe, in probe order.
 
-Only explainers that say so (``Explainer.splittable``: a sample's explanation does not depend on the rest of the
-batch) are split; the others explain the whole probe on every rank, as before. A probe smaller than the world is
+Only explainers that say so (``Explainer.splits_on(device)``: a sample's explanation does not depend on the rest
+of the batch) are split; the others explain the whole probe on every rank, as before. A probe smaller than the world is
 not split.
 """
 
@@ -41,8 +41,11 @@ class ProbeSplit:
             return cls(rank, world_size)
         return cls()
 
-    def applies(self, explainer: Explainer, n: int) -> bool:
-        return self.world > 1 and n >= self.world and bool(getattr(explainer, "splittable", False))
+    def applies(self, explainer: Explainer, inputs: ModelInputs) -> bool:
+        if self.world <= 1 or inputs.batch_size < self.world:
+            return False
+        device = next(t.device for t in (*inputs.args, *inputs.kwargs.values()) if isinstance(t, Tensor))
+        return explainer.splits_on(device)
 
     def rows(self, n: int) -> tuple[int, int]:
         return row_ranges(n, self.world)[self.rank]
@@ -52,10 +55,9 @@ def explain_split(split: ProbeSplit, explainer: Explainer, model: nn.Module, inp
                   scorer: Scorer | None) -> Explanation:
     """``explainer.explain(model, inputs, target, scorer)``, with this rank explaining only its share when the
     split applies; collective then (every rank must call it with the same explainer and probe)."""
-    n = inputs.batch_size
-    if not split.applies(explainer, n):
+    if not split.applies(explainer, inputs):
         return explainer.explain(model, inputs, target, scorer)
-    start, stop = split.rows(n)
+    start, stop = split.rows(inputs.batch_size)
     if isinstance(target, Tensor) and target.dim() > 0:
         target = target[start:stop]
     try:

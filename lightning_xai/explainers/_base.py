@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Union
 
+import torch
 from torch import Tensor, nn
 
 from lightning_xai._inputs import Scorer
@@ -129,6 +130,11 @@ class Explainer(ABC):
     def explain(self, model: nn.Module, inputs: ModelInputs, target: Target = "pred",
                 scorer: Scorer | None = None) -> Explanation:
         """Explain ``inputs`` (on the model's device) for ``target``; ``scorer`` reads the model's scores."""
+
+    def splits_on(self, device: torch.device) -> bool:
+        """May a batch on ``device`` be explained in parts (see ``splittable``)? Explainers whose engine batches
+        differently per device say so here."""
+        return self.splittable
 
     def settings(self) -> dict[str, Any]:
         """What this explainer is set to (recorded with every artifact and snapshot)."""

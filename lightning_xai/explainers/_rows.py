@@ -57,8 +57,8 @@ def take_rows(inputs: ModelInputs, start: int, stop: int) -> ModelInputs:
 
 def concat_explanations(parts: Sequence[Explanation]) -> Explanation:
     """The explanation of consecutive row parts joined into one, in part order: every per-sample field
-    (``Explanation.row_fields`` of the parts' class) concatenated, the rest taken from the first part after
-    checking that every part agrees on it (a layer found differently on two ranks is an error, not a guess).
+    (``row_fields`` of the parts' class; ``entry_fields``: lists whose entries are per-sample) concatenated, the
+    rest taken from the first part after checking that every part agrees on it (a layer found differently on two ranks is an error, not a guess).
 
     Example:
         >>> a = Explanation(method="m", values={"x": torch.zeros(1, 2)}, inputs={}, kinds={"x": "tabular"})
@@ -77,11 +77,15 @@ def concat_explanations(parts: Sequence[Explanation]) -> Explanation:
 def _join_dataclass(parts: list[Any]) -> Any:
     first = parts[0]
     per_row = set(getattr(first, "row_fields", ()))
+    per_entry = set(getattr(first, "entry_fields", ()))
     changes = {}
     for f in dataclasses.fields(first):
         values = [getattr(p, f.name) for p in parts]
         if f.name in per_row:
             changes[f.name] = _join_rows(values, f.name)
+        elif f.name in per_entry:  # a list (top-k ranks) whose entries are joined by rows
+            changes[f.name] = None if values[0] is None else [
+                _join_rows(list(entries), f.name) for entries in zip(*values)]
         else:
             _check_same(values, f.name, type(first).__name__)
     return dataclasses.replace(first, **changes)
@@ -99,8 +103,10 @@ def _join_rows(values: list[Any], name: str) -> Any:
         return {k: _join_rows([v[k] for v in values], f"{name}[{k!r}]") for k in first}
     if isinstance(first, list):
         return [item for v in values for item in v]
-    if isinstance(first, tuple):  # one per-sample tensor per input
+    if isinstance(first, tuple):  # one per-sample tensor per input, or (classes, result) of one top-k rank
         return tuple(_join_rows(list(column), name) for column in zip(*values))
+    if dataclasses.is_dataclass(first):  # a result with its own row_fields
+        return _join_dataclass(values)
     raise TypeError(f"lightning_xai: cannot join field {name!r} of type {type(first).__name__} by rows.")
 
 

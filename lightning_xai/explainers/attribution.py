@@ -178,8 +178,10 @@ class IntegratedGradientsExplainer(_Baselined):
             raise ValueError(expected("completeness_tol", "a number larger than 0 or None", completeness_tol))
         self.completeness_tol = None if completeness_tol is None else float(completeness_tol)
         self.max_steps = check_positive_int("max_steps", max_steps)
-        # the adaptive rounds top a part chunk up with other probes' cells off the CPU: not split
-        self.splittable = self.splittable and self.completeness_tol is None
+
+    def splits_on(self, device: torch.device) -> bool:
+        """Off the CPU the adaptive rounds top a part chunk up with other probes' cells: split on the CPU only."""
+        return self.splittable and (self.completeness_tol is None or device.type == "cpu")
 
     def options(self) -> dict[str, Any]:
         out = {**super().options(), "blur_sigma": self.blur_sigma, "completeness_tol": self.completeness_tol}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -36,6 +36,9 @@ class ShapExplanation(Explanation):
     names: list[str]
     engine: str
     ranked: list[tuple[Tensor, ShapResult]] | None = None
+
+    row_fields: ClassVar[tuple[str, ...]] = (*Explanation.row_fields, "result")
+    entry_fields: ClassVar[tuple[str, ...]] = ("ranked",)
 
 
 class ShapExplainer(Explainer):
@@ -96,12 +99,18 @@ class ShapExplainer(Explainer):
             raise ValueError(expected("completeness_tol", "None or a number larger than 0", completeness_tol))
         self.completeness_tol = completeness_tol
         self.engine = check_choice("engine", engine, ENGINES)
+        self.splittable = self.engine == "gradient"  # per-probe generators (on the CPU: see splits_on)
         self.sampling = check_choice("sampling", sampling, ("stratified", "antithetic", "lattice", "random"))
         self.top_k = check_positive_int("top_k", top_k)
         self.embedding_layer = embedding_layer
         self.tokenizer = tokenizer
         self.video_layout = check_choice("video_layout", video_layout, ("auto", "BTCHW", "BCTHW"))
         self.background: ModelInputs | None = None
+
+    def splits_on(self, device: torch.device) -> bool:
+        """The gradient engine draws each probe's numbers from its own generator; on the CPU no round is topped up
+        with other probes' rows: there a probe's values do not depend on the rest of the batch."""
+        return self.splittable and device.type == "cpu"
 
     def settings(self) -> dict[str, Any]:
         return {"method": "shap", "engine": self.engine, "nsamples": self.nsamples, "n_background": self.n_background,

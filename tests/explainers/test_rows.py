@@ -46,7 +46,7 @@ def test_take_rows_slices_every_batch_first_tensor():
 
 
 SPLITTABLE = ("gradcam", "gradcam++", "layercam", "scorecam", "saliency", "input_x_gradient", "guided_backprop",
-              "occlusion", "feature_ablation")
+              "occlusion", "feature_ablation", "integrated_gradients", "shap")
 
 
 @pytest.mark.parametrize("method", SPLITTABLE)
@@ -54,8 +54,13 @@ SPLITTABLE = ("gradcam", "gradcam++", "layercam", "scorecam", "saliency", "input
 def test_parts_joined_equal_the_whole_batch(method, target):
     model, inputs = _cnn(), _inputs()
     kwargs = {"target_layer": "2"} if "cam" in method else {}
+    if method == "shap":  # adaptive rounds and random draws, each probe from its own generator
+        kwargs = {"n_background": 8, "nsamples": 8, "max_batch": 16}
     explainer = get_explainer(method, **kwargs)
-    assert explainer.splittable
+    if method == "shap":
+        with seeded(2):
+            explainer.background = ModelInputs((torch.rand(8, 3, 8, 8),))
+    assert explainer.splits_on(torch.device("cpu"))
     with explanation_mode(model):
         whole = explainer.explain(model, inputs, target)
         parts = [explainer.explain(model, take_rows(inputs, a, b), target) for a, b in row_ranges(5, 2)]
@@ -69,18 +74,40 @@ def test_parts_joined_equal_the_whole_batch(method, target):
     assert joined.settings == whole.settings
     if "cam" in method:
         assert joined.flat == whole.flat and joined.layer == whole.layer
+    if method == "shap":
+        for field in ("nsamples", "converged", "relative_error", "base_values"):
+            torch.testing.assert_close(getattr(joined.result, field), getattr(whole.result, field))
+        assert int(whole.result.nsamples.max()) > 8  # the adaptive rounds ran (more points than the first round)
+    if method == "integrated_gradients":
+        torch.testing.assert_close(joined.n_steps_used, whole.n_steps_used)
+
+
+def test_shap_top_k_parts_join_rank_by_rank():
+    model, inputs = _cnn(), _inputs(4)
+    explainer = get_explainer("shap", n_background=4, nsamples=8, completeness_tol=None, top_k=2)
+    with seeded(2):
+        explainer.background = ModelInputs((torch.rand(4, 3, 8, 8),))
+    with explanation_mode(model):
+        whole = explainer.explain(model, inputs)
+        joined = concat_explanations([explainer.explain(model, take_rows(inputs, a, b)) for a, b in row_ranges(4, 2)])
+    assert len(joined.ranked) == 2
+    for (classes, result), (classes_w, result_w) in zip(joined.ranked, whole.ranked):
+        torch.testing.assert_close(classes, classes_w)
+        torch.testing.assert_close(result.values[0], result_w.values[0], atol=1e-5, rtol=1e-4)
 
 
 def test_explainers_whose_maps_depend_on_the_batch_are_not_split():
-    assert not get_explainer("shap").splittable  # one random stream and chunk top-ups across the probes
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    for method in ("shap", "integrated_gradients"):  # their rounds top chunks up with other probes' rows off the CPU
+        assert get_explainer(method).splits_on(cpu) and not get_explainer(method).splits_on(gpu), method
+    assert not get_explainer("shap", engine="deep").splits_on(cpu)
     for method in ("smoothgrad", "lime", "kernel_shap", "randomcam", "deeplift"):
-        assert not get_explainer(method).splittable, method
-    assert not get_explainer("integrated_gradients").splittable  # adaptive rounds (top-ups off the CPU)
-    assert get_explainer("integrated_gradients", completeness_tol=None).splittable
-    assert not get_explainer("occlusion", baseline=torch.zeros(5, 3, 8, 8)).splittable  # a baseline per probe
-    assert not get_explainer("feature_ablation", feature_mask=torch.zeros(1, 1, 8, 8, dtype=torch.long)).splittable
+        assert not get_explainer(method).splits_on(cpu), method
+    assert get_explainer("integrated_gradients", completeness_tol=None).splits_on(gpu)
+    assert not get_explainer("occlusion", baseline=torch.zeros(5, 3, 8, 8)).splits_on(cpu)  # a baseline per probe
+    assert not get_explainer("feature_ablation", feature_mask=torch.zeros(1, 1, 8, 8, dtype=torch.long)).splits_on(cpu)
     for method in ("attention", "rollout", "grad_rollout"):
-        assert method in list_explainers() and not get_explainer(method).splittable
+        assert method in list_explainers() and not get_explainer(method).splits_on(cpu)
 
 
 def test_parts_that_disagree_on_a_setting_are_refused():

@@ -205,7 +205,7 @@ def test_split_cells_tile_paths_and_sums_match_rows(store: bool, monkeypatch: py
     prep = prepare(model, (x,), (background,), 1, None, None, False)
     s = engine.Settings(16, 64, torch.Generator().manual_seed(0), 1e-4, 256, "stratified")
     fx, fbg = engine.forward_values(prep, 64)
-    group = engine._Group(prep, torch.arange(3), s, fx, fbg)
+    group = engine._Group(prep, torch.arange(3), s, fx, fbg, engine.probe_seeds(prep, s.generator))
     group.run()
     rounds = 0
     while group.plan(torch.ones(3, dtype=torch.bool)):

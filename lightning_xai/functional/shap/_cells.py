@@ -5,6 +5,8 @@ A mixin of :class:`lightning_xai.functional.shap._engine._Group`; the scheme is 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -39,6 +41,8 @@ class CellSplitting:
     acc: list[Tensor]
     store: _Store
     s: Settings
+    #: one uniform number per entry of a tensor of local probe indices, each from its probe's own generator
+    uniform: Callable[[Tensor], Tensor]
     #: new points one split adds (a bisection: 1; the cell's old point stays)
     split_rows: int = 1
 
@@ -136,7 +140,7 @@ class CellSplitting:
         mid = 0.5 * (lo + hi)
         left = a < mid
         new_lo, new_hi = torch.where(left, mid, lo), torch.where(left, hi, mid)
-        u = torch.rand(len(chosen), generator=self.s.generator, dtype=torch.float64)
+        u = self.uniform(self.probe[chosen])
         new_a = new_lo + (new_hi - new_lo) * u
         self.lo[chosen], self.hi[chosen] = torch.where(left, lo, mid), torch.where(left, mid, hi)
         probe, base = self.probe[chosen], self.base[chosen]

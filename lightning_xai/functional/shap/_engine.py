@@ -36,9 +36,14 @@ which cells are split depends on earlier points, which makes the estimator consi
 rather than exactly unbiased -- like any adaptive stratification (MISER, VEGAS). Completeness is always
 computed exactly, never enforced: nothing rescales the attributions toward ``f(x) - E f``.
 
-Rows are evaluated in chunks of at most ``max_batch`` mixing probes; a round whose rows would leave a part
-chunk is topped up with the next cells of its probes when that at most doubles the round. Attributions
-accumulate per probe (not per path), so memory is one probe-sized buffer per probe plus the row store.
+Rows are evaluated in chunks of at most ``max_batch`` mixing probes; off the CPU a round whose rows would leave a
+part chunk is topped up with the next cells of its probes when that at most doubles the round (there a chunk
+costs about the same whatever its rows; on the CPU its cost grows with its rows, as integrated gradients found).
+Each probe draws its random numbers (shifts, baseline order, split points) from its own generator, seeded by one
+draw of ``generator`` mixed with a hash of the probe's inputs: on the CPU a probe's estimate does not depend on
+the other probes of the batch, so a distributed callback may explain the probe in parts (one per rank) and get
+the numbers of one process. Attributions accumulate per probe (not per path), so memory is one probe-sized
+buffer per probe plus the row store.
 
 ``sampling="random"`` is plain Monte Carlo as in shap's ``GradientExplainer``: a random background point and
 a random ``a`` per row; adaptive rounds double a probe's rows.
@@ -46,6 +51,7 @@ a random ``a`` per row; adaptive rounds double a probe's rows.
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import torch
@@ -79,8 +85,11 @@ class _Group(CellSplitting):
     """A group of probes: per-probe sums of weighted ``(x - x') * grad`` rows, and per kept row its path, its
     point ``a``, its cell ``[lo, hi)``, ``f`` at the point and its summed attributions ``s``."""
 
-    def __init__(self, prep: Prepared, probes: Tensor, s: Settings, fx: Tensor, fbg: Tensor) -> None:
+    def __init__(self, prep: Prepared, probes: Tensor, s: Settings, fx: Tensor, fbg: Tensor,
+                 seeds: list[int]) -> None:
         self.prep, self.s, self.probes = prep, s, probes
+        # each probe draws from its own generator: its estimate does not depend on the other probes of the batch
+        self.gens = [torch.Generator().manual_seed(seed) for seed in seeds]
         self.fx, self.fbg = fx[probes], fbg[probes]
         g, n_bg = len(probes), prep.n_background
         self.random = s.sampling == "random"
@@ -93,14 +102,13 @@ class _Group(CellSplitting):
         empty_f, empty_l = torch.empty(0, dtype=torch.float64), torch.empty(0, dtype=torch.long)
         self.probe, self.base, self.a, self.f, self.sum = empty_l, empty_l, empty_f, empty_f, empty_f
         self.lo, self.hi, self.slot = empty_f, empty_f, empty_l
-        gen = s.generator
         if self.random:
             self.used = torch.full((g,), s.nsamples, dtype=torch.long)  # rows per probe
             self.pending = self._random_rows(torch.arange(g), self.used, self.used)
             return
-        v = torch.rand(g, 1, generator=gen, dtype=torch.float64)
+        v = torch.cat([torch.rand(1, 1, generator=gen, dtype=torch.float64) for gen in self.gens])
         self.shift = (v + torch.arange(n_bg, dtype=torch.float64) * _GOLDEN) % 1.0  # (g, N)
-        self.order = torch.stack([torch.randperm(n_bg, generator=gen) for _ in range(g)])  # order of use
+        self.order = torch.stack([torch.randperm(n_bg, generator=gen) for gen in self.gens])  # order of use
         m = min(s.nsamples, n_bg)
         k0 = 1 if s.nsamples <= n_bg else 2 ** math.ceil(math.log2(s.nsamples / n_bg))
         self.used = torch.full((g,), m, dtype=torch.long)  # baselines in use per probe
@@ -240,11 +248,29 @@ class _Group(CellSplitting):
         self.pending = self._random_rows(probes, add, new_total)
         return True
 
+    def uniform(self, probe: Tensor) -> Tensor:
+        """One uniform number per entry of ``probe`` (local indices), each from its probe's own generator."""
+        out = torch.empty(len(probe), dtype=torch.float64)
+        for p in torch.unique(probe).tolist():
+            where = torch.nonzero(probe == p).flatten()
+            out[where] = torch.rand(len(where), generator=self.gens[p], dtype=torch.float64)
+        return out
+
+    def _fill_chunks(self, ranked: list[Tensor], wanted: list[int], stored: Tensor, rows: Tensor) -> list[int]:
+        """Top a round up to whole chunks only off the CPU (as integrated gradients does): on the CPU a chunk's cost
+        grows with its rows, and without the top-up each probe's rows depend on that probe alone."""
+        if self.prep.x[0].device.type == "cpu":
+            return wanted
+        return super()._fill_chunks(ranked, wanted, stored, rows)
+
     def _random_rows(self, probes: Tensor, count: Tensor, total: Tensor) -> _Batch:
         probe = probes.repeat_interleave(count)
         n = len(probe)
-        base = torch.randint(0, self.prep.n_background, (n,), generator=self.s.generator)
-        alpha = torch.rand(n, generator=self.s.generator, dtype=torch.float64)
+        gens = [self.gens[p] for p in probes.tolist()]
+        base = torch.cat([torch.randint(0, self.prep.n_background, (int(c),), generator=gen)
+                          for gen, c in zip(gens, count.tolist())]) if n else torch.empty(0, dtype=torch.long)
+        alpha = torch.cat([torch.rand(int(c), generator=gen, dtype=torch.float64)
+                           for gen, c in zip(gens, count.tolist())]) if n else torch.empty(0, dtype=torch.float64)
         weight = 1.0 / total.repeat_interleave(count).double()
         return _Batch(probe, base, alpha, weight, torch.ones(n, dtype=torch.bool))
 
@@ -269,6 +295,7 @@ class _Group(CellSplitting):
 def estimate(prep: Prepared, s: Settings) -> tuple[list[Tensor], Tensor, Tensor, Tensor]:
     """Attributions of the explained inputs, points per probe, ``f(x)`` and ``f(background)`` per probe."""
     fx, fbg = forward_values(prep, s.max_batch)
+    seeds = probe_seeds(prep, s.generator)
     base = fbg.mean(1)
     per_probe = 4 * max(1, sum(shape.numel() for shape in _explained_shapes(prep)))
     group_size = max(1, _ACCUMULATOR_BYTES // per_probe)
@@ -276,7 +303,7 @@ def estimate(prep: Prepared, s: Settings) -> tuple[list[Tensor], Tensor, Tensor,
     points = []
     for start in range(0, prep.batch, group_size):
         probes = torch.arange(start, min(prep.batch, start + group_size))
-        group = _Group(prep, probes, s, fx, fbg)
+        group = _Group(prep, probes, s, fx, fbg, [seeds[i] for i in probes.tolist()])
         while True:
             group.run()
             if s.completeness_tol is None:
@@ -288,3 +315,17 @@ def estimate(prep: Prepared, s: Settings) -> tuple[list[Tensor], Tensor, Tensor,
             values[i].append(v)
         points.append(group.points)
     return [torch.cat(v) for v in values], torch.cat(points), fx, fbg
+
+
+def probe_seeds(prep: Prepared, generator: torch.Generator) -> list[int]:
+    """A seed per probe: one draw of ``generator`` mixed with a hash of the probe's explained inputs, so that a
+    probe gets the same random numbers whichever batch it is explained in (a rank's share of the probe, or all)."""
+    base = int(torch.randint(0, 2**62, (1,), generator=generator))
+    rows = [x.detach().cpu().contiguous() for x in prep.x]
+    seeds = []
+    for b in range(prep.batch):
+        digest = hashlib.blake2b(digest_size=8)
+        for x in rows:
+            digest.update(x[b].reshape(-1).view(torch.uint8).numpy().tobytes())
+        seeds.append((base ^ int.from_bytes(digest.digest(), "little")) % 2**63)
+    return seeds

@@ -8,7 +8,7 @@ Shared by :func:`~lightning_xai.functional.shap.expected_gradients`,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -44,6 +44,10 @@ class ShapResult:
     nsamples: Tensor
     converged: Tensor | None
     explained: tuple[bool, ...]
+
+    #: the fields with one entry per probe (joined by rows when a batch is explained in parts)
+    row_fields: ClassVar[tuple[str, ...]] = ("values", "base_values", "outputs", "completeness_error",
+                                             "relative_error", "nsamples", "converged")
 
 
 def _result(
