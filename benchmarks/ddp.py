@@ -6,11 +6,12 @@ A torchvision ResNet-18 (random init, 3 classes) validated on ``--samples`` * 2 
 on one Trainer: GradCAMCallback (Grad-CAM at ``layer4``), AttributionCallback (saliency, and occlusion with 16-px windows) and
 SHAPCallback (16 background samples, ``nsamples=16``, one round: ``completeness_tol=None``), each on a
 ``--samples`` probe, figures in the background process. Each configuration runs ``trainer.validate`` once to warm
-up, then ``--repeats`` times; the table shows the median of each callback's ``xai/<name>/seconds`` (rank zero's
-whole step: its share of the explanation, the gather, writing the artifacts), 1 process vs 2 processes of 1 torch
-thread each, their ratio, and whether the maps agree (largest absolute difference of the first method's array).
-Grad-CAM and saliency/occlusion are split across the ranks; SHAP's engine is not (its probes share one random
-stream), so every rank explains its whole probe and the ratio shows it. Needs 2 free cores.
+up, then ``--repeats`` times; the table shows, 1 process vs 2 processes of 1 torch thread each (medians, rank
+zero): the seconds inside its explainers' ``explain`` (its share of the probe), and the callback's whole step
+``xai/<name>/seconds`` (that, the gather, the model hash, writing the artifacts), their ratios, and whether the
+maps agree (largest absolute difference of the first method's array).
+Every method here is split across the ranks (each explains half the probe; ``Explainer.splits_on``). Needs 2 free
+cores.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -42,6 +44,18 @@ def child(args: argparse.Namespace) -> None:
     from torchvision.models import resnet18
 
     from lightning_xai import AttributionCallback, GradCAMCallback, SHAPCallback
+    from lightning_xai.explainers import AttributionExplainer, CAMExplainer, ShapExplainer
+
+    explaining: dict[str, float] = {name: 0.0 for name in CALLBACKS}  # seconds inside Explainer.explain, this rank
+    for cls, name in ((CAMExplainer, "gradcam"), (AttributionExplainer, "attribution"), (ShapExplainer, "shap")):
+        def timed(self, *a, _explain=cls.explain, _name=name, **k):
+            start = time.perf_counter()
+            try:
+                return _explain(self, *a, **k)
+            finally:
+                explaining[_name] += time.perf_counter() - start
+
+        cls.explain = timed
 
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
@@ -72,13 +86,16 @@ def child(args: argparse.Namespace) -> None:
                       logger=False, default_root_dir=args.out, enable_progress_bar=False,
                       enable_model_summary=False, enable_checkpointing=False)
     seconds: dict[str, list[float]] = {name: [] for name in CALLBACKS}
+    inside: dict[str, list[float]] = {name: [] for name in CALLBACKS}
     for run in range(args.repeats + 1):
+        explaining.update({name: 0.0 for name in CALLBACKS})
         trainer.validate(model, DataLoader(data, batch_size=16), verbose=False)
         if run > 0:
             for name in CALLBACKS:
                 seconds[name].append(float(trainer.callback_metrics[f"xai/{name}/seconds"]))
+                inside[name].append(explaining[name])
     if trainer.is_global_zero:
-        print("SECONDS " + json.dumps(seconds))
+        print("SECONDS " + json.dumps({"step": seconds, "explain": inside}))
 
 
 def _arrays(folder: str) -> dict[str, np.ndarray]:
@@ -122,13 +139,14 @@ def main() -> None:
             arrays[devices] = _arrays(out)
     print(f"ResNet-18 at {args.size} px, probe of {args.samples}, 1 torch thread per process, median of "
           f"{args.repeats} validate runs")
-    print("| callback | split | 1 process s | 2 processes s | ratio | max abs diff of maps |")
-    print("|---|---|---|---|---|---|")
+    print("| callback | explain s, 1 process | explain s, 2 processes | ratio | step s, 1 process | step s, 2 processes "
+          "| ratio | max abs diff of maps |")
+    print("|---|---|---|---|---|---|---|---|")
     for name in CALLBACKS:
-        one, two = (statistics.median(results[d][name]) for d in (1, 2))
+        e1, e2 = (statistics.median(results[d]["explain"][name]) for d in (1, 2))
+        s1, s2 = (statistics.median(results[d]["step"][name]) for d in (1, 2))
         diff = float(np.abs(arrays[1][name] - arrays[2][name]).max())
-        split = "no" if name == "shap" else "yes"
-        print(f"| {name} | {split} | {one:.3f} | {two:.3f} | {two / one:.2f} | {diff:.1e} |")
+        print(f"| {name} | {e1:.3f} | {e2:.3f} | {e2 / e1:.2f} | {s1:.3f} | {s2:.3f} | {s2 / s1:.2f} | {diff:.1e} |")
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
 
 

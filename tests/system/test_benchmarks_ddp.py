@@ -14,7 +14,6 @@ def test_ddp_benchmark_runs() -> None:
     rows = {line.split("|")[1].strip(): line.split("|") for line in lines if line.startswith("| ")}
     assert {"gradcam", "attribution", "shap"} <= set(rows)
     for name in ("gradcam", "attribution", "shap"):
-        one, two, ratio, diff = (float(rows[name][i]) for i in (3, 4, 5, 6))
-        assert one > 0 and two > 0 and ratio > 0
+        explain_one, explain_two, _, step_one, step_two, _, diff = (float(rows[name][i]) for i in range(2, 9))
+        assert 0 < explain_one <= step_one and 0 < explain_two <= step_two
         assert diff <= 1e-5, (name, diff)  # the split maps equal one process's
-    assert rows["gradcam"][2].strip() == "yes" and rows["shap"][2].strip() == "no"
