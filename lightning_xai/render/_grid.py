@@ -16,6 +16,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.colorbar import Colorbar
 from matplotlib.figure import Figure
+from matplotlib.legend import Legend
 from matplotlib.text import Text
 
 _MARGIN = 0.08  # around the figure, inches
@@ -148,9 +149,10 @@ def colorbar_axes(fig: Figure) -> Axes:
 
 
 def arrange_panels(fig: Figure, axes: Sequence[Axes], ncols: int, panel_w: float, panel_h: float,
-                   suptitle: Text | None = None, gap: float = 0.25) -> None:
+                   suptitle: Text | None = None, gap: float = 0.25, legend: Legend | None = None) -> None:
     """Size ``fig`` and place panels with ticks (line plots) in ``ncols`` columns, ``panel_w`` x ``panel_h``
-    inches each plot area, with uniform margins measured from every panel's titles, tick labels and axis labels.
+    inches each plot area, with uniform margins measured from every panel's titles, tick labels and axis labels;
+    a figure ``legend`` (``loc="lower center"``) goes below the panels, in a strip of its own measured height.
 
     Example:
         >>> from lightning_xai.render._utils import new_figure
@@ -180,8 +182,9 @@ def arrange_panels(fig: Figure, axes: Sequence[Axes], ncols: int, panel_w: float
     rows = -(-len(axes) // ncols)
     cell_w, cell_h = left + panel_w + right, top + panel_h + bottom
     head = _MARGIN + suptitle_height(suptitle, renderer)
+    foot = legend.get_window_extent(renderer).height / fig.dpi + gap / 2 if legend is not None else 0.0
     width = 2 * _MARGIN + ncols * cell_w + (ncols - 1) * gap
-    height = head + rows * cell_h + (rows - 1) * gap + _MARGIN
+    height = head + rows * cell_h + (rows - 1) * gap + foot + _MARGIN
     width, height = _size(fig, width, height)
     for i, ax in enumerate(axes):
         r, c = divmod(i, ncols)
@@ -189,3 +192,5 @@ def arrange_panels(fig: Figure, axes: Sequence[Axes], ncols: int, panel_w: float
         y = height - head - r * (cell_h + gap) - top - panel_h
         ax.set_position((x / width, y / height, panel_w / width, panel_h / height))
     place_suptitle(suptitle, height)
+    if legend is not None:
+        legend.set_bbox_to_anchor((0.5, _MARGIN / height), transform=fig.transFigure)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -97,10 +98,14 @@ def drift_timeline(
             ax.set_xticks([only])
         ax.tick_params(labelsize=TICK_FONTSIZE)
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=TICK_FONTSIZE, loc="best")
+    entries: dict[str, Any] = {}  # one legend for every panel, below them: the same lines in each
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    legend = fig.legend(list(entries.values()), list(entries), loc="lower center", ncol=min(len(entries), 4),
+                        fontsize=TICK_FONTSIZE, frameon=False) if entries else None
     top = fig.suptitle(title, fontsize=SUPTITLE_FONTSIZE) if title else None
-    arrange_panels(fig, axes, ncols, panel_w=3.5, panel_h=2.1, suptitle=top)
+    arrange_panels(fig, axes, ncols, panel_w=3.5, panel_h=2.1, suptitle=top, legend=legend)
     return fig
 
 

@@ -32,6 +32,7 @@ def _check_layout(fig):
         overlap_h = min(boxes[a].y1, boxes[b].y1) - max(boxes[a].y0, boxes[b].y0)
         assert overlap_w <= 1 or overlap_h <= 1, "two axes overlap"
     texts = [t for t in fig.get_children() if isinstance(t, Text)]  # the figure's own: its title
+    texts += [t for legend in fig.legends for t in legend.get_texts()]  # figure legends (drift timeline)
     for ax in boxes:
         if not ax.axison:
             texts += [ax.title, *ax.texts]
