@@ -161,6 +161,10 @@ class Gallery:
         self.kept.sort(key=lambda m: -m.confidence)
         del self.kept[self.size:]
 
+    def merge(self, mistakes: list[_Mistake]) -> None:
+        """Keep the ``size`` most confident of ``mistakes`` (e.g. every DDP rank's kept ones, gathered)."""
+        self.kept = sorted(mistakes, key=lambda m: -m.confidence)[:self.size]
+
     # ------------------------------------------------------------------ rendering
     def render(self, sink: Any, pl_module: pl.LightningModule, trainer: pl.Trainer,
                class_name: Callable[[int], str], scorer: Scorer | None = None) -> None:

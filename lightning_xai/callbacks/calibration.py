@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
+import torch.distributed as dist
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
@@ -15,6 +16,7 @@ from typing_extensions import override
 from lightning_xai._checks import check_choice, check_non_negative_int, check_positive_int
 from lightning_xai.adapters import ModelInputs
 from lightning_xai.callbacks._calibration_checks import check_predictions, step_predictions
+from lightning_xai.callbacks._calibration_ranks import RankPart, gather_parts, merge_states
 from lightning_xai.callbacks._gallery import Gallery, gallery_explainer
 from lightning_xai.callbacks._shell import CallbackShell, Stage
 from lightning_xai.functional.calibration import (
@@ -26,8 +28,6 @@ from lightning_xai.functional.calibration import (
     _temperature_ece,
     calibration_compute,
     calibration_state,
-    state_from_tensors,
-    state_tensors,
 )
 
 __all__ = ["CalibrationCallback"]
@@ -55,10 +55,11 @@ class CalibrationCallback(CallbackShell):
     (``"logits"`` while every row is a distribution: a model ending in ``softmax``); ``input="probs"`` on
     values outside [0, 1] or rows not summing to 1 is an error.
 
-    Bin statistics are accumulated on the device (memory O(n_bins x classes)) and summed across DDP ranks, so two
-    processes give the ECE of one. ACE uses equal-mass bins over a bounded reservoir sample of
-    ``adaptive_sample`` predictions per rank (exact while the epoch has fewer predictions). The temperature is
-    fitted on at most ``max_temperature_samples`` logits per rank.
+    Bin statistics are accumulated on the device (memory O(n_bins x classes)). Under DDP every rank's state,
+    gallery mistakes and kept logits are gathered to rank zero and combined, so two processes give the numbers and
+    the gallery of one. ACE uses equal-mass bins over a bounded reservoir sample of ``adaptive_sample``
+    predictions per rank, merged (exact while the epoch has fewer predictions). The temperature is fitted on at
+    most ``max_temperature_samples`` logits per rank, from every rank.
 
     Args:
         n_bins: equal-width confidence bins.
@@ -77,7 +78,7 @@ class CalibrationCallback(CallbackShell):
             applies).
         adaptive_sample: reservoir size for ACE (0: no ACE, and an update about 8% cheaper).
         max_temperature_samples: logits kept per rank for temperature scaling.
-        seed: seed of the reservoir's own generator.
+        seed: seed of the reservoir's own generator (rank ``r`` uses ``seed + r``: merged samples stay uniform).
         **shell: ``batch_to_inputs``, ``forward_fn``, ``output`` (a key, index or callable picking the head),
             ``class_names``, ``every_n_epochs``, ``stages``, ``on_error``, ``log_dir``, ``name`` (the namespace, to
             calibrate two heads on one Trainer), ``figures``, ``render_every_n_epochs`` as in
@@ -203,7 +204,7 @@ class CalibrationCallback(CallbackShell):
             classes = preds.shape[-1] if task != "binary" else None
             self._state = calibration_state(self.n_bins, num_classes=classes, per_class=self.per_class and
                                             task == "multiclass", adaptive_sample=self.adaptive_sample,
-                                            device=preds.device, seed=self.seed)
+                                            device=preds.device, seed=self.seed + pl_module.global_rank)
         mismatch = _calibration_update_step(self._state, preds, labels, task, self.input,  # type: ignore[arg-type]
                                             target_name="labels", target_hint=_LABELS_HINT)
         if mismatch is not None and not self._input_warned:
@@ -220,12 +221,15 @@ class CalibrationCallback(CallbackShell):
 
     # ------------------------------------------------------------------ epoch end
     def _finish(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: Stage) -> None:
-        if self._state is None:
-            return
-        if trainer.world_size > 1:  # every rank: sum the bins
-            reduced = [trainer.strategy.reduce(t.clone(), reduce_op="sum") for t in state_tensors(self._state)]
-            state_from_tensors(self._state, reduced)
-        if not trainer.is_global_zero:
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():  # every rank, collective
+            parts = gather_parts(RankPart.of(self._state, self._gallery.kept, self._kept_logits, self._kept_labels))
+            self._state = merge_states(self._state, parts, trainer.global_rank)
+            self._gallery.merge([m for part in parts for m in part.mistakes])
+            self._kept_logits = [p.logits for p in parts if p.logits is not None]
+            self._kept_labels = [p.labels for p in parts if p.labels is not None]
+            self._resolved_task = self._resolved_task or next(
+                (p.state.task for p in parts if p.state is not None), None)
+        if self._state is None or not trainer.is_global_zero:
             return
         metrics = {k: v for k, v in calibration_compute(self._state).items()}
         sink = self._sink(trainer, pl_module, stage)

@@ -47,7 +47,7 @@ if __name__ == "__main__":
     common = dict(accelerator="cpu", devices=devices, strategy=strategy, enable_progress_bar=False,
                   enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0)
     cbs = [GradCAMCallback(num_samples=4, methods=("gradcam", "scorecam"), on_error="raise"),
-           CalibrationCallback(n_bins=10, gallery_size=0, on_error="raise"),
+           CalibrationCallback(n_bins=10, gallery_size=4, on_error="raise"),
            SHAPCallback(num_samples=2, n_background=4, nsamples=8, max_nsamples=16, on_error="raise"),
            AttributionDriftCallback(num_samples=4, store=f"{out}/store.sqlite", run="validate", on_error="raise"),
            AttributionCallback(num_samples=4, methods=("saliency", "occlusion", "smoothgrad"),

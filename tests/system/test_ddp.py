@@ -71,5 +71,11 @@ def test_ddp_two_processes_write_once_and_match_one_process(tmp_path):
     one = json.loads(next((single / "validate").rglob("calibration.json")).read_text())
     two = json.loads(next((ddp / "validate").rglob("calibration.json")).read_text())
     assert two["counts"] == one["counts"] and sum(one["counts"]) == 64  # bins summed over ranks
-    for key in ("ece", "mce", "rmsce", "brier", "nll", "accuracy"):
+    for key in ("ece", "mce", "rmsce", "brier", "nll", "accuracy", "ace"):
         assert two["metrics"][key] == pytest.approx(one["metrics"][key], abs=1e-6), key
+    # the reservoir, the kept logits and the gallery of every rank: ACE (above), the temperature and the gallery
+    # of one process, not of rank zero's half
+    for key in ("temperature", "ece_after_temperature"):
+        assert two["metrics"][key] == pytest.approx(one["metrics"][key], rel=1e-3, abs=1e-5), key
+    a, b = ((d / "validate").rglob("confidently_wrong.png") for d in (single, ddp))
+    assert next(a).read_bytes() == next(b).read_bytes()  # the same 4 mistakes, explained alike

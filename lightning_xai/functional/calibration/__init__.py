@@ -69,7 +69,12 @@ from lightning_xai.functional.calibration._format import (  # noqa: F401  (priva
     _calibration_format,
     _infer_task,
 )
-from lightning_xai.functional.calibration._merge import calibration_merge, state_from_tensors, state_tensors
+from lightning_xai.functional.calibration._merge import (
+    calibration_merge,
+    portable_state,
+    state_from_tensors,
+    state_tensors,
+)
 from lightning_xai.functional.calibration._state import CalibrationState, calibration_state
 from lightning_xai.functional.calibration._temperature import _temperature_ece, fit_temperature  # noqa: F401
 from lightning_xai.functional.calibration._update import (  # noqa: F401  (private steps the callback reuses)
@@ -88,6 +93,7 @@ __all__ = [
     "expected_calibration_error",
     "fit_temperature",
     "negative_log_likelihood",
+    "portable_state",
     "reliability_bins",
     "state_from_tensors",
     "state_tensors",

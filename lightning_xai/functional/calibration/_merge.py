@@ -6,6 +6,7 @@ Pure torch.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Sequence
 
 import torch
@@ -20,7 +21,7 @@ from lightning_xai.functional.calibration._state import (  # noqa: F401 - calibr
 )
 from lightning_xai.functional.calibration._update import calibration_update  # noqa: F401  (examples)
 
-__all__ = ["calibration_merge", "state_from_tensors", "state_tensors"]
+__all__ = ["calibration_merge", "portable_state", "state_from_tensors", "state_tensors"]
 
 
 def _check_compatible(a: CalibrationState, b: CalibrationState) -> None:
@@ -92,6 +93,28 @@ def calibration_merge(a: CalibrationState, b: CalibrationState) -> CalibrationSt
         _reservoir_extend(out, b.sample[:b.sample_fill].to(device).unbind(dim=1))  # type: ignore[arg-type]
     out.sample_pushed = a.sample_pushed + b.sample_pushed
     return out
+
+
+def portable_state(state: CalibrationState) -> CalibrationState:
+    """A copy of ``state`` on the CPU without its generator (waiting predictions binned first): picklable, to
+    gather the states of several processes and :func:`calibration_merge` them into one (the reservoir too, which
+    an all-reduce of :func:`state_tensors` cannot combine). ``state`` is not changed.
+
+    Example:
+        >>> import pickle
+        >>> a = calibration_update(calibration_state(2, adaptive_sample=4, seed=1), torch.tensor([0.2, 0.9]),
+        ...                        torch.tensor([0, 1]), "binary")
+        >>> b = pickle.loads(pickle.dumps(portable_state(a)))
+        >>> calibration_merge(a, b).counts.tolist(), b.generator is None
+        ([2.0, 2.0, 0.0], True)
+    """
+    _settle(state)
+    copied = {f.name: getattr(state, f.name) for f in dataclasses.fields(state) if f.init}
+    for name, value in copied.items():
+        if isinstance(value, Tensor):
+            copied[name] = value.detach().to("cpu", copy=True)
+    copied.update(generator=None, cache={})
+    return CalibrationState(**copied)
 
 
 def state_tensors(state: CalibrationState) -> list[Tensor]:
