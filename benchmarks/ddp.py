@@ -1,11 +1,12 @@
 """The probe split under DDP: one explanation step on 1 process vs 2 CPU processes (strategy="ddp"), same probe.
 
-    python benchmarks/ddp.py [--samples 32] [--size 64] [--repeats 3] [--quick]
+    python benchmarks/ddp.py [--samples 32] [--size 64] [--repeats 3] [--figures inline] [--quick]
 
 A torchvision ResNet-18 (random init, 3 classes) validated on ``--samples`` * 2 random images of ``--size`` px;
 on one Trainer: GradCAMCallback (Grad-CAM at ``layer4``), AttributionCallback (saliency, and occlusion with 16-px windows) and
 SHAPCallback (16 background samples, ``nsamples=16``, one round: ``completeness_tol=None``), each on a
-``--samples`` probe, figures in the background process. Each configuration runs ``trainer.validate`` once to warm
+``--samples`` probe, figures drawn in the loop (``--figures inline``, the default here: with 2 ranks on 2 cores a
+drawing process would take CPU from the explanations it is timed against; ``background`` shows that). Each configuration runs ``trainer.validate`` once to warm
 up, then ``--repeats`` times; the table shows, 1 process vs 2 processes of 1 torch thread each (medians, rank
 zero): the seconds inside its explainers' ``explain`` (its share of the probe), and the callback's whole step
 ``xai/<name>/seconds`` (that, the gather, the model hash, writing the artifacts), their ratios, and whether the
@@ -77,10 +78,11 @@ def child(args: argparse.Namespace) -> None:
     n = args.samples * 2
     data = TensorDataset(torch.rand(n, 3, args.size, args.size), torch.arange(n) % 3)
     model = Classifier()
-    callbacks = [GradCAMCallback(num_samples=args.samples, target_layer="net.layer4"),
-                 AttributionCallback(num_samples=args.samples, methods=("saliency", "occlusion"),
-                                     method_kwargs={"occlusion": {"patch": (16, 16)}}),
-                 SHAPCallback(num_samples=args.samples, n_background=16, nsamples=16, completeness_tol=None)]
+    shared = dict(num_samples=args.samples, figures=args.figures)
+    callbacks = [GradCAMCallback(target_layer="net.layer4", **shared),
+                 AttributionCallback(methods=("saliency", "occlusion"), method_kwargs={"occlusion": {"patch": (16, 16)}},
+                                     **shared),
+                 SHAPCallback(n_background=16, nsamples=16, completeness_tol=None, **shared)]
     devices = args.child
     trainer = Trainer(accelerator="cpu", devices=devices, callbacks=callbacks, strategy="ddp" if devices > 1 else "auto",
                       logger=False, default_root_dir=args.out, enable_progress_bar=False,
@@ -114,6 +116,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--figures", default="inline", help="where the callbacks draw: inline (default: no drawing "
+                        "process competes with the 2 ranks for 2 cores) or background")
     parser.add_argument("--quick", action="store_true", help="4 samples of 32 px, 1 repeat: a smoke run")
     parser.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--out", default="", help=argparse.SUPPRESS)
@@ -130,7 +134,7 @@ def main() -> None:
         for devices in (1, 2):
             out = os.path.join(folder, str(devices))
             cmd = [sys.executable, __file__, "--child", str(devices), "--out", out, "--samples", str(args.samples),
-                   "--size", str(args.size), "--repeats", str(args.repeats)]
+                   "--size", str(args.size), "--repeats", str(args.repeats), "--figures", args.figures]
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
             if proc.returncode != 0:
                 sys.exit(f"benchmarks/ddp.py: the {devices}-process run failed:\n{proc.stderr[-4000:]}")
