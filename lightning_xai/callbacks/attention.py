@@ -169,7 +169,7 @@ class AttentionCallback(XAICallback):
 
     @override
     def _explain(self, model: nn.Module, inputs: ModelInputs) -> dict[str, Any]:
-        own = {m: e.explain(model, inputs, self.target, self.scorer) for m, e in self.explainers.items()}
+        own = {m: self._explain_with(e, model, inputs) for m, e in self.explainers.items()}
         others = self._siblings(model, inputs) if self.compare else {}
         return {"attention": own, "others": others, "faithfulness": self._faithful(model, inputs, own, others)}
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar, Literal
 
+import torch
 from torch import Tensor, nn
 
 from lightning_xai._checks import check_choice, expected
@@ -74,6 +75,8 @@ class AttentionExplanation(Explanation):
     num_prefix_tokens: int = 0
     query: str = "token 0"
     weights: Tensor | None = None
+
+    row_fields: ClassVar[tuple[str, ...]] = (*Explanation.row_fields, "scores", "weights")
 
     def drift_arrays(self) -> dict[str, Tensor]:
         """The map keyed by the method (averaged over frames for clips), as Grad-CAM's."""
@@ -147,6 +150,11 @@ class AttentionExplainer(Explainer):
     def options(self) -> dict[str, Any]:
         """The method's own arguments (recorded in :meth:`settings`)."""
         return {}
+
+    def splits_on(self, device: torch.device) -> bool:
+        """Each probe's attention, rollout and scores are its own; the raw weights of the first ``max_raw`` probes
+        are not (a part holds its own first ones): split only without them."""
+        return self.max_raw == 0
 
     def settings(self) -> dict[str, Any]:
         return {"method": self.name, **self.options(), "layer": self.layer, "use_cls_token": self.use_cls_token,

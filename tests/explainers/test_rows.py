@@ -10,7 +10,7 @@ from lightning_xai.adapters import ModelInputs
 from lightning_xai.explainers import get_explainer, list_explainers
 from lightning_xai.explainers._rows import concat_explanations, row_ranges, take_rows
 from lightning_xai.functional import explanation_mode
-from tests.helpers import seeded
+from tests.helpers import seeded, tiny_attention_model
 
 
 def _cnn() -> nn.Module:
@@ -106,8 +106,23 @@ def test_explainers_whose_maps_depend_on_the_batch_are_not_split():
     assert get_explainer("integrated_gradients", completeness_tol=None).splits_on(gpu)
     assert not get_explainer("occlusion", baseline=torch.zeros(5, 3, 8, 8)).splits_on(cpu)  # a baseline per probe
     assert not get_explainer("feature_ablation", feature_mask=torch.zeros(1, 1, 8, 8, dtype=torch.long)).splits_on(cpu)
-    for method in ("attention", "rollout", "grad_rollout"):
-        assert method in list_explainers() and not get_explainer(method).splits_on(cpu)
+    assert not get_explainer("attention").splits_on(cpu)  # the raw weights of the first probes
+    assert get_explainer("attention", max_raw=0).splits_on(cpu)
+    for method in ("rollout", "grad_rollout"):
+        assert method in list_explainers() and get_explainer(method).splits_on(cpu)
+
+
+@pytest.mark.parametrize("model_name", ["bert", "vit"])
+@pytest.mark.parametrize("method", ["rollout", "grad_rollout"])
+def test_attention_parts_joined_equal_the_whole_batch(model_name, method):
+    model, batch = tiny_attention_model(model_name)
+    inputs = ModelInputs(kwargs=batch)
+    explainer = get_explainer(method)
+    whole = explainer.explain(model, inputs)
+    joined = concat_explanations([explainer.explain(model, take_rows(inputs, i, i + 1)) for i in range(2)])
+    torch.testing.assert_close(joined.scores, whole.scores, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(joined.values[whole.key], whole.values[whole.key], atol=1e-5, rtol=1e-4)
+    assert joined.settings == whole.settings and joined.modules == whole.modules
 
 
 def test_parts_that_disagree_on_a_setting_are_refused():
