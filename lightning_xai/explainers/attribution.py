@@ -207,7 +207,8 @@ class SmoothGradExplainer(AttributionExplainer):
         stdevs: the noise's standard deviation (absolute, captum's 1.0: about a fifth of an ImageNet-normalised
             image's range, the top of Smilkov et al.'s 10-20%; lower it for inputs in [0, 1]).
         nt_type: ``"smoothgrad"``, ``"smoothgrad_sq"`` or ``"vargrad"``.
-        seed: seed of the noise generator (each explain starts it afresh).
+        seed: seed of the noise generator (each explain starts it afresh; each probe draws from its own generator,
+            seeded from it and the probe's values: a probe's map does not depend on the rest of the batch).
     """
 
     name = "smoothgrad"
@@ -229,6 +230,8 @@ class SmoothGradExplainer(AttributionExplainer):
         self.n_background = 32 if isinstance(baseline, str) and baseline == "mean" else 0
         self.n_steps = check_positive_int("n_steps", n_steps)
         self.ig_method = ig_method
+        # each probe's noise comes from its own generator: split unless the baseline is given per probe
+        self.splittable = isinstance(baseline, (str, int, float))
 
     def is_signed(self) -> bool:
         return self.nt_type == "smoothgrad" and self.base != "saliency"

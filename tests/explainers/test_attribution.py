@@ -12,6 +12,7 @@ from captum import attr
 from torch import nn
 
 from lightning_xai.adapters import ModelInputs
+from lightning_xai.functional._seeds import row_generators
 from lightning_xai.functional.attribution._methods import deterministic_warn_only
 from lightning_xai.explainers import get_explainer, list_explainers
 from lightning_xai.explainers.attribution import ATTRIBUTION_EXPLAINERS, SmoothGradExplainer
@@ -156,8 +157,8 @@ def test_smoothgrad_equals_noise_tunnel_fed_the_same_noise(base: str, monkeypatc
     before = torch.get_rng_state()
     e = SmoothGradExplainer(base=base, nt_samples=3, stdevs=0.5, seed=7).explain(model, inputs, target=1)
     assert torch.equal(torch.get_rng_state(), before)
-    g = torch.Generator().manual_seed(7)
-    noise = torch.stack([torch.randn(x.shape, generator=g) for _ in range(3)], 1).flatten(0, 1)  # captum's rows
+    gens = row_generators(torch.Generator().manual_seed(7), [x])  # each sample's own noise, drawn in turn
+    noise = torch.cat([torch.randn((1, *x.shape[1:]), generator=g) for g in gens for _ in range(3)])  # captum's rows
     monkeypatch.setattr(torch, "normal", lambda mean, std: noise * std)
     method = attr.Saliency(model) if base == "saliency" else attr.IntegratedGradients(model)
     kwargs = {"abs": True} if base == "saliency" else {}

@@ -46,7 +46,7 @@ def test_take_rows_slices_every_batch_first_tensor():
 
 
 SPLITTABLE = ("gradcam", "gradcam++", "layercam", "scorecam", "saliency", "input_x_gradient", "guided_backprop",
-              "occlusion", "feature_ablation", "integrated_gradients", "shap")
+              "occlusion", "feature_ablation", "integrated_gradients", "shap", "smoothgrad")
 
 
 @pytest.mark.parametrize("method", SPLITTABLE)
@@ -101,7 +101,7 @@ def test_explainers_whose_maps_depend_on_the_batch_are_not_split():
     for method in ("shap", "integrated_gradients"):  # their rounds top chunks up with other probes' rows off the CPU
         assert get_explainer(method).splits_on(cpu) and not get_explainer(method).splits_on(gpu), method
     assert not get_explainer("shap", engine="deep").splits_on(cpu)
-    for method in ("smoothgrad", "lime", "kernel_shap", "randomcam", "deeplift"):
+    for method in ("lime", "kernel_shap", "randomcam", "deeplift"):
         assert not get_explainer(method).splits_on(cpu), method
     assert get_explainer("integrated_gradients", completeness_tol=None).splits_on(gpu)
     assert not get_explainer("occlusion", baseline=torch.zeros(5, 3, 8, 8)).splits_on(cpu)  # a baseline per probe

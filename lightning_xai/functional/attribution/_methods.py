@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_xai._checks import expected
+from lightning_xai.functional._seeds import row_generators
 from lightning_xai.functional.attribution._prepare import Prepared
 from lightning_xai.functional.shap._deep_check import describe, unsupported_layers
 
@@ -107,9 +108,11 @@ def run_method(method: str, prep: Prepared, explained: tuple[Tensor, ...], basel
 def noise_tunnel(base: Callable[[tuple[Tensor, ...]], tuple[Tensor, ...]], explained: tuple[Tensor, ...],
                  stdevs: float | tuple[float, ...], nt_samples: int, nt_type: str,
                  generator: torch.Generator) -> tuple[Tensor, ...]:
-    """Captum's ``NoiseTunnel`` with its noise drawn from ``generator``: ``nt_samples`` times, every explained
-    tensor plus ``N(0, stdev)`` noise (one draw per tensor, in order), then the mean (``"smoothgrad"``), the
-    mean of squares (``"smoothgrad_sq"``) or the variance (``"vargrad"``) of ``base``'s attributions.
+    """Captum's ``NoiseTunnel`` with its noise drawn per sample: ``nt_samples`` times, every explained tensor plus
+    ``N(0, stdev)`` noise, then the mean (``"smoothgrad"``), the mean of squares (``"smoothgrad_sq"``) or the
+    variance (``"vargrad"``) of ``base``'s attributions. Each sample's noise comes from its own generator
+    (:func:`~lightning_xai.functional._seeds.row_generators` of ``generator`` and the explained tensors; per sample
+    and noise draw, one row per tensor, in order): a sample's map does not depend on the rest of the batch.
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -122,8 +125,11 @@ def noise_tunnel(base: Callable[[tuple[Tensor, ...]], tuple[Tensor, ...]], expla
         raise ValueError(expected("stdevs", f"a number or one per explained input ({len(explained)})", stdevs))
     total: list[Tensor] = []
     squares: list[Tensor] = []
+    gens = row_generators(generator, explained)
     for s in range(nt_samples):
-        noisy = tuple(e + torch.randn(e.shape, generator=generator).to(e) * sd for e, sd in zip(explained, sds))
+        noise = [[torch.randn((1, *e.shape[1:]), generator=g) for e in explained] for g in gens]
+        noisy = tuple(e + torch.cat([row[i] for row in noise]).to(e) * sd
+                      for i, (e, sd) in enumerate(zip(explained, sds)))
         attrs = base(noisy)
         if s == 0:
             total, squares = [a.clone() for a in attrs], [a * a for a in attrs]

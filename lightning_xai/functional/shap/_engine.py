@@ -51,12 +51,12 @@ a random ``a`` per row; adaptive rounds double a probe's rows.
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import torch
 from torch import Tensor
 
+from lightning_xai.functional._seeds import row_seeds
 from lightning_xai.functional.shap._cells import CellSplitting
 from lightning_xai.functional.shap._inputs import FLOAT, TOKEN, Prepared, forward_rows, score_rows
 from lightning_xai.functional.shap._rows import (
@@ -317,15 +317,8 @@ def estimate(prep: Prepared, s: Settings) -> tuple[list[Tensor], Tensor, Tensor,
     return [torch.cat(v) for v in values], torch.cat(points), fx, fbg
 
 
+
 def probe_seeds(prep: Prepared, generator: torch.Generator) -> list[int]:
-    """A seed per probe: one draw of ``generator`` mixed with a hash of the probe's explained inputs, so that a
+    """A seed per probe (:func:`~lightning_xai.functional._seeds.row_seeds` of its explained inputs), so that a
     probe gets the same random numbers whichever batch it is explained in (a rank's share of the probe, or all)."""
-    base = int(torch.randint(0, 2**62, (1,), generator=generator))
-    rows = [x.detach().cpu().contiguous() for x in prep.x]
-    seeds = []
-    for b in range(prep.batch):
-        digest = hashlib.blake2b(digest_size=8)
-        for x in rows:
-            digest.update(x[b].reshape(-1).view(torch.uint8).numpy().tobytes())
-        seeds.append((base ^ int.from_bytes(digest.digest(), "little")) % 2**63)
-    return seeds
+    return row_seeds(generator, prep.x)
