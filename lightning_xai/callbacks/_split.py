@@ -63,25 +63,26 @@ def explain_split(split: ProbeSplit, explainer: Explainer, model: nn.Module, inp
     try:
         part: Any = explainer.explain(model, take_rows(inputs, start, stop), target, scorer)
     except Exception as err:  # every rank must reach the gather, or the others wait forever
-        part = _Failed(f"{type(err).__name__}: {err}")
+        part = _Failed(f"{type(err).__name__}: {err}", start, stop)
         failure: Exception | None = err
     else:
         failure = None
     parts: list[Any] = [None] * split.world
     dist.all_gather_object(parts, part)
-    if failure is not None:
-        raise failure
     failed = [(rank, p) for rank, p in enumerate(parts) if isinstance(p, _Failed)]
     if failed:
         rank, p = failed[0]
-        raise RuntimeError(f"lightning_xai: rank {rank} failed to explain its rows of the probe "
-                           f"({explainer.name}): {p.message}")
+        raise RuntimeError(f"lightning_xai: rank {rank} failed to explain rows {p.start}..{p.stop - 1} of the probe "
+                           f"({explainer.name}; sample positions in this message count from {p.start}): "
+                           f"{p.message}") from failure
     return concat_explanations(parts)
 
 
 @dataclass(frozen=True)
 class _Failed:
-    """What a rank whose share failed sends instead of its explanation."""
+    """What a rank whose share failed sends instead of its explanation: the error and the rows it held."""
 
     message: str
+    start: int
+    stop: int
 

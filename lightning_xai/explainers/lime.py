@@ -72,6 +72,8 @@ class _Surrogate(AttributionExplainer):
         self.n_background = 32 if isinstance(baseline, str) and baseline == "mean" else 0
         self.seed = check_non_negative_int("seed", seed)
         self.feature_mask = check_feature_masks(feature_mask)
+        # each probe samples from its own generator: split unless a baseline or feature mask is given per probe
+        self.splittable = isinstance(baseline, (str, int, float)) and feature_mask is None
 
     def options(self) -> dict[str, Any]:
         return {"n_samples": self.n_samples, "n_segments": self.n_segments, "compactness": self.compactness,

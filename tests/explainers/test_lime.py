@@ -14,6 +14,7 @@ from torch import nn
 from lightning_xai.adapters import ModelInputs
 from lightning_xai.explainers import explainer_arguments, get_explainer, list_explainers
 from lightning_xai.functional.attribution import kernel_shap, lime, superpixels
+from lightning_xai.functional._seeds import row_generators
 from lightning_xai.functional.attribution._surrogate import lime_samples, shap_samples
 
 
@@ -65,8 +66,10 @@ def _ours(method: str, model, x, target, n: int, **kw):
     return fn(model, x, target, n_samples=n, generator=torch.Generator().manual_seed(3), **kw)
 
 
-def _samples(method: str, counts: torch.Tensor, n: int) -> torch.Tensor:
-    return (lime_samples if method == "lime" else shap_samples)(counts, n, torch.Generator().manual_seed(3))
+def _samples(method: str, counts: torch.Tensor, n: int, explained: torch.Tensor) -> torch.Tensor:
+    """Our samples: each probe's from its own generator, seeded from generator 3 and the probe's values."""
+    gens = row_generators(torch.Generator().manual_seed(3), [explained])
+    return (lime_samples if method == "lime" else shap_samples)(counts, n, gens)
 
 
 @pytest.mark.parametrize("method", ["lime", "kernel_shap"])
@@ -76,7 +79,7 @@ def test_equals_captum_on_superpixels(method):
     target = torch.tensor([0, 2])
     ours = _ours(method, model, x, target, n, n_segments=12).values[0]
     segments = superpixels(x, 12)
-    z = _samples(method, segments.flatten(1).amax(1) + 1, n)
+    z = _samples(method, segments.flatten(1).amax(1) + 1, n, x)
     for b in range(2):
         mask = segments[b].view(1, 1, 16, 16).expand(1, 3, 16, 16)
         ref = _captum(method, model, x[b:b + 1], 0.0, mask, z[b, :, :int(mask.max()) + 1], int(target[b]))
@@ -91,7 +94,7 @@ def test_equals_captum_on_tabular_and_tokens(method):
     mlp = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 2)).eval()
     x = torch.randn(1, 6)
     ours = _ours(method, mlp, x, torch.tensor([1]), 80).values[0]
-    ref = _captum(method, mlp, x, 0.0, torch.arange(6).view(1, 6), _samples(method, torch.tensor([6]), 80)[0], 1)
+    ref = _captum(method, mlp, x, 0.0, torch.arange(6).view(1, 6), _samples(method, torch.tensor([6]), 80, x)[0], 1)
     assert torch.allclose(ours, ref, atol=2e-3 * float(ref.abs().max()))
 
     net, ids = _Tokens().eval(), torch.tensor([[3, 5, 7, 9, 11]])
@@ -99,7 +102,7 @@ def test_equals_captum_on_tabular_and_tokens(method):
     emb = net.emb(ids).detach()
     base = net.emb(torch.full_like(ids, 2)).detach()
     ref = _captum(method, net.pooled, emb, base, torch.arange(5).view(1, 5, 1).expand(1, 5, 6),
-                  _samples(method, torch.tensor([5]), 60)[0], 0)[..., 0]
+                  _samples(method, torch.tensor([5]), 60, emb)[0], 0)[..., 0]
     assert ours.shape == ids.shape
     assert torch.allclose(ours, ref, atol=2e-3 * float(ref.abs().max()))
 
@@ -199,7 +202,7 @@ def test_feature_mask_equals_captum_on_tabular_and_tokens(method):
     mlp = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 2)).eval()
     x = torch.randn(1, 6)
     ours = _ours(method, mlp, x, torch.tensor([1]), 80, feature_mask=torch.tensor([[5, 5, 9, -1, 9, -1]])).values[0]
-    ref = _captum(method, mlp, x, 0.0, torch.tensor([[1, 1, 2, 0, 2, 0]]), _samples(method, torch.tensor([3]), 80)[0],
+    ref = _captum(method, mlp, x, 0.0, torch.tensor([[1, 1, 2, 0, 2, 0]]), _samples(method, torch.tensor([3]), 80, x)[0],
                   1)
     assert torch.allclose(ours, ref, atol=2e-3 * float(ref.abs().max()))
 
@@ -208,7 +211,7 @@ def test_feature_mask_equals_captum_on_tabular_and_tokens(method):
     ours = _ours(method, net, ids, torch.tensor([0]), 60, mask_token_id=2, feature_mask=words).values[0]
     emb, base = net.emb(ids).detach(), net.emb(torch.full_like(ids, 2)).detach()
     ref = _captum(method, net.pooled, emb, base, words.view(1, 5, 1).expand(1, 5, 6),
-                  _samples(method, torch.tensor([3]), 60)[0], 0)[..., 0]
+                  _samples(method, torch.tensor([3]), 60, emb)[0], 0)[..., 0]
     assert torch.allclose(ours, ref, atol=2e-3 * float(ref.abs().max()))
 
 

@@ -50,7 +50,7 @@ if __name__ == "__main__":
            CalibrationCallback(n_bins=10, gallery_size=4, on_error="raise"),
            SHAPCallback(num_samples=2, n_background=4, nsamples=8, max_nsamples=16, on_error="raise"),
            AttributionDriftCallback(num_samples=4, store=f"{out}/store.sqlite", run="validate", on_error="raise"),
-           AttributionCallback(num_samples=4, methods=("saliency", "occlusion", "smoothgrad", "lime"),
+           AttributionCallback(num_samples=4, methods=("saliency", "occlusion", "smoothgrad", "lime", "deeplift"),
                                method_kwargs={"smoothgrad": {"nt_samples": 4}, "lime": {"n_samples": 64}},
                                on_error="raise")]
     # validate first: the same weights on 1 and 2 processes must give the same maps and calibration

@@ -32,7 +32,7 @@ def test_ddp_two_processes_write_once_and_match_one_process(tmp_path):
     single.mkdir(), ddp.mkdir()
     _run(single, 1, "auto")
     _run(ddp, 2, "ddp")
-    for phase, n in (("validate", 10), ("fit", 4)):  # validate: gradcam 2, calibration, shap, drift, attribution 5
+    for phase, n in (("validate", 11), ("fit", 4)):  # validate: gradcam 2, calibration, shap, drift, attribution 6
         records = [r for m in (ddp / phase).rglob("manifest.jsonl") for r in read_manifest(m)]
         assert len(records) == n, records  # once per method/epoch, not once per rank
     images = read_events(ddp / "validate")["images"]
@@ -43,7 +43,7 @@ def test_ddp_two_processes_write_once_and_match_one_process(tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-5)
     a, b = (np.load(next((d / "validate").rglob("shap_values.npz")))["input"] for d in (single, ddp))
     np.testing.assert_allclose(a, b, atol=1e-5)
-    for method in ("saliency", "occlusion", "smoothgrad", "lime"):  # split but LIME (whole probe on every rank)
+    for method in ("saliency", "occlusion", "smoothgrad", "lime", "deeplift"):  # all but DeepLift split
         a, b = (np.load(next((d / "validate").rglob(f"attribution_{method}.npz")))["input"] for d in (single, ddp))
         assert a.shape == (4, 3, 32, 32)
         np.testing.assert_allclose(a, b, atol=1e-5, err_msg=method)
@@ -51,9 +51,9 @@ def test_ddp_two_processes_write_once_and_match_one_process(tmp_path):
     rows = [dict(map(tuple, json.loads((ddp / f"rows_rank{r}.json").read_text()))) for r in (0, 1)]
     one = dict(map(tuple, json.loads((single / "rows_rank0.json").read_text())))
     for method, whole in (("gradcam", 4), ("scorecam", 4), ("saliency", 4), ("occlusion", 4), ("smoothgrad", 4),
-                          ("lime", 4), ("shap", 2)):
+                          ("lime", 4), ("deeplift", 4), ("shap", 2)):
         assert one[method] == whole, (method, one)
-        split = whole if method == "lime" else whole // 2
+        split = whole if method == "deeplift" else whole // 2
         assert rows[0][method] == rows[1][method] == split, (method, rows)
     from lightning_xai import AttributionStore
 

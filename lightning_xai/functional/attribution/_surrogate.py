@@ -5,7 +5,7 @@ fitted in float64 for every probe at once (:mod:`._fit`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from lightning_xai._checks import check_non_negative_int, check_positive_int, expected
 from lightning_xai.functional._guard import explanation_mode
+from lightning_xai.functional._seeds import row_generators
 from lightning_xai.functional.attribution._baselines import resolve_baselines
 from lightning_xai.functional.attribution._feature_mask import FeatureMask, resolve_feature_masks
 from lightning_xai.functional.attribution._features import (
@@ -30,20 +31,23 @@ __all__: list[str] = []
 INFINITE_WEIGHT = 1e6  # captum's weight of the empty and the full coalition in Kernel SHAP
 
 
-def lime_samples(counts: Tensor, n_samples: int, generator: torch.Generator) -> Tensor:
-    """Captum's default LIME perturbations: every feature kept with probability 1/2; ``(B, n, max M)`` (columns
-    past a probe's own count are 0)."""
-    width = int(counts.max())
-    z = torch.rand(counts.shape[0], n_samples, width, generator=generator) < 0.5
-    return z & (torch.arange(width) < counts.view(-1, 1, 1))
-
-
-def shap_samples(counts: Tensor, n_samples: int, generator: torch.Generator) -> Tensor:
-    """Captum's Kernel SHAP perturbations: all features, none, then coalitions of ``k`` features, ``k`` drawn with
-    probability proportional to ``(M - 1) / (k (M - k))`` and the features uniformly among the ``M choose k``."""
+def lime_samples(counts: Tensor, n_samples: int, generators: Sequence[torch.Generator]) -> Tensor:
+    """Captum's default LIME perturbations: every feature kept with probability 1/2, probe ``b`` drawing from
+    ``generators[b]`` over its own ``counts[b]`` features; ``(B, n, max M)`` (columns past a probe's count are 0)."""
     width = int(counts.max())
     out = torch.zeros(counts.shape[0], n_samples, width, dtype=torch.bool)
-    for b, m in enumerate(counts.tolist()):
+    for b, (m, gen) in enumerate(zip(counts.tolist(), generators)):
+        out[b, :, :m] = torch.rand(n_samples, m, generator=gen) < 0.5
+    return out
+
+
+def shap_samples(counts: Tensor, n_samples: int, generators: Sequence[torch.Generator]) -> Tensor:
+    """Captum's Kernel SHAP perturbations: all features, none, then coalitions of ``k`` features, ``k`` drawn with
+    probability proportional to ``(M - 1) / (k (M - k))`` and the features uniformly among the ``M choose k``;
+    probe ``b`` draws from ``generators[b]``."""
+    width = int(counts.max())
+    out = torch.zeros(counts.shape[0], n_samples, width, dtype=torch.bool)
+    for b, (m, generator) in enumerate(zip(counts.tolist(), generators)):
         k = torch.arange(1, m, dtype=torch.float64)
         draws = n_samples - 2
         size = torch.multinomial((m - 1) / (k * (m - k)), max(draws, 1), True, generator=generator)[:draws] + 1
@@ -201,7 +205,8 @@ def surrogate(
                                                  given)
         check_features(method, per_input, kinds, prep.slots, names, n_segments, feature_mask is not None)
         warn_underdetermined(method, counts, n_samples)
-        z = (lime_samples if method == "lime" else shap_samples)(counts, n_samples, gen)
+        gens = row_generators(gen, prep.explained)  # a probe's samples do not depend on the rest of the batch
+        z = (lime_samples if method == "lime" else shap_samples)(counts, n_samples, gens)
         run = Perturbed(prep, tuple(baselines), masks, tgt, max_batch)
         y = run.scores(z).double().cpu()
         ends = torch.stack([torch.ones_like(z[:, 0]), torch.zeros_like(z[:, 0])], 1)
