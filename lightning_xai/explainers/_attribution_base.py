@@ -18,7 +18,8 @@ from lightning_xai.functional._guard import explanation_mode
 from lightning_xai.functional.attribution import AttributionResult, attribute
 from lightning_xai.functional.attribution._feature_mask import check_feature_mask
 
-__all__ = ["AttributionExplainer", "AttributionExplanation", "check_baseline", "check_feature_masks"]
+__all__ = ["AttributionExplainer", "AttributionExplanation", "Baseline", "Baselined", "check_baseline",
+           "check_feature_masks"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -187,3 +188,21 @@ def check_feature_masks(mask: Any) -> Any:
     if isinstance(mask, (tuple, list)) and mask and all(m is None or isinstance(m, Tensor) for m in mask):
         return tuple(None if m is None else check_feature_mask(m, f"feature_mask[{i}]") for i, m in enumerate(mask))
     return check_feature_mask(mask)
+
+
+#: ``"zeros"`` | ``"blur"`` | ``"mean"`` | float | Tensor | tuple of tensors | dict of them by input name
+Baseline = Any
+
+
+class Baselined(AttributionExplainer):
+    """An attribution explainer with a ``baseline`` (one map per sample unless the baseline is given per probe)."""
+
+    def __init__(self, baseline: Baseline = "zeros", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.baseline = check_baseline(baseline)
+        self.n_background = 32 if isinstance(baseline, str) and baseline == "mean" else 0
+        # one map per sample, unless the baseline is given per probe (a tensor may hold one row per probe)
+        self.splittable = isinstance(baseline, (str, int, float))
+
+    def options(self) -> dict[str, Any]:
+        return {**super().options(), "baseline": self.baseline}

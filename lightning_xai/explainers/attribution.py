@@ -25,11 +25,13 @@ from torch import nn
 from lightning_xai._checks import check_choice, check_non_negative_int, check_positive_int, expected
 from lightning_xai._inputs import Scorer
 from lightning_xai.adapters import ModelInputs
+from lightning_xai.explainers._ablation import FeatureAblationExplainer, OcclusionExplainer
 from lightning_xai.explainers._attribution_base import (
     AttributionExplainer,
     AttributionExplanation,
+    Baseline,
+    Baselined,
     check_baseline,
-    check_feature_masks,
 )
 from lightning_xai.explainers._base import Target
 from lightning_xai.explainers._completeness import check_tolerance, warn_incomplete
@@ -48,9 +50,6 @@ __all__ = [
     "SaliencyExplainer",
     "SmoothGradExplainer",
 ]
-
-Baseline = Any  # "zeros" | "blur" | "mean" | float | Tensor | tuple of tensors | dict of them by input name
-
 
 class SaliencyExplainer(AttributionExplainer):
     """Saliency: ``|d f / d x|`` (captum ``Saliency(abs=True)``); unsigned."""
@@ -75,19 +74,7 @@ class GuidedBackpropExplainer(AttributionExplainer):
     splittable = True  # one map per sample
 
 
-class _Baselined(AttributionExplainer):
-    def __init__(self, baseline: Baseline = "zeros", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.baseline = check_baseline(baseline)
-        self.n_background = 32 if isinstance(baseline, str) and baseline == "mean" else 0
-        # one map per sample, unless the baseline is given per probe (a tensor may hold one row per probe)
-        self.splittable = isinstance(baseline, (str, int, float))
-
-    def options(self) -> dict[str, Any]:
-        return {**super().options(), "baseline": self.baseline}
-
-
-class DeepLiftExplainer(_Baselined):
+class DeepLiftExplainer(Baselined):
     """DeepLIFT, rescale rule (captum ``DeepLift``, ``multiply_by_inputs=True``, ``eps=1e-10``), baseline zeros.
 
     Layers captum's DeepLift does not handle (nonlinear operations outside its ``nn.ReLU``/``ELU``/``LeakyReLU``/
@@ -126,7 +113,7 @@ class DeepLiftExplainer(_Baselined):
         return explanation
 
 
-class IntegratedGradientsExplainer(_Baselined):
+class IntegratedGradientsExplainer(Baselined):
     """Integrated gradients on the straight path from ``baseline`` to the input, to a completeness tolerance.
 
     With ``completeness_tol`` (default ``0.01``) our adaptive engine integrates each probe's path: a midpoint
@@ -248,55 +235,6 @@ class SmoothGradExplainer(AttributionExplainer):
         if self.base == "integrated_gradients":
             out.update(n_steps=self.n_steps, ig_method=self.ig_method)
         return out
-
-
-class OcclusionExplainer(_Baselined):
-    """Occlusion (captum ``Occlusion``): the score's drop when a window of the input takes the baseline, averaged
-    over the windows covering each element.
-
-    Args:
-        window: the window of one sample (``None``: one token, one tabular feature, or an eighth of the image's
-            sides over every channel (one frame of a clip), moved by half of it); a dict by input name for several.
-        stride: its step (``None``: half the default window, or the given window itself).
-        baseline: the value occluded regions take: ``0.0`` (captum's), a number, ``"blur"``, ``"mean"``, tensor(s).
-        patch: ``(h, w)`` pixels of the default image window.
-    """
-
-    name = "occlusion"
-
-    def __init__(self, window: Any = None, stride: Any = None, baseline: Baseline = 0.0,
-                 patch: tuple[int, int] | None = None, **kwargs: Any) -> None:
-        super().__init__(baseline, **kwargs)
-        self.window, self.stride, self.patch = window, stride, None if patch is None else tuple(patch)
-
-    def options(self) -> dict[str, Any]:
-        return {**super().options(), "window": self.window, "stride": self.stride, "patch": self.patch}
-
-
-class FeatureAblationExplainer(_Baselined):
-    """Feature ablation (captum ``FeatureAblation``): the score's drop when one feature takes the baseline; a
-    feature is a tabular element, a token, or a patch of an image (per frame for clips), every channel at once, or
-    the features of ``feature_mask``.
-
-    Args:
-        baseline: the value ablated features take: ``0.0`` (captum's), a number, ``"blur"``, ``"mean"``, tensor(s).
-        patch: ``(h, w)`` pixels of an image feature (default: an eighth of each side).
-        feature_mask: captum's ``feature_mask``: an integer tensor (or nested list) broadcastable to the input
-            (token inputs: to the ids; batch dim 1, or the probe count), equal ids forming one feature; a dict by
-            input name for several inputs (the others keep their default features).
-    """
-
-    name = "feature_ablation"
-
-    def __init__(self, baseline: Baseline = 0.0, patch: tuple[int, int] | None = None, feature_mask: Any = None,
-                 **kwargs: Any) -> None:
-        super().__init__(baseline, **kwargs)
-        self.patch = None if patch is None else tuple(patch)
-        self.feature_mask = check_feature_masks(feature_mask)
-        self.splittable = self.splittable and feature_mask is None  # a mask may hold one row per probe
-
-    def options(self) -> dict[str, Any]:
-        return {**super().options(), "patch": self.patch, "feature_mask": self.feature_mask}
 
 
 #: every attribution explainer by its registry name

@@ -194,6 +194,7 @@ def test_adaptive_rounds_home_in_on_a_jump() -> None:
 def test_split_cells_tile_paths_and_sums_match_rows(store: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """Split cells tile every path, each holding its point; the attribution sums (kept rows or re-evaluated
     ones, weight changes included) equal the rows' weighted totals; re-evaluations are counted as points."""
+    from lightning_xai.functional._seeds import row_seeds
     from lightning_xai.functional.shap import _engine as engine
     from lightning_xai.functional.shap._inputs import prepare
 
@@ -205,7 +206,7 @@ def test_split_cells_tile_paths_and_sums_match_rows(store: bool, monkeypatch: py
     prep = prepare(model, (x,), (background,), 1, None, None, False)
     s = engine.Settings(16, 64, torch.Generator().manual_seed(0), 1e-4, 256, "stratified")
     fx, fbg = engine.forward_values(prep, 64)
-    group = engine._Group(prep, torch.arange(3), s, fx, fbg, engine.probe_seeds(prep, s.generator))
+    group = engine._Group(prep, torch.arange(3), s, fx, fbg, row_seeds(s.generator, prep.x))
     group.run()
     rounds = 0
     while group.plan(torch.ones(3, dtype=torch.bool)):

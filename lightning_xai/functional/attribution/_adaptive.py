@@ -39,7 +39,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_xai.functional.shap._engine import _ACCUMULATOR_BYTES, _STORE_BYTES, _Group, _relative
+from lightning_xai.functional.shap._engine import _ACCUMULATOR_BYTES, _STORE_BYTES, _Group
+from lightning_xai.functional.shap._rows import _relative
 from lightning_xai.functional.shap._rows import Settings, _Batch, _Store
 
 __all__: list[str] = []
@@ -137,12 +138,6 @@ class _PathGroup(_Group):
         """Per probe, the discrepancy its split cells should carry: its excess error over the tolerance (at least
         one cell is split). A probe just above the tolerance splits one cell, a probe far from it more."""
         return torch.minimum(self.excess, total)
-
-    def _fill_chunks(self, ranked: list[Tensor], wanted: list[int], stored: Tensor, rows: Tensor) -> list[int]:
-        """Top a round up to whole chunks only off the CPU: on the CPU a chunk's cost grows with its rows."""
-        if self.paths.x[0].device.type == "cpu":
-            return wanted
-        return super()._fill_chunks(ranked, wanted, stored, rows)
 
     def _split(self, chosen: Tensor) -> tuple[_Batch, tuple[Tensor, Tensor]]:
         """Trisect each chosen cell: its point keeps the middle third, new points at the centres of the others."""

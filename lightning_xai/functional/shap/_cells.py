@@ -5,8 +5,6 @@ A mixin of :class:`lightning_xai.functional.shap._engine._Group`; the scheme is 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
@@ -41,10 +39,17 @@ class CellSplitting:
     acc: list[Tensor]
     store: _Store
     s: Settings
-    #: one uniform number per entry of a tensor of local probe indices, each from its probe's own generator
-    uniform: Callable[[Tensor], Tensor]
+    gens: list[torch.Generator]  # one per probe of the group
     #: new points one split adds (a bisection: 1; the cell's old point stays)
     split_rows: int = 1
+
+    def uniform(self, probe: Tensor) -> Tensor:
+        """One uniform number per entry of ``probe`` (local indices), each from its probe's own generator."""
+        out = torch.empty(len(probe), dtype=torch.float64)
+        for p in torch.unique(probe).tolist():
+            where = torch.nonzero(probe == p).flatten()
+            out[where] = torch.rand(len(where), generator=self.gens[p], dtype=torch.float64)
+        return out
 
     def _indicators(self, rows: Tensor) -> Tensor:
         """Per kept row (``rows``: a set of whole paths), the discrepancy its cell carries: the share of the

@@ -36,14 +36,11 @@ which cells are split depends on earlier points, which makes the estimator consi
 rather than exactly unbiased -- like any adaptive stratification (MISER, VEGAS). Completeness is always
 computed exactly, never enforced: nothing rescales the attributions toward ``f(x) - E f``.
 
-Rows are evaluated in chunks of at most ``max_batch`` mixing probes; off the CPU a round whose rows would leave a
-part chunk is topped up with the next cells of its probes when that at most doubles the round (there a chunk
-costs about the same whatever its rows; on the CPU its cost grows with its rows, as integrated gradients found).
-Each probe draws its random numbers (shifts, baseline order, split points) from its own generator, seeded by one
-draw of ``generator`` mixed with a hash of the probe's inputs: on the CPU a probe's estimate does not depend on
-the other probes of the batch, so a distributed callback may explain the probe in parts (one per rank) and get
-the numbers of one process. Attributions accumulate per probe (not per path), so memory is one probe-sized
-buffer per probe plus the row store.
+Rows are evaluated in chunks of at most ``max_batch`` mixing probes; off the CPU (where a chunk costs about the
+same whatever its rows) a round that would leave a part chunk is topped up with the next cells of its probes when
+that at most doubles it. Each probe draws from its own generator (``row_seeds``): on the CPU its estimate does not
+depend on the rest of the batch, so DDP ranks may explain parts of the probe. Attributions accumulate per probe
+(not per path): memory is one probe-sized buffer per probe plus the row store.
 
 ``sampling="random"`` is plain Monte Carlo as in shap's ``GradientExplainer``: a random background point and
 a random ``a`` per row; adaptive rounds double a probe's rows.
@@ -61,6 +58,7 @@ from lightning_xai.functional.shap._cells import CellSplitting
 from lightning_xai.functional.shap._inputs import FLOAT, TOKEN, Prepared, forward_rows, score_rows
 from lightning_xai.functional.shap._rows import (
     Settings,
+    _relative,
     _Batch,
     _explained_shapes,
     _Store,
@@ -76,11 +74,6 @@ _ACCUMULATOR_BYTES = 256 * 2**20  # per-probe sums of one group of probes
 _STORE_BYTES = 64 * 2**20  # attribution rows kept for re-weighting when a cell is split
 
 
-def _relative(err: Tensor, fx: Tensor, base: Tensor) -> Tensor:
-    floor = torch.finfo(torch.float32).eps * (fx.abs() + base.abs()) + 1e-12
-    return err.abs() / torch.maximum((fx - base).abs(), floor)
-
-
 class _Group(CellSplitting):
     """A group of probes: per-probe sums of weighted ``(x - x') * grad`` rows, and per kept row its path, its
     point ``a``, its cell ``[lo, hi)``, ``f`` at the point and its summed attributions ``s``."""
@@ -88,8 +81,7 @@ class _Group(CellSplitting):
     def __init__(self, prep: Prepared, probes: Tensor, s: Settings, fx: Tensor, fbg: Tensor,
                  seeds: list[int]) -> None:
         self.prep, self.s, self.probes = prep, s, probes
-        # each probe draws from its own generator: its estimate does not depend on the other probes of the batch
-        self.gens = [torch.Generator().manual_seed(seed) for seed in seeds]
+        self.gens = [torch.Generator().manual_seed(seed) for seed in seeds]  # one per probe: see row_seeds
         self.fx, self.fbg = fx[probes], fbg[probes]
         g, n_bg = len(probes), prep.n_background
         self.random = s.sampling == "random"
@@ -248,29 +240,19 @@ class _Group(CellSplitting):
         self.pending = self._random_rows(probes, add, new_total)
         return True
 
-    def uniform(self, probe: Tensor) -> Tensor:
-        """One uniform number per entry of ``probe`` (local indices), each from its probe's own generator."""
-        out = torch.empty(len(probe), dtype=torch.float64)
-        for p in torch.unique(probe).tolist():
-            where = torch.nonzero(probe == p).flatten()
-            out[where] = torch.rand(len(where), generator=self.gens[p], dtype=torch.float64)
-        return out
-
     def _fill_chunks(self, ranked: list[Tensor], wanted: list[int], stored: Tensor, rows: Tensor) -> list[int]:
-        """Top a round up to whole chunks only off the CPU (as integrated gradients does): on the CPU a chunk's cost
-        grows with its rows, and without the top-up each probe's rows depend on that probe alone."""
+        """Top a round up to whole chunks only off the CPU, where a chunk's cost does not grow with its rows."""
         if self.prep.x[0].device.type == "cpu":
             return wanted
         return super()._fill_chunks(ranked, wanted, stored, rows)
 
     def _random_rows(self, probes: Tensor, count: Tensor, total: Tensor) -> _Batch:
         probe = probes.repeat_interleave(count)
-        n = len(probe)
-        gens = [self.gens[p] for p in probes.tolist()]
-        base = torch.cat([torch.randint(0, self.prep.n_background, (int(c),), generator=gen)
-                          for gen, c in zip(gens, count.tolist())]) if n else torch.empty(0, dtype=torch.long)
-        alpha = torch.cat([torch.rand(int(c), generator=gen, dtype=torch.float64)
-                           for gen, c in zip(gens, count.tolist())]) if n else torch.empty(0, dtype=torch.float64)
+        n, draws = len(probe), list(zip((self.gens[p] for p in probes.tolist()), count.tolist()))
+        base = torch.cat([torch.empty(0, dtype=torch.long), *(
+            torch.randint(0, self.prep.n_background, (c,), generator=g) for g, c in draws)])
+        alpha = torch.cat([torch.empty(0, dtype=torch.float64), *(
+            torch.rand(c, generator=g, dtype=torch.float64) for g, c in draws)])
         weight = 1.0 / total.repeat_interleave(count).double()
         return _Batch(probe, base, alpha, weight, torch.ones(n, dtype=torch.bool))
 
@@ -295,7 +277,7 @@ class _Group(CellSplitting):
 def estimate(prep: Prepared, s: Settings) -> tuple[list[Tensor], Tensor, Tensor, Tensor]:
     """Attributions of the explained inputs, points per probe, ``f(x)`` and ``f(background)`` per probe."""
     fx, fbg = forward_values(prep, s.max_batch)
-    seeds = probe_seeds(prep, s.generator)
+    seeds = row_seeds(s.generator, prep.x)  # a probe's numbers do not depend on its batch
     base = fbg.mean(1)
     per_probe = 4 * max(1, sum(shape.numel() for shape in _explained_shapes(prep)))
     group_size = max(1, _ACCUMULATOR_BYTES // per_probe)
@@ -316,9 +298,3 @@ def estimate(prep: Prepared, s: Settings) -> tuple[list[Tensor], Tensor, Tensor,
         points.append(group.points)
     return [torch.cat(v) for v in values], torch.cat(points), fx, fbg
 
-
-
-def probe_seeds(prep: Prepared, generator: torch.Generator) -> list[int]:
-    """A seed per probe (:func:`~lightning_xai.functional._seeds.row_seeds` of its explained inputs), so that a
-    probe gets the same random numbers whichever batch it is explained in (a rank's share of the probe, or all)."""
-    return row_seeds(generator, prep.x)

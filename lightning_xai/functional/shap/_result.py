@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from lightning_xai._checks import expected
-from lightning_xai.functional.shap._engine import _relative
+from lightning_xai.functional.shap._rows import _relative
 from lightning_xai.functional.shap._inputs import FLOAT, TOKEN, Prepared
 
 __all__ = ["ShapResult"]

@@ -32,6 +32,12 @@ class Settings:
     sampling: str
 
 
+def _relative(err: Tensor, fx: Tensor, base: Tensor) -> Tensor:
+    """``|err| / |fx - base|``, guarded against a zero difference."""
+    floor = torch.finfo(torch.float32).eps * (fx.abs() + base.abs()) + 1e-12
+    return err.abs() / torch.maximum((fx - base).abs(), floor)
+
+
 def _vdc(k: Tensor) -> Tensor:
     """Base-2 van der Corput radical inverse of non-negative integers (float64)."""
     out = torch.zeros(k.shape, dtype=torch.float64)
