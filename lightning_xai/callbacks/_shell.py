@@ -19,6 +19,7 @@ from lightning_xai._checks import check_choice, check_choices, check_positive_in
 from lightning_xai._inputs import Scorer
 from lightning_xai.adapters import ModelInputs, default_batch_to_inputs, default_forward_fn, resolve_callable
 from lightning_xai.callbacks._progress import Progress, progress, summary
+from lightning_xai.callbacks._sharded import SHARDED_REFUSED, gathered
 from lightning_xai.callbacks._shell_checks import check_name, check_output
 from lightning_xai.functional._fingerprint import model_fingerprint
 from lightning_xai.sinks import ArtifactSink, Event
@@ -27,7 +28,6 @@ from lightning_xai.sinks._worker import figure_worker, flush_figures
 __all__ = ["CallbackShell", "Stage"]
 
 Stage = Literal["fit", "validate", "test", "predict"]
-_SHARDED = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy", "XLAFSDPStrategy")
 
 
 class CallbackShell(Callback):
@@ -104,10 +104,12 @@ class CallbackShell(Callback):
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         strategy = type(trainer.strategy).__name__
-        if strategy in _SHARDED:
+        if strategy in SHARDED_REFUSED:
             raise RuntimeError(
-                f"{type(self).__name__} does not support sharded strategies yet (got strategy {strategy}): "
-                "explanations need the whole model on every rank. Use strategy='ddp' or remove the callback."
+                f"{type(self).__name__} does not support the sharded strategy {strategy} (got strategy {strategy}): "
+                "explanations need the whole model on every rank. Use strategy='ddp', or shard with FSDP2: "
+                "ModelParallelStrategy(tensor_parallel_size=1) and fully_shard in configure_model (the model is "
+                "gathered on every rank for the explanation), or remove the callback."
             )
         self._root = self.log_dir or trainer.log_dir or trainer.default_root_dir  # collective: every rank calls it
         self._check_model(trainer, pl_module)
@@ -199,7 +201,7 @@ class CallbackShell(Callback):
         label = f"{self.name} · {stage} epoch {epoch}"
         try:
             with progress(trainer, label, self.progress_steps) as self._progress:
-                self._safely(trainer, stage, fn, *args)
+                self._safely(trainer, stage, _gathered_call, pl_module, fn, *args)
         finally:
             sinks, self._sinks, done = self._sinks, [], self._progress
             self._progress = None
@@ -285,3 +287,9 @@ class CallbackShell(Callback):
 
     def _check_model(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Check the model and environment in ``setup``; raise with a clear message when it cannot work."""
+
+
+def _gathered_call(pl_module: nn.Module, fn: Callable[..., Any], *args: Any) -> None:
+    """``fn(*args)`` with an FSDP2-sharded model gathered on every rank (collective; see ``_sharded.py``)."""
+    with gathered(pl_module):
+        fn(*args)

@@ -15,7 +15,9 @@ def _update(h: "hashlib._Hash", tensors: Iterable[tuple[str, Tensor]]) -> None:
     for name, t in tensors:
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode() + str(t.dtype).encode())
-        data = t.detach().to("cpu").contiguous()
+        # a copy: ``numpy()`` of the model's own CPU storage would mark it non-resizable for good (FSDP2 frees its
+        # gathered parameters by resizing their storage to 0)
+        data = t.detach().to("cpu", copy=True).contiguous()
         if data.dtype == torch.bfloat16:
             data = data.view(torch.int16)
         h.update(data.numpy().tobytes())
@@ -32,8 +34,32 @@ def model_fingerprint(model: nn.Module) -> str:
     """
     h = hashlib.blake2b(digest_size=8)
     with torch.no_grad():
-        _update(h, model.state_dict(keep_vars=False).items())
+        _update(h, _plain_state(model))
     return h.hexdigest()
+
+
+def _plain_state(model: nn.Module) -> list[tuple[str, Tensor]]:
+    """What ``model.state_dict()`` holds, by its names and in its order. A model sharded by FSDP2 is read from its
+    modules instead: its ``state_dict`` hook would swap the sharded parameters back in while the model is gathered
+    (``callbacks/_sharded.py``), and a shard would tie the hash to one rank's slice; gathered, its parameters are
+    whole and the hash is that of the same weights unsharded. A parameter still sharded there is refused."""
+    if not any(type(m).__name__.startswith("FSDP") and hasattr(m, "unshard") for m in model.modules()):
+        return list(model.state_dict(keep_vars=False).items())
+    out = []
+    for prefix, module in model.named_modules(remove_duplicate=False):
+        dot = f"{prefix}." if prefix else ""
+        out += [(dot + n, p) for n, p in module.named_parameters(recurse=False)]
+        skip = getattr(module, "_non_persistent_buffers_set", set())  # nn.Module's own record
+        out += [(dot + n, b) for n, b in module.named_buffers(recurse=False) if n not in skip]
+    sharded = [name for name, t in out if _is_dtensor(t)]
+    if sharded:
+        raise RuntimeError(f"lightning_xai: cannot hash the model: {sharded[:3]} are sharded (DTensors) and not "
+                           "gathered on this rank.")
+    return out
+
+
+def _is_dtensor(t: Tensor) -> bool:
+    return type(t).__name__ == "DTensor"
 
 
 def tensor_fingerprint(*tensors: Tensor) -> str:
