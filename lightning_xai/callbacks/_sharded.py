@@ -77,6 +77,7 @@ def gathered(model: nn.Module) -> Iterator[None]:
     """
     modules = _fsdp_modules(model)
     if not modules:
+        _refuse_sharded(model)  # tensor parallelism without fully_shard
         yield
         return
     saved = [(group, {name: getattr(group, name) for name in _SETTINGS}) for m in modules for group in _groups(m)]
@@ -87,18 +88,7 @@ def gathered(model: nn.Module) -> Iterator[None]:
     try:
         for m in modules:
             m.unshard()
-        try:
-            from torch.distributed.tensor import DTensor
-
-            still = [name for name, p in model.named_parameters() if isinstance(p, DTensor)]
-        except ImportError:  # pragma: no cover
-            still = []
-        if still:  # the same on every rank: all refuse together
-            raise RuntimeError(
-                f"lightning_xai: parameters stay sharded after FSDP's unshard ({still[:3]}...): tensor parallelism "
-                "runs collectives inside forward, which the explanations cannot keep in lockstep. Shard with "
-                "fully_shard only (ModelParallelStrategy(tensor_parallel_size=1)) or use strategy='ddp'."
-            )
+        _refuse_sharded(model)
         yield
     finally:
         for m in modules:
@@ -106,3 +96,14 @@ def gathered(model: nn.Module) -> Iterator[None]:
         for group, values in saved:
             for name, value in values.items():
                 setattr(group, name, value)
+
+
+def _refuse_sharded(model: nn.Module) -> None:
+    """Raise when a parameter is still a DTensor (tensor parallelism): the same on every rank, so all refuse."""
+    still = [name for name, p in model.named_parameters() if type(p).__name__ == "DTensor"]
+    if still:
+        raise RuntimeError(
+            f"lightning_xai: parameters {still[:3]} stay sharded (DTensors) after FSDP's unshard: tensor "
+            "parallelism runs collectives inside forward, which the explanations cannot keep in lockstep. Shard "
+            "with fully_shard only (ModelParallelStrategy(tensor_parallel_size=1)) or use strategy='ddp'."
+        )

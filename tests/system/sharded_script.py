@@ -36,6 +36,33 @@ class ShardedShapesCNN(ShapesCNN):
         fully_shard(self, mesh=mesh)
 
 
+class TensorParallelShapesCNN(ShapesCNN):
+    """ShapesCNN whose head is split by tensor parallelism (refused by the callbacks, with the reason)."""
+
+    def configure_model(self) -> None:
+        from torch.distributed.tensor import Replicate
+        from torch.distributed.tensor.parallel import ColwiseParallel, parallelize_module
+
+        parallelize_module(self.head, self.device_mesh["tensor_parallel"], ColwiseParallel(output_layouts=Replicate()))
+
+
+def refused_tensor_parallel(out: str) -> None:
+    """Validate a tensor-parallel model with Grad-CAM (on_error="raise") on 2 ranks; write what each rank raised."""
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    dm = SyntheticShapesDataModule(batch_size=8, num_train=16, num_val=16, image_size=32, num_classes=4)
+    trainer = Trainer(accelerator="cpu", devices=2, strategy=ModelParallelStrategy(1, 2), logger=False,
+                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                      callbacks=[GradCAMCallback(num_samples=2, on_error="raise")])
+    try:
+        trainer.validate(TensorParallelShapesCNN(num_classes=4), dm)
+        message = "no error"
+    except RuntimeError as err:
+        message = str(err)
+    with open(f"{out}/refused_rank{trainer.global_rank}.txt", "w") as fh:
+        fh.write(message)
+
+
 class FSDPSettings(Callback):
     """Records FSDP2's settings of every parameter group after the first training step (FSDP's lazy init has run,
     no explanation yet) and at the end of fit (after two explained epochs): they must match."""
@@ -61,6 +88,9 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     out, devices = sys.argv[1], int(sys.argv[2])
     accelerator = sys.argv[3] if len(sys.argv) > 3 else "cpu"
+    if accelerator == "tensor_parallel":
+        refused_tensor_parallel(out)
+        sys.exit(0)
     seed_everything(3)
     model = ShapesCNN() if devices == 1 else ShardedShapesCNN()
 

@@ -72,6 +72,16 @@ def test_fsdp2_two_cpu_processes_match_one_process(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.ddp
+def test_tensor_parallel_is_refused_on_every_rank_with_the_reason(tmp_path):
+    _run(tmp_path, 2, "tensor_parallel")
+    for rank in (0, 1):
+        message = (tmp_path / f"refused_rank{rank}.txt").read_text()
+        assert "['head.weight', 'head.bias'] stay sharded" in message, message
+        assert "tensor_parallel_size=1" in message and "strategy='ddp'" in message
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA devices (FSDP2 on GPUs, NCCL)")
 def test_fsdp2_two_gpus_match_one_gpu(tmp_path):  # pragma: no cover - runs where 2 GPUs are present
     single, sharded = tmp_path / "single", tmp_path / "sharded"
