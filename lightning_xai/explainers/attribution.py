@@ -136,6 +136,9 @@ class IntegratedGradientsExplainer(Baselined):
         completeness_tol: relative completeness error ``|sum(attr) - (f(x) - f(baseline))| / |f(x) - f(baseline)|``
             each probe is integrated to; ``None``: captum's fixed ``n_steps``.
         max_steps: most gradient rows (forward + backward) per probe of the adaptive rounds.
+        completeness_stop: ``"every"`` (default): the rounds go on until every probe meets ``completeness_tol``;
+            ``"median"``: until the median probe does (cheaper; the probes above it are reported, as ever, and
+            the probe is not split across DDP ranks, as one probe's stop depends on the others).
 
     Example:
         >>> import torch
@@ -153,7 +156,7 @@ class IntegratedGradientsExplainer(Baselined):
                  method: Literal["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right",
                                  "riemann_middle"] = "gausslegendre",
                  blur_sigma: float | None = None, completeness_tol: float | None = 0.01, max_steps: int = 1024,
-                 **kwargs: Any) -> None:
+                 completeness_stop: Literal["every", "median"] = "every", **kwargs: Any) -> None:
         super().__init__(baseline, **kwargs)
         self.n_steps = check_positive_int("n_steps", n_steps)
         self.method = check_choice("method", method, ("gausslegendre", "riemann_trapezoid", "riemann_left",
@@ -165,16 +168,20 @@ class IntegratedGradientsExplainer(Baselined):
             raise ValueError(expected("completeness_tol", "a number larger than 0 or None", completeness_tol))
         self.completeness_tol = None if completeness_tol is None else float(completeness_tol)
         self.max_steps = check_positive_int("max_steps", max_steps)
+        self.completeness_stop = check_choice("completeness_stop", completeness_stop, ("every", "median"))
 
     def splits_on(self, device: torch.device) -> bool:
-        """Off the CPU the adaptive rounds top a part chunk up with other probes' cells: split on the CPU only."""
+        """Off the CPU the adaptive rounds top a part chunk up with other probes' cells: split on the CPU only;
+        never with ``completeness_stop="median"`` (the median of the whole probe decides when to stop)."""
+        if self.completeness_tol is not None and self.completeness_stop == "median":
+            return False
         return self.splittable and (self.completeness_tol is None or device.type == "cpu")
 
     def options(self) -> dict[str, Any]:
         out = {**super().options(), "blur_sigma": self.blur_sigma, "completeness_tol": self.completeness_tol}
         if self.completeness_tol is None:  # captum's fixed rule
             return {**out, "n_steps": self.n_steps, "ig_method": self.method}
-        return {**out, "max_steps": self.max_steps}
+        return {**out, "max_steps": self.max_steps, "completeness_stop": self.completeness_stop}
 
 
 class SmoothGradExplainer(AttributionExplainer):

@@ -75,3 +75,35 @@ def test_a_probe_just_above_the_tolerance_splits_one_cell() -> None:
     assert results["near"].tolist() == [2] * 4  # one trisection: two new rows per probe
     assert results["far"].tolist() == [4] * 4  # a quarter of 8 cells: two trisections per probe
 
+
+
+def test_median_stop_meets_the_median_with_fewer_rows_and_reports_the_rest() -> None:
+    """``stop="median"`` ends once the median probe meets the tolerance: fewer rows than every probe needs, the
+    median within it, and the probes still above it are there to be reported (``converged`` in ``attribute``)."""
+    paths = switches(torch.rand(6, generator=torch.Generator().manual_seed(1)) * 0.8 + 0.1)
+    every, every_rows, (fx, fb) = integrate_to_tolerance(paths, 0.001, 1024, 64)
+    median, median_rows, _ = integrate_to_tolerance(paths, 0.001, 1024, 64, stop="median")
+    rel_every, rel_median = relative_errors(paths, every, fx, fb), relative_errors(paths, median, fx, fb)
+    assert bool((rel_every <= 0.001).all())
+    assert float(rel_median.median()) <= 0.001 < float(rel_median.max())
+    assert int(median_rows.sum()) < int(every_rows.sum())
+
+
+def test_attribute_median_stop_reports_unconverged_probes_and_refuses_unknown_stops() -> None:
+    from torch import nn
+
+    from lightning_xai.explainers.attribution import IntegratedGradientsExplainer
+    from lightning_xai.functional.attribution import attribute
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 3))
+    x, target = torch.randn(16, 6) * 3, torch.zeros(16, dtype=torch.long)
+    r = attribute(net, x, target, "integrated_gradients", completeness_tol=1e-3, completeness_stop="median")
+    assert float(r.relative_error.median()) <= 1e-3
+    torch.testing.assert_close(r.converged, r.relative_error <= 1e-3)  # honest per probe, whatever the stop
+    with pytest.raises(ValueError, match="completeness_stop"):
+        attribute(net, x, target, "integrated_gradients", completeness_tol=0.01, completeness_stop="mean")
+    assert not IntegratedGradientsExplainer(completeness_stop="median").splits_on(torch.device("cpu"))
+    assert IntegratedGradientsExplainer().splits_on(torch.device("cpu"))
+    with pytest.raises(ValueError, match="completeness_stop"):
+        IntegratedGradientsExplainer(completeness_stop="all")  # type: ignore[arg-type]
