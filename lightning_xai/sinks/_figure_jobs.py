@@ -6,12 +6,14 @@ from __future__ import annotations
 import builtins
 import io
 import pickle
+import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FigureBatch", "FigureJob", "category", "cpu_pickle", "draw_here", "travels"]
+__all__ = ["FigureBatch", "FigureJob", "category", "cpu_pickle", "draw_here", "matplotlib_settings",
+           "newest_unclaimed", "travels"]
 
 
 @dataclass
@@ -25,6 +27,9 @@ class FigureJob:
     png: bytes | None = None
     error: str | None = None
     trace: str = ""
+    style: dict[str, Any] | None = None  # the matplotlib settings it travels with (drawn here: the same)
+    claimed: bool = False  # a thread has taken it to draw (the worker's, or the one that flushes)
+    finished: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -55,14 +60,39 @@ def travels(builder: Any) -> bool:
 
 
 def draw_here(job: FigureJob) -> None:
-    """Draw ``job`` in this process (its PNG, or its error and traceback)."""
+    """Draw ``job`` in this process (its PNG, or its error and traceback), under the style it travels with."""
     try:
         from lightning_xai.render import draw_png
 
-        png = draw_png(job.builder, job.dpi)
+        png = draw_png(job.builder, job.dpi, job.style)
         job.png = b"" if png is None else png
     except Exception as err:
         job.error, job.trace = f"{type(err).__name__}: {err}", traceback.format_exc()
+
+
+def matplotlib_settings() -> dict[str, Any]:
+    """This process's matplotlib settings that a figure travels with (:func:`lightning_xai.render.matplotlib_style`,
+    imported when the first figure is handed over)."""
+    from lightning_xai.render import matplotlib_style
+
+    return matplotlib_style()
+
+
+def newest_unclaimed(batches: Iterable[FigureBatch], lock: threading.Lock) -> FigureJob | None:
+    """Claim (under ``lock``) the newest job of ``batches`` that waits for the drawing process, or ``None``.
+
+    Example:
+        >>> job = FigureJob("a", None, 50, payload=b"x")
+        >>> batch = FigureBatch([job], lambda n, p: n, lambda f, e: None, "here", ".")
+        >>> newest_unclaimed([batch], threading.Lock()) is job, job.claimed, newest_unclaimed([batch], threading.Lock())
+        (True, True, None)
+    """
+    with lock:
+        job = next((j for b in reversed(list(batches)) for j in reversed(b.jobs)
+                    if not j.claimed and j.payload is not None and j.png is None and j.error is None), None)
+        if job is not None:
+            job.claimed = True
+    return job
 
 
 def category(name: str) -> type[Warning]:

@@ -2,14 +2,15 @@
 
 The training loop only pickles each figure's builder (a ``functools.partial`` of a module-level renderer over CPU
 tensors and arrays, see :meth:`ArtifactSink.figure`) and puts the event's batch on a bounded queue (at most
-``max_pending`` events wait: a slow disk or a huge grid slows the loop down instead of filling memory). One
-thread takes the batches in order, has each figure drawn by the process of
-:mod:`lightning_xai.sinks._render_child` (on another core; a thread drawing beside the loop would fight it for
-the GIL -- measured: a fit took 2.4x as long while a thread drew 8 figures), writes the PNG, logs it and, when
-the event's figures are done, appends the event's manifest line. Nothing is lost: :meth:`FigureWorker.flush`
-(called by the callbacks at the end of fit, validate and test, on an exception or KeyboardInterrupt, and at
-interpreter exit) waits for every queued figure; a figure that fails is a warning naming it, raised in the
-thread that flushes, with the drawing process's traceback.
+``max_pending`` events wait: a slow disk or a huge grid slows the loop down instead of filling memory). One thread
+takes the batches in order, has each figure drawn by the process of :mod:`lightning_xai.sinks._render_child` (on
+another core; a thread drawing beside the loop would fight it for the GIL -- measured: a fit took 2.4x as long
+while a thread drew 8 figures), writes the PNG, logs it and, when the event's figures are done, appends the event's
+manifest line. While a flush waits (the end of fit: the training loop is idle), the flushing thread draws queued
+figures too, newest first, in this process: the last epoch's figures are drawn on two cores. Nothing is lost:
+:meth:`FigureWorker.flush` (called by the callbacks at the end of fit, validate and test, on an exception or
+KeyboardInterrupt, and at interpreter exit) waits for every queued figure; a figure that fails is a warning naming
+it, raised in the thread that flushes, with the drawing process's traceback.
 
 Where the process cannot be used (it does not start, dies, or cannot unpickle a builder defined in a user's
 ``__main__``), the figure is drawn in this process as before, with one warning that says why.
@@ -18,6 +19,7 @@ Where the process cannot be used (it does not start, dies, or cannot unpickle a 
 from __future__ import annotations
 
 import atexit
+import collections
 import os
 import pickle
 import queue
@@ -29,7 +31,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from lightning_xai.sinks._figure_jobs import FigureBatch, FigureJob, category, cpu_pickle, draw_here, travels
+from lightning_xai.sinks._figure_jobs import FigureBatch, FigureJob, category, cpu_pickle, draw_here
+from lightning_xai.sinks._figure_jobs import matplotlib_settings, newest_unclaimed, travels
 from lightning_xai.sinks._render_child import read_message, write_message
 
 __all__ = ["FigureBatch", "FigureJob", "FigureWorker", "figure_worker", "flush_figures"]
@@ -53,7 +56,7 @@ class FigureWorker:
         >>> worker.close()
     """
 
-    def __init__(self, max_pending: int = 16) -> None:  # ~2 epochs of the quickstart's 4 callbacks (7 events each)
+    def __init__(self, max_pending: int = 16, help_flush: bool = True) -> None:  # ~2 epochs of the quickstart
         self._queue: queue.Queue[FigureBatch | None] = queue.Queue(maxsize=max_pending)
         self._thread: threading.Thread | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -61,7 +64,12 @@ class FigureWorker:
         self._told_broken = False
         self._reports: list[tuple[type[Warning], str]] = []
         self._lock = threading.Lock()
+        self._batches: collections.deque[FigureBatch] = collections.deque()  # submitted, not yet finished
+        self._claims = threading.Lock()  # who draws which job
+        self._drawing_here = threading.Lock()  # one figure at a time in this process (rcParams are global)
         self.drawn_in_process = 0  # figures drawn by the drawing process (read by tests and benchmarks)
+        self.help_flush = help_flush  # the flushing thread draws queued figures too (False: the process alone)
+        self.drawn_while_flushing = 0  # figures the flushing thread drew here
 
     # ------------------------------------------------------------------ training-loop side
     def job(self, name: str, builder: Any, dpi: int) -> FigureJob:
@@ -70,11 +78,12 @@ class FigureWorker:
         job = FigureJob(name, builder, dpi)
         if self._broken is None and not hasattr(builder, "savefig") and travels(builder):
             try:
-                job.payload = cpu_pickle((_style(), builder, dpi))
+                job.style = matplotlib_settings()
+                job.payload = cpu_pickle((job.style, builder, dpi))
             except Exception:  # not picklable after all (a lambda deep inside): draw it here
                 job.payload = None
         if job.payload is None:
-            draw_here(job)
+            self._draw_here(job)
         return job
 
     def submit(self, batch: FigureBatch) -> None:
@@ -83,13 +92,33 @@ class FigureWorker:
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._serve, name="lightning_xai-figures", daemon=True)
             self._thread.start()
+        with self._claims:
+            self._batches.append(batch)
         self._queue.put(batch)
 
     def flush(self) -> None:
         """Wait until every queued figure is written and its manifest line appended; warn about failures."""
         if self._thread is not None and self._thread.is_alive():
+            self._help()
             self._queue.join()
         self._report()
+
+    def _help(self) -> None:
+        """Draw queued figures in this thread, newest first, while the worker draws the oldest (the caller waits
+        anyway); each is then delivered by the worker, in its event's order."""
+        while self.help_flush and self._broken is None:
+            job = newest_unclaimed(self._batches, self._claims)
+            if job is None:
+                return
+            try:
+                with self._drawing_here:
+                    draw_here(job)
+                self.drawn_while_flushing += 1
+            except BaseException:  # Ctrl+C while drawing it: said, not lost silently
+                job.error, job.trace = "interrupted while drawing it", ""
+                raise
+            finally:
+                job.finished.set()
 
     def close(self) -> None:
         """Flush, stop the thread and end the drawing process."""
@@ -123,13 +152,21 @@ class FigureWorker:
                 self._say(RuntimeWarning, f"lightning_xai: the figures of {batch.where if batch else '?'} were not "
                                           f"all written ({type(err).__name__}: {err})")
             finally:
+                with self._claims:  # batches are taken in order: it is the oldest (by identity, not ==)
+                    self._batches = collections.deque(b for b in self._batches if b is not batch)
                 self._queue.task_done()
 
     def _process(self, batch: FigureBatch) -> None:
+        for job in batch.jobs:
+            with self._claims:
+                mine, job.claimed = not job.claimed, True
+            if mine:  # else the flushing thread draws it
+                if job.png is None and job.error is None:
+                    self._draw_in_process(job)
+                job.finished.set()
         failed: dict[str, str] = {}
         for job in batch.jobs:
-            if job.png is None and job.error is None:
-                self._draw_in_process(job)
+            job.finished.wait()
             if job.error is not None:
                 failed[job.name] = job.error
                 self._say(RuntimeWarning, f"lightning_xai: the figure {job.name!r} of {batch.where} could not be "
@@ -148,7 +185,7 @@ class FigureWorker:
     def _draw_in_process(self, job: FigureJob) -> None:
         proc = self._process_handle()
         if proc is None:
-            draw_here(job)
+            self._draw_here(job)
             return
         try:
             write_message(proc.stdin, job.payload)  # type: ignore[arg-type]
@@ -156,7 +193,7 @@ class FigureWorker:
             answer = read_message(proc.stdout) if ready else "timeout"  # type: ignore[arg-type]
         except (OSError, ValueError, EOFError, pickle.UnpicklingError) as err:  # the pipe, not the figure
             self._break(f"it could not be used ({type(err).__name__}: {err})")
-            draw_here(job)
+            self._draw_here(job)
             return
         if answer == "timeout":
             self._stop_process()
@@ -177,9 +214,13 @@ class FigureWorker:
         elif kind == "none":
             job.png = b""
         elif kind == "load":  # its builder lives where the process cannot import it: draw it here
-            draw_here(job)
+            self._draw_here(job)
         else:
             job.error, job.trace = value, extra
+
+    def _draw_here(self, job: FigureJob) -> None:
+        with self._drawing_here:
+            draw_here(job)
 
     def _process_handle(self) -> subprocess.Popen[bytes] | None:
         if self._broken is not None:
@@ -232,12 +273,6 @@ class FigureWorker:
                                                f"{self._broken}. Figures are drawn in the training process."))
         for kind, message in reports:
             warnings.warn(message, kind, stacklevel=3)
-
-
-def _style() -> dict[str, Any]:
-    from lightning_xai.render import matplotlib_style  # imported when the first figure is handed over
-
-    return matplotlib_style()
 
 
 _WORKER: FigureWorker | None = None

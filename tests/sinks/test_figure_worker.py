@@ -51,7 +51,7 @@ def _sink(tmp_path: Path, worker: FigureWorker | None, step: int = 4) -> Artifac
 
 
 def test_the_drawing_process_gives_the_same_png_bytes_and_manifest_line(tmp_path):
-    worker = FigureWorker()
+    worker = FigureWorker(help_flush=False)  # the drawing process alone
     try:
         for name, builder in _builders().items():
             here = draw_png(builder, 100)
@@ -69,9 +69,36 @@ def test_the_drawing_process_gives_the_same_png_bytes_and_manifest_line(tmp_path
         worker.close()
 
 
+def test_a_flush_draws_queued_figures_on_two_cores_with_the_same_bytes_and_order(tmp_path):
+    """While a flush waits, the flushing thread draws queued figures too (newest first); every PNG is the one the
+    drawing process gives, delivered and listed in its event's order, each event's manifest line complete."""
+    builders = list(_builders().items()) * 3  # 6 figures in 3 events of 2
+    alone, helped = FigureWorker(help_flush=False), FigureWorker()
+    try:
+        for worker, root in ((alone, tmp_path / "alone"), (helped, tmp_path / "helped")):
+            for event in range(3):
+                sink = _sink(root, worker, step=event)
+                for name, builder in builders[2 * event:2 * event + 2]:
+                    sink.figure(name, builder)
+                sink.commit(method="gradcam")
+            worker.flush()
+        assert alone.drawn_while_flushing == 0 and alone.drawn_in_process == 6
+        assert helped.drawn_while_flushing >= 1 and helped.drawn_in_process + helped.drawn_while_flushing == 6
+        lines = [list(read_manifest(root / "xai" / "manifest.jsonl")) for root in (tmp_path / "alone",
+                                                                                    tmp_path / "helped")]
+        assert [line["files"] for line in lines[0]] == [line["files"] for line in lines[1]]
+        assert [len(line["files"]) for line in lines[1]] == [2, 2, 2]
+        for line in lines[0]:
+            for file in line["files"]:
+                assert (tmp_path / "alone" / "xai" / file).read_bytes() == (tmp_path / "helped" / "xai" / file).read_bytes()
+    finally:
+        alone.close()
+        helped.close()
+
+
 def test_the_users_matplotlib_style_travels_with_the_figure(tmp_path):
     builder = _builders()["reliability"]
-    worker = FigureWorker()
+    worker = FigureWorker(help_flush=False)  # the drawing process alone
     try:
         with matplotlib.rc_context({"font.size": 14, "axes.facecolor": "#eeeeee"}):
             here = draw_png(builder, 100)
@@ -87,7 +114,7 @@ def test_the_users_matplotlib_style_travels_with_the_figure(tmp_path):
 
 
 def test_a_failing_figure_in_the_process_is_a_warning_naming_it_and_keeps_the_data(tmp_path):
-    worker = FigureWorker()
+    worker = FigureWorker(help_flush=False)  # the drawing process alone
     try:
         sink = _sink(tmp_path, worker)
         sink.figure("broken", partial(broken_figure, "no figure today"))
@@ -107,7 +134,7 @@ def test_a_failing_figure_in_the_process_is_a_warning_naming_it_and_keeps_the_da
 
 
 def test_warnings_raised_in_the_drawing_process_are_said_here(tmp_path):
-    worker = FigureWorker()
+    worker = FigureWorker(help_flush=False)  # the drawing process alone
     try:
         sink = _sink(tmp_path, worker)
         sink.figure("warned", partial(warning_figure, "a tile had nothing to show"))
@@ -122,7 +149,7 @@ def test_warnings_raised_in_the_drawing_process_are_said_here(tmp_path):
 
 
 def test_builders_the_process_cannot_import_are_drawn_here(tmp_path):
-    worker = FigureWorker()
+    worker = FigureWorker(help_flush=False)  # the drawing process alone
     try:
         sink = _sink(tmp_path, worker)
         sink.figure("lambda", lambda: _builders()["reliability"]())  # a closure cannot travel
@@ -140,7 +167,7 @@ def end_the_process() -> None:
 
 
 def test_a_drawing_process_that_dies_is_said_and_later_figures_are_drawn_here(tmp_path):
-    worker = FigureWorker()
+    worker = FigureWorker(help_flush=False)  # the drawing process alone
     try:
         sink = _sink(tmp_path, worker, step=1)
         sink.figure("crash", partial(end_the_process))
@@ -160,7 +187,7 @@ def test_a_drawing_process_that_dies_is_said_and_later_figures_are_drawn_here(tm
 
 
 def test_a_process_ended_between_events_is_started_again(tmp_path):
-    worker = FigureWorker()
+    worker = FigureWorker(help_flush=False)  # the drawing process alone
     try:
         for step in (1, 2):
             sink = _sink(tmp_path, worker, step=step)
@@ -220,12 +247,12 @@ def test_background_and_inline_fits_write_identical_figures(tmp_path):
         root = Path(trainer.log_dir) / "xai"
         return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*.png")}
 
-    before = figure_worker().drawn_in_process
+    before = figure_worker().drawn_in_process + figure_worker().drawn_while_flushing
     inline = run("inline")
-    assert figure_worker().drawn_in_process == before
+    assert figure_worker().drawn_in_process + figure_worker().drawn_while_flushing == before
     background = run("background")
     assert len(inline) >= 3 and background == inline
-    assert figure_worker().drawn_in_process >= before + len(inline)
+    assert figure_worker().drawn_in_process + figure_worker().drawn_while_flushing >= before + len(inline)
 
 
 @pytest.mark.parametrize("figures", ["background", "inline"])
@@ -257,7 +284,7 @@ def test_cuda_tensors_travel_to_the_drawing_process_as_cpu_copies(tmp_path):
     images, maps = torch.rand(2, 3, 16, 16, device="cuda"), torch.rand(2, 16, 16, device="cuda")
     job = pickle.loads(cpu_pickle(partial(overlay_grid, images, maps)))
     assert job.args[0].device.type == "cpu" and torch.equal(job.args[1], maps.cpu())
-    worker = FigureWorker()
+    worker = FigureWorker(help_flush=False)  # the drawing process alone
     try:
         sink = _sink(tmp_path, worker)
         sink.figure("overlay", partial(overlay_grid, images, maps))
