@@ -104,8 +104,7 @@ class FigureWorker:
         self._report()
 
     def _help(self) -> None:
-        """Draw queued figures in this thread, newest first, while the worker draws the oldest (the caller waits
-        anyway); each is then delivered by the worker, in its event's order."""
+        """Draw queued figures here, newest first, while the worker draws the oldest (it delivers them in order)."""
         while self.help_flush and self._broken is None:
             job = newest_unclaimed(self._batches, self._claims)
             if job is None:
