@@ -19,13 +19,16 @@ from lightning_xai._checks import check_choice, check_choices, check_positive_in
 from lightning_xai._inputs import Scorer
 from lightning_xai.adapters import ModelInputs, default_batch_to_inputs, default_forward_fn, resolve_callable
 from lightning_xai.callbacks._progress import Progress, progress, summary
-from lightning_xai.callbacks._sharded import SHARDED_REFUSED, gathered
+from lightning_xai.functional._fsdp import gathered
 from lightning_xai.callbacks._shell_checks import check_name, check_output
 from lightning_xai.functional._fingerprint import model_fingerprint
 from lightning_xai.sinks import ArtifactSink, Event
 from lightning_xai.sinks._worker import figure_worker, flush_figures
 
 __all__ = ["CallbackShell", "Stage"]
+
+#: sharded strategies refused in ``setup`` (FSDP2 through ModelParallelStrategy works: functional/_fsdp.py)
+SHARDED_REFUSED = ("FSDPStrategy", "DeepSpeedStrategy", "XLAFSDPStrategy")
 
 Stage = Literal["fit", "validate", "test", "predict"]
 
@@ -290,6 +293,6 @@ class CallbackShell(Callback):
 
 
 def _gathered_call(pl_module: nn.Module, fn: Callable[..., Any], *args: Any) -> None:
-    """``fn(*args)`` with an FSDP2-sharded model gathered on every rank (collective; see ``_sharded.py``)."""
+    """``fn(*args)`` with an FSDP2-sharded model gathered on every rank (collective; see ``functional/_fsdp.py``)."""
     with gathered(pl_module):
         fn(*args)

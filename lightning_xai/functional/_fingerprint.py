@@ -41,7 +41,7 @@ def model_fingerprint(model: nn.Module) -> str:
 def _plain_state(model: nn.Module) -> list[tuple[str, Tensor]]:
     """What ``model.state_dict()`` holds, by its names and in its order. A model sharded by FSDP2 is read from its
     modules instead: its ``state_dict`` hook would swap the sharded parameters back in while the model is gathered
-    (``callbacks/_sharded.py``), and a shard would tie the hash to one rank's slice; gathered, its parameters are
+    (``functional/_fsdp.py``), and a shard would tie the hash to one rank's slice; gathered, its parameters are
     whole and the hash is that of the same weights unsharded. A parameter still sharded there is refused."""
     if not any(type(m).__name__.startswith("FSDP") and hasattr(m, "unshard") for m in model.modules()):
         return list(model.state_dict(keep_vars=False).items())

@@ -71,7 +71,7 @@ class FSDPSettings(Callback):
         self.seen: list = []
 
     def _record(self, pl_module: Any) -> None:
-        from lightning_xai.callbacks._sharded import _SETTINGS, _fsdp_modules, _groups
+        from lightning_xai.functional._fsdp import _SETTINGS, _fsdp_modules, _groups
 
         self.seen.append([[repr(getattr(g, name)) for name in _SETTINGS] for m in _fsdp_modules(pl_module)
                           for g in _groups(m)])

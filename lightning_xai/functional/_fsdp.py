@@ -1,5 +1,5 @@
 """Explaining a model that FSDP2 shards (Lightning's ``ModelParallelStrategy`` with ``fully_shard`` in
-``configure_model``): for the epoch-end step every rank gathers the whole model (each ``FSDPModule``'s ``unshard``,
+``configure_model``; the callbacks use :func:`gathered` around each epoch-end step): every rank gathers the whole model (each ``FSDPModule``'s ``unshard``,
 a collective in which all ranks take part in the same order), with FSDP told not to reshard after forward or
 backward and not to reduce gradients; the explanation then runs with plain parameters on each rank, free of
 collectives (a rank may explain its share of the probe, or rank zero alone may run the model: the gallery, the
@@ -25,10 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["SHARDED_REFUSED", "gathered", "is_fsdp2"]
+__all__ = ["gathered", "is_fsdp2"]
 
-#: sharded strategies the callbacks refuse in ``setup`` (they cannot run here on the CPU; see the README)
-SHARDED_REFUSED = ("FSDPStrategy", "DeepSpeedStrategy", "XLAFSDPStrategy")
 _SETTINGS = ("post_forward_mesh_info", "reshard_after_backward", "reduce_grads", "all_reduce_grads")
 
 
