@@ -47,6 +47,7 @@ class _Mistake:
     label: int
     pred: int
     inputs: ModelInputs  # this sample alone (batch of one), on the CPU
+    rank: int = 0  # the DDP rank that saw it (its map is computed there: _gallery_ranks.py)
 
 
 def _row(inputs: ModelInputs, i: int, size: int) -> ModelInputs:
@@ -107,9 +108,24 @@ def _sources(trainer: pl.Trainer, pl_module: pl.LightningModule, kind: str, own:
     return found
 
 
-def _warn(what: str, err: Exception) -> None:
+def warn_no_maps(name: str, err: Exception) -> None:
+    """Say that the gallery is drawn without the maps of explainer ``name``, and why."""
+    what = "SHAP values" if name == "shap" else f"{name} heatmaps"
     warnings.warn(f"lightning_xai: no {what} in the confidently-wrong gallery ({type(err).__name__}: {err}).",
                   RuntimeWarning, stacklevel=3)
+
+
+def image_batch(kept: list[_Mistake]) -> ModelInputs | None:
+    """The kept mistakes as one batch when they stack and hold a 4-D image input, else ``None``."""
+    batch = _stack(kept) if kept else None
+    key = None if batch is None else batch.image_key
+    return batch if batch is not None and key is not None and batch.get(key).dim() == 4 else None
+
+
+def image_sources(gallery: Gallery, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                  scorer: Scorer | None) -> list[_Source]:
+    """Where the gallery's image maps come from, first choice first (see ``_sources``)."""
+    return _sources(trainer, pl_module, "image", gallery.explainer, scorer)
 
 
 class Gallery:
@@ -167,20 +183,23 @@ class Gallery:
 
     # ------------------------------------------------------------------ rendering
     def render(self, sink: Any, pl_module: pl.LightningModule, trainer: pl.Trainer,
-               class_name: Callable[[int], str], scorer: Scorer | None = None) -> None:
+               class_name: Callable[[int], str], scorer: Scorer | None = None, maps: Any = None) -> None:
         """Send the gallery to ``sink``: a figure for images and token ids, else a text table. ``scorer`` runs the
-        model for the gallery's own explainer."""
+        model for the gallery's own explainer; ``maps`` (a ``GalleryMaps``, from the ranks that held the mistakes)
+        replaces the image explanation computed here."""
         if not self.kept:
             return
         titles = [f"true: {class_name(m.label)} | pred: {class_name(m.pred)} ({m.confidence:.2f})"
                   for m in self.kept]
         ev = sink.event
         suptitle = f"Most confident mistakes · {ev.stage} · epoch {ev.epoch} · step {ev.global_step}"
-        batch = _stack(self.kept)
-        image_key = None if batch is None else batch.image_key
-        if batch is not None and image_key is not None and batch.get(image_key).dim() == 4:
-            sources = _sources(trainer, pl_module, "image", self.explainer, scorer)
-            sink.figure("confidently_wrong", self._image_figure(batch, image_key, titles, suptitle, sources[:1]))
+        batch = image_batch(self.kept)
+        if batch is not None:
+            sources = image_sources(self, trainer, pl_module, scorer)[:1]
+            if maps is not None:  # explained on the ranks that held the mistakes (None there: a rank failed)
+                sources = [] if maps.explanation is None else [
+                    _Source(s.explainer, lambda _, e=maps.explanation: e, s.mean, s.std) for s in sources]
+            sink.figure("confidently_wrong", self._image_figure(batch, batch.image_key, titles, suptitle, sources))
             return
         key = token_key(self.kept[0].inputs)
         sources = _sources(trainer, pl_module, "tokens", self.explainer, scorer) if key is not None else []
@@ -255,8 +274,7 @@ def _explained(source: _Source, batch: ModelInputs) -> Explanation | None:
     try:
         return source.explain(batch)
     except Exception as err:  # the gallery is still useful without the explanation
-        name = source.explainer.name
-        _warn("SHAP values" if name == "shap" else f"{name} heatmaps", err)
+        warn_no_maps(source.explainer.name, err)
         return None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ from lightning_xai.adapters import ModelInputs
 from lightning_xai.callbacks._calibration_checks import check_predictions, step_predictions
 from lightning_xai.callbacks._calibration_ranks import RankPart, gather_parts, merge_states
 from lightning_xai.callbacks._gallery import Gallery, gallery_explainer
+from lightning_xai.callbacks._gallery_ranks import explain_on_ranks
 from lightning_xai.callbacks._shell import CallbackShell, Stage
 from lightning_xai.functional.calibration import (
     CalibrationState,
@@ -221,10 +223,13 @@ class CalibrationCallback(CallbackShell):
 
     # ------------------------------------------------------------------ epoch end
     def _finish(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: Stage) -> None:
+        maps = None
         if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():  # every rank, collective
             parts = gather_parts(RankPart.of(self._state, self._gallery.kept, self._kept_logits, self._kept_labels))
             self._state = merge_states(self._state, parts, trainer.global_rank)
-            self._gallery.merge([m for part in parts for m in part.mistakes])
+            self._gallery.merge([replace(m, rank=r) for r, part in enumerate(parts) for m in part.mistakes])
+            if self._state is not None:  # the maps on the ranks that hold the mistakes (collective)
+                maps = explain_on_ranks(self._gallery, trainer, pl_module, self.scorer)
             self._kept_logits = [p.logits for p in parts if p.logits is not None]
             self._kept_labels = [p.labels for p in parts if p.labels is not None]
             self._resolved_task = self._resolved_task or next(
@@ -242,7 +247,7 @@ class CalibrationCallback(CallbackShell):
                            f"{sink.event.epoch} (logged as xai/calibration/nonfinite).", category=RuntimeWarning)
         extra = self._temperature(sink)
         self._render(metrics, extra, sink)
-        self._gallery.render(sink, pl_module, trainer, self._class_name, self.scorer)
+        self._gallery.render(sink, pl_module, trainer, self._class_name, self.scorer, maps)
         sink.commit(method="calibration", task=self._resolved_task, n_bins=self.n_bins, **extra)
 
     def _temperature(self, sink: Any) -> dict[str, float]:

@@ -32,9 +32,29 @@ def _count_rows(cls: type, seen: list) -> None:
     cls.explain = counted
 
 
+def _count_gallery(log: dict) -> None:
+    """Record the rows the gallery's maps were computed for on this rank, and which rank held each kept mistake."""
+    import lightning_xai.callbacks._gallery_ranks as ranks
+    import lightning_xai.callbacks.calibration as calibration
+
+    part, on_ranks = ranks.explain_part, calibration.explain_on_ranks
+
+    def counted_part(source, batch):
+        log["explained"].append(batch.batch_size)
+        return part(source, batch)
+
+    def recorded(gallery, *args, **kwargs):
+        log["held_by"] = [m.rank for m in gallery.kept]
+        return on_ranks(gallery, *args, **kwargs)
+
+    ranks.explain_part, calibration.explain_on_ranks = counted_part, recorded
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     out, devices, strategy = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    gallery_log: dict = {"explained": [], "held_by": None}
+    _count_gallery(gallery_log)
     from lightning_xai.explainers import AttributionExplainer, CAMExplainer, ShapExplainer
 
     rows: list = []
@@ -60,6 +80,8 @@ if __name__ == "__main__":
         json.dump({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("xai/")}, fh)
     with open(f"{out}/rows_rank{trainer.global_rank}.json", "w") as fh:
         json.dump(rows, fh)
+    with open(f"{out}/gallery_rank{trainer.global_rank}.json", "w") as fh:
+        json.dump(gallery_log, fh)
     fit_cb = GradCAMCallback(num_samples=4, on_error="raise")
     drift_cb = AttributionDriftCallback(num_samples=4, store=f"{out}/store.sqlite", run="fit", on_error="raise")
     Trainer(logger=TensorBoardLogger(out, name="fit"), callbacks=[fit_cb, drift_cb], max_epochs=2, limit_train_batches=2,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from lightning_xai.sinks import read_manifest
 from tests.helpers import ROOT, read_events
@@ -77,5 +78,15 @@ def test_ddp_two_processes_write_once_and_match_one_process(tmp_path):
     # of one process, not of rank zero's half
     for key in ("temperature", "ece_after_temperature"):
         assert two["metrics"][key] == pytest.approx(one["metrics"][key], rel=1e-3, abs=1e-5), key
-    a, b = ((d / "validate").rglob("confidently_wrong.png") for d in (single, ddp))
-    assert next(a).read_bytes() == next(b).read_bytes()  # the same 4 mistakes, explained alike
+    # the gallery's maps: computed on the ranks that held its mistakes (one process: rank zero, all of them)
+    logs = [json.loads((ddp / f"gallery_rank{r}.json").read_text()) for r in (0, 1)]
+    held_by = logs[0]["held_by"]
+    assert held_by == logs[1]["held_by"] and len(held_by) == 4, logs  # the same merged gallery on both ranks
+    for rank, log in enumerate(logs):
+        assert sum(log["explained"]) == held_by.count(rank), (rank, logs)
+    assert json.loads((single / "gallery_rank0.json").read_text())["explained"] == []
+    a, b = (np.asarray(Image.open(next((d / "validate").rglob("confidently_wrong.png")))).astype(int)
+            for d in (single, ddp))
+    # the same 4 mistakes, explained alike: maps from batches of other sizes differ by float rounding (~1e-7),
+    # which moves a handful of colour values by a level or two
+    assert a.shape == b.shape and np.abs(a - b).max() <= 2 and (a != b).mean() < 1e-4, np.abs(a - b).max()
