@@ -59,7 +59,7 @@ class CalibrationCallback(CallbackShell):
 
     Bin statistics are accumulated on the device (memory O(n_bins x classes)). Under DDP every rank's state,
     gallery mistakes and kept logits are gathered to rank zero and combined, so two processes give the numbers and
-    the gallery of one. ACE uses equal-mass bins over a bounded reservoir sample of ``adaptive_sample``
+    the gallery of one (the gallery's maps computed on the ranks that held its mistakes). ACE uses equal-mass bins over a bounded reservoir sample of ``adaptive_sample``
     predictions per rank, merged (exact while the epoch has fewer predictions). The temperature is fitted on at
     most ``max_temperature_samples`` logits per rank, from every rank.
 
