@@ -32,6 +32,7 @@ from lightning_xai.callbacks._shell import CallbackShell, Stage
 from lightning_xai.callbacks._split import ProbeSplit, explain_split
 from lightning_xai.explainers import Explainer, Explanation
 from lightning_xai.functional import explanation_mode
+from lightning_xai.functional._fsdp import gathered
 from lightning_xai.probe import Probe, probe_from_dataloader, probe_from_user
 from lightning_xai.sinks import ArtifactSink
 
@@ -144,13 +145,14 @@ class XAICallback(CallbackShell, ABC):
                 target: Any = None) -> Explanation:
         """Explain ``inputs`` (any batch, e.g. the gallery's mistakes) with this callback's explainer, its
         ``forward_fn``/``output`` and background, for ``target`` (default this callback's own). Runs inside
-        ``explanation_mode``; the model is left as it was."""
+        ``explanation_mode``; the model is left as it was. A model sharded by FSDP2 is gathered for the call
+        (collective: outside a callback's step, call it on every rank)."""
         if self._explainer is None:
             raise RuntimeError(f"lightning_xai: {type(self).__name__} has no explainer yet (it is decided at its "
                                "first explanation).")
         stage = _stage_of(trainer)
         self._ensure_background(trainer, stage)
-        with explanation_mode(pl_module):
+        with gathered(pl_module), explanation_mode(pl_module):
             batch = on_model(inputs, pl_module)
             self._set_background(pl_module, batch)
             return self._explainer.explain(pl_module, batch, self.target if target is None else target, self.scorer)
@@ -162,7 +164,7 @@ class XAICallback(CallbackShell, ABC):
         these (AttentionCallback's agreement with the attribution methods on the same Trainer)."""
         stage = _stage_of(trainer)
         self._ensure_background(trainer, stage)
-        with explanation_mode(pl_module):
+        with gathered(pl_module), explanation_mode(pl_module):
             batch = on_model(inputs, pl_module)
             self._set_background(pl_module, batch)
             chosen = self.target if target is None else target

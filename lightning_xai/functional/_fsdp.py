@@ -18,6 +18,7 @@ to) each module's parameter groups; a torch version whose groups lack them is re
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -28,6 +29,7 @@ from torch import nn
 __all__ = ["gathered", "is_fsdp2"]
 
 _SETTINGS = ("post_forward_mesh_info", "reshard_after_backward", "reduce_grads", "all_reduce_grads")
+_GATHERED: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # models inside a gathered() block (re-entrant)
 
 
 def _fsdp_modules(model: nn.Module) -> list[Any]:
@@ -74,6 +76,9 @@ def gathered(model: nn.Module) -> Iterator[None]:
         torch.Size([1, 2])
     """
     modules = _fsdp_modules(model)
+    if model in _GATHERED:  # a sibling callback's explain() inside a step: already whole here
+        yield
+        return
     if not modules:
         _refuse_sharded(model)  # tensor parallelism without fully_shard
         yield
@@ -87,8 +92,10 @@ def gathered(model: nn.Module) -> Iterator[None]:
         for m in modules:
             m.unshard()
         _refuse_sharded(model)
+        _GATHERED.add(model)
         yield
     finally:
+        _GATHERED.discard(model)
         for m in modules:
             m.reshard()
         for group, values in saved:

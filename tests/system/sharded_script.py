@@ -114,6 +114,13 @@ if __name__ == "__main__":
     trainer.validate(model, dm)
     with open(f"{out}/callback_metrics_rank{trainer.global_rank}.json", "w") as fh:
         json.dump({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("xai/")}, fh)
+    # the public explain() outside a step, on every rank: it gathers the sharded model itself
+    from lightning_xai.adapters import ModelInputs
+
+    batch = ModelInputs((torch.stack([dm.val_dataloader().dataset[i][0] for i in range(3)]),))
+    direct = GradCAMCallback(on_error="raise").explain(trainer, model, batch)  # its layer found here
+    if trainer.global_rank == 0:
+        torch.save(direct.maps()["input"], f"{out}/explain_direct.pt")
     # fit with and without callbacks from the same weights: the sharded training must not notice them
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 

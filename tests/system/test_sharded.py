@@ -38,6 +38,9 @@ def _compare(single: Path, sharded: Path) -> None:
         a, b = (np.load(next(d.rglob(f"attribution_{method}.npz")))["input"] for d in (one, two))
         assert a.shape == (4, 3, 32, 32) and np.abs(a).max() > 0
         np.testing.assert_allclose(a, b, atol=1e-5, err_msg=method)
+    a, b = (torch.load(d / "explain_direct.pt") for d in (single, sharded))  # the public explain(), every rank
+    assert a.shape == (3, 32, 32) and float(a.abs().max()) > 0
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
     records = [[r for m in d.rglob("manifest.jsonl") for r in read_manifest(m)] for d in (one, two)]
     assert len(records[1]) == len(records[0]) == 10  # one writer: rank zero
     hashes = [{r["model_hash"] for r in rs} for rs in records]
