@@ -1,5 +1,7 @@
 """The probe split across distributed ranks: each rank explains its consecutive share of the probe, the parts are
-gathered (every rank receives every part) and joined into the explanation of the whole probe, in probe order.
+gathered to rank zero and joined there into the explanation of the whole probe, in probe order (the other ranks keep
+their own part: only rank zero writes, and the work on whole explanations -- faithfulness, stability, comparisons
+-- runs there; gathering every part to every rank cost each rank the whole probe's maps and inputs).
 
 Only explainers that say so (``Explainer.splits_on(device)``: a sample's explanation does not depend on the rest
 of the batch) are split; the others explain the whole probe on every rank, as before. A probe smaller than the world is
@@ -50,11 +52,17 @@ class ProbeSplit:
     def rows(self, n: int) -> tuple[int, int]:
         return row_ranges(n, self.world)[self.rank]
 
+    @property
+    def writer(self) -> bool:
+        """Whether this rank holds whole explanations (rank zero; every process when there is no split)."""
+        return self.rank == 0
+
 
 def explain_split(split: ProbeSplit, explainer: Explainer, model: nn.Module, inputs: ModelInputs, target: Any,
                   scorer: Scorer | None) -> Explanation:
     """``explainer.explain(model, inputs, target, scorer)``, with this rank explaining only its share when the
-    split applies; collective then (every rank must call it with the same explainer and probe)."""
+    split applies; collective then (every rank must call it with the same explainer and probe). Rank zero gets the
+    explanation of the whole probe, another rank the explanation of its own share."""
     if not split.applies(explainer, inputs):
         return explainer.explain(model, inputs, target, scorer)
     start, stop = split.rows(inputs.batch_size)
@@ -67,15 +75,17 @@ def explain_split(split: ProbeSplit, explainer: Explainer, model: nn.Module, inp
         failure: Exception | None = err
     else:
         failure = None
-    parts: list[Any] = [None] * split.world
-    dist.all_gather_object(parts, part)
-    failed = [(rank, p) for rank, p in enumerate(parts) if isinstance(p, _Failed)]
+    states: list[Any] = [None] * split.world  # first the small news: did any rank fail? (every rank raises)
+    dist.all_gather_object(states, part if isinstance(part, _Failed) else None)
+    failed = [(rank, p) for rank, p in enumerate(states) if isinstance(p, _Failed)]
     if failed:
         rank, p = failed[0]
         raise RuntimeError(f"lightning_xai: rank {rank} failed to explain rows {p.start}..{p.stop - 1} of the probe "
                            f"({explainer.name}; sample positions in this message count from {p.start}): "
                            f"{p.message}") from failure
-    return concat_explanations(parts)
+    parts: list[Any] | None = [None] * split.world if split.rank == 0 else None
+    dist.gather_object(part, parts, dst=0)
+    return concat_explanations(parts) if parts is not None else part
 
 
 @dataclass(frozen=True)

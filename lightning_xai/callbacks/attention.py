@@ -170,6 +170,8 @@ class AttentionCallback(XAICallback):
     @override
     def _explain(self, model: nn.Module, inputs: ModelInputs) -> dict[str, Any]:
         own = {m: self._explain_with(e, model, inputs) for m, e in self.explainers.items()}
+        if not self._split.writer:  # another rank holds its share only: rank zero compares and measures the whole
+            return {"attention": own, "others": {}, "faithfulness": {}}
         others = self._siblings(model, inputs) if self.compare else {}
         return {"attention": own, "others": others, "faithfulness": self._faithful(model, inputs, own, others)}
 

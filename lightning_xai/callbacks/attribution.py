@@ -123,7 +123,9 @@ class AttributionCallback(XAICallback):
             if self.stability and getattr(explainer, "stochastic", False):
                 again = copy.copy(explainer)
                 again.seed = explainer.seed + 1  # type: ignore[attr-defined]
-                second = self._explain_with(again, model, inputs)
+                second = self._explain_with(again, model, inputs)  # collective: on every rank
+                if not self._split.writer:  # another rank holds its share only: rank zero compares the whole
+                    continue
                 a, b = joint_map(out[method]), joint_map(second)
                 flat = (a.amax(1) <= a.amin(1)) | (b.amax(1) <= b.amin(1))  # all-zero maps rank nothing: NaN
                 stability[method] = topk_iou(a, b, k=0.1).float().masked_fill(flat, float("nan"))

@@ -148,9 +148,10 @@ class GradCAMCallback(XAICallback):
         faith: dict[str, Any] = {}
         key = next(k for k, n in zip([*range(len(inputs.args)), *inputs.kwargs], expl.inputs) if n == expl.key)
         x = inputs.get(key)
-        if self._faith and (expl.target is None or x.dim() != 4):
+        measuring = self._faith is not None and self._split.writer  # another rank holds its share only
+        if measuring and (expl.target is None or x.dim() != 4):
             self._faith.skip("a callable target" if expl.target is None else f"a {expl.kinds[expl.key]} input")
-        elif self._faith:
+        elif measuring:
             faith = self._faith.measure_input(self.scorer, model, inputs, key,
                                               {m: e.values[e.key] for m, e in out.items()}, expl.target.to(x.device))
         return {"explanations": out, "faithfulness": faith}

@@ -157,7 +157,7 @@ class SHAPCallback(XAICallback):
     @override
     def _explain(self, model: nn.Module, inputs: ModelInputs) -> dict[str, Any]:
         expl: ShapExplanation = self._explain_with(self.explainer, model, inputs)  # type: ignore[assignment]
-        faith = self._faith and self._faith.measure_inputs(
+        faith = self._faith and self._split.writer and self._faith.measure_inputs(
             self.scorer, model, inputs, expl.names, expl.result,
             self.target if callable(self.target) else expl.target.to(_device(inputs)))  # type: ignore[union-attr]
         return {"explanation": expl, "faithfulness": faith}

@@ -32,6 +32,20 @@ def _count_rows(cls: type, seen: list) -> None:
     cls.explain = counted
 
 
+def _count_joined(seen: list) -> None:
+    """Record how many probe rows each rank holds after the split's gather (rank zero: all; others: their share)."""
+    from lightning_xai.callbacks.base import XAICallback
+
+    explain_with = XAICallback._explain_with
+
+    def counted(self, explainer, model, inputs, target=None):
+        out = explain_with(self, explainer, model, inputs, target)
+        seen.append([explainer.name, int(out.prediction.shape[0])])
+        return out
+
+    XAICallback._explain_with = counted
+
+
 def _count_gallery(log: dict) -> None:
     """Record the rows the gallery's maps were computed for on this rank, and which rank held each kept mistake."""
     import lightning_xai.callbacks._gallery_ranks as ranks
@@ -55,6 +69,8 @@ if __name__ == "__main__":
     out, devices, strategy = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     gallery_log: dict = {"explained": [], "held_by": None}
     _count_gallery(gallery_log)
+    joined: list = []
+    _count_joined(joined)
     from lightning_xai.explainers import AttributionExplainer, CAMExplainer, ShapExplainer
 
     rows: list = []
@@ -82,6 +98,8 @@ if __name__ == "__main__":
         json.dump(rows, fh)
     with open(f"{out}/gallery_rank{trainer.global_rank}.json", "w") as fh:
         json.dump(gallery_log, fh)
+    with open(f"{out}/joined_rank{trainer.global_rank}.json", "w") as fh:
+        json.dump(joined, fh)
     fit_cb = GradCAMCallback(num_samples=4, on_error="raise")
     drift_cb = AttributionDriftCallback(num_samples=4, store=f"{out}/store.sqlite", run="fit", on_error="raise")
     Trainer(logger=TensorBoardLogger(out, name="fit"), callbacks=[fit_cb, drift_cb], max_epochs=2, limit_train_batches=2,

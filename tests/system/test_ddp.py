@@ -56,6 +56,12 @@ def test_ddp_two_processes_write_once_and_match_one_process(tmp_path):
         assert one[method] == whole, (method, one)
         split = whole if method == "deeplift" else whole // 2
         assert rows[0][method] == rows[1][method] == split, (method, rows)
+    # gathered to rank zero only: rank zero holds the whole probe's explanation, rank 1 its own share
+    held = [dict(map(tuple, json.loads((ddp / f"joined_rank{r}.json").read_text()))) for r in (0, 1)]
+    for method in ("gradcam", "saliency", "occlusion", "lime", "shap"):
+        whole = 2 if method == "shap" else 4
+        assert held[0][method] == whole and held[1][method] == whole // 2, (method, held)
+    assert held[0]["deeplift"] == held[1]["deeplift"] == 4  # not split: every rank explains the whole probe
     from lightning_xai import AttributionStore
 
     with AttributionStore(single / "store.sqlite") as s1, AttributionStore(ddp / "store.sqlite") as s2:
