@@ -59,9 +59,10 @@ class CalibrationCallback(CallbackShell):
 
     Bin statistics are accumulated on the device (memory O(n_bins x classes)). Under DDP every rank's state,
     gallery mistakes and kept logits are gathered to rank zero and combined, so two processes give the numbers and
-    the gallery of one (the gallery's maps computed on the ranks that held its mistakes). ACE uses equal-mass bins over a bounded reservoir sample of ``adaptive_sample``
-    predictions per rank, merged (exact while the epoch has fewer predictions). The temperature is fitted on at
-    most ``max_temperature_samples`` logits per rank, from every rank.
+    the gallery of one; the gallery's image maps are computed on the ranks that held its mistakes, each mistake
+    alone (so its map has the same bits on any rank), and gathered to rank zero. ACE uses equal-mass bins over a
+    bounded reservoir sample of ``adaptive_sample`` predictions per rank, merged (exact while the epoch has fewer
+    predictions). The temperature is fitted on at most ``max_temperature_samples`` logits per rank, from every rank.
 
     Args:
         n_bins: equal-width confidence bins.
@@ -228,12 +229,12 @@ class CalibrationCallback(CallbackShell):
             parts = gather_parts(RankPart.of(self._state, self._gallery.kept, self._kept_logits, self._kept_labels))
             self._state = merge_states(self._state, parts, trainer.global_rank)
             self._gallery.merge([replace(m, rank=r) for r, part in enumerate(parts) for m in part.mistakes])
-            if self._state is not None:  # the maps on the ranks that hold the mistakes (collective)
-                maps = explain_on_ranks(self._gallery, trainer, pl_module, self.scorer)
             self._kept_logits = [p.logits for p in parts if p.logits is not None]
             self._kept_labels = [p.labels for p in parts if p.labels is not None]
             self._resolved_task = self._resolved_task or next(
                 (p.state.task for p in parts if p.state is not None), None)
+        if self._state is not None:  # the image maps, on the ranks that hold the mistakes (collective under DDP)
+            maps = explain_on_ranks(self._gallery, trainer, pl_module, self.scorer)
         if self._state is None or not trainer.is_global_zero:
             return
         metrics = {k: v for k, v in calibration_compute(self._state).items()}

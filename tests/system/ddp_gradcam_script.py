@@ -21,12 +21,16 @@ from lightning_xai.datasets import SyntheticShapesDataModule
 from lightning_xai.demo import ShapesCNN
 
 
+_IN_GALLERY: list = []  # non-empty while the calibration gallery explains its mistakes
+
+
 def _count_rows(cls: type, seen: list) -> None:
-    """Record how many probe rows each call of ``cls.explain`` gets on this rank (the split's evidence)."""
+    """Record how many probe rows each call of ``cls.explain`` gets on this rank (the split's evidence); the
+    gallery's calls are recorded as ``gallery/<method>``."""
     explain = cls.explain
 
     def counted(self, model, inputs, *args, **kwargs):
-        seen.append([self.name, inputs.batch_size])
+        seen.append([("gallery/" if _IN_GALLERY else "") + self.name, inputs.batch_size])
         return explain(self, model, inputs, *args, **kwargs)
 
     cls.explain = counted
@@ -55,7 +59,11 @@ def _count_gallery(log: dict) -> None:
 
     def counted_part(source, batch):
         log["explained"].append(batch.batch_size)
-        return part(source, batch)
+        _IN_GALLERY.append(True)
+        try:
+            return part(source, batch)
+        finally:
+            _IN_GALLERY.pop()
 
     def recorded(gallery, *args, **kwargs):
         log["held_by"] = [m.rank for m in gallery.kept]

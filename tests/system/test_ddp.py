@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from lightning_xai.sinks import read_manifest
 from tests.helpers import ROOT, read_events
@@ -88,11 +87,13 @@ def test_ddp_two_processes_write_once_and_match_one_process(tmp_path):
     logs = [json.loads((ddp / f"gallery_rank{r}.json").read_text()) for r in (0, 1)]
     held_by = logs[0]["held_by"]
     assert held_by == logs[1]["held_by"] and len(held_by) == 4, logs  # the same merged gallery on both ranks
-    for rank, log in enumerate(logs):
-        assert sum(log["explained"]) == held_by.count(rank), (rank, logs)
-    assert json.loads((single / "gallery_rank0.json").read_text())["explained"] == []
-    a, b = (np.asarray(Image.open(next((d / "validate").rglob("confidently_wrong.png")))).astype(int)
-            for d in (single, ddp))
-    # the same 4 mistakes, explained alike: maps from batches of other sizes differ by float rounding (~1e-7),
-    # which moves a handful of colour values by a level or two
-    assert a.shape == b.shape and np.abs(a - b).max() <= 2 and (a != b).mean() < 1e-4, np.abs(a - b).max()
+    assert set(held_by) == {0, 1}, held_by  # both ranks hold some of it (the data are seeded)
+    for rank, log in enumerate(logs):  # each mistake explained alone, on the rank that held it
+        assert log["explained"] == [1] * held_by.count(rank), (rank, logs)
+    # the same in the explainers' own record: the gallery's Grad-CAM rows, per rank, sum to the gallery's size
+    gallery_rows = [[n for name, n in json.loads((d / f"rows_rank{r}.json").read_text()) if name == "gallery/gradcam"]
+                    for d, r in ((ddp, 0), (ddp, 1), (single, 0))]
+    assert [sum(g) for g in gallery_rows] == [held_by.count(0), held_by.count(1), 4], (gallery_rows, held_by)
+    assert json.loads((single / "gallery_rank0.json").read_text())["explained"] == [1, 1, 1, 1]  # one process too
+    a, b = ((d / "validate").rglob("confidently_wrong.png") for d in (single, ddp))
+    assert next(a).read_bytes() == next(b).read_bytes()  # the same 4 mistakes, explained alike
