@@ -18,7 +18,7 @@ from torch import Tensor
 from lightning_xai.adapters import ModelInputs
 from lightning_xai.explainers._base import Explanation
 
-__all__ = ["concat_explanations", "reorder_rows", "row_ranges", "take_rows"]
+__all__ = ["concat_explanations", "row_ranges", "take_rows"]
 
 
 def row_ranges(n: int, world: int) -> list[tuple[int, int]]:
@@ -72,47 +72,6 @@ def concat_explanations(parts: Sequence[Explanation]) -> Explanation:
     if any(type(p) is not type(first) for p in parts):
         raise TypeError(f"lightning_xai: cannot join explanations of types {sorted({type(p).__name__ for p in parts})}.")
     return _join_dataclass(list(parts))
-
-
-def reorder_rows(explanation: Explanation, order: Sequence[int]) -> Explanation:
-    """``explanation`` with its samples in ``order`` (row ``i`` of the result is row ``order[i]``): every
-    per-sample field (``row_fields``, ``entry_fields``) permuted, the rest kept.
-
-    Example:
-        >>> e = Explanation(method="m", values={"x": torch.arange(3.0).view(3, 1)}, inputs={}, kinds={"x": "tabular"})
-        >>> reorder_rows(e, [2, 0, 1]).values["x"].flatten().tolist()
-        [2.0, 0.0, 1.0]
-    """
-    return _pick_dataclass(explanation, list(order))
-
-
-def _pick_dataclass(value: Any, order: list[int]) -> Any:
-    per_row = set(getattr(value, "row_fields", ()))
-    per_entry = set(getattr(value, "entry_fields", ()))
-    changes = {}
-    for f in dataclasses.fields(value):
-        current = getattr(value, f.name)
-        if f.name in per_row:
-            changes[f.name] = _pick_rows(current, order, f.name)
-        elif f.name in per_entry and current is not None:
-            changes[f.name] = [_pick_rows(entry, order, f.name) for entry in current]
-    return dataclasses.replace(value, **changes)
-
-
-def _pick_rows(value: Any, order: list[int], name: str) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, Tensor):
-        return value[torch.as_tensor(order, dtype=torch.long, device=value.device)]
-    if isinstance(value, dict):
-        return {k: _pick_rows(v, order, f"{name}[{k!r}]") for k, v in value.items()}
-    if isinstance(value, list):
-        return [value[i] for i in order]
-    if isinstance(value, tuple):
-        return tuple(_pick_rows(v, order, name) for v in value)
-    if dataclasses.is_dataclass(value):
-        return _pick_dataclass(value, order)
-    raise TypeError(f"lightning_xai: cannot reorder field {name!r} of type {type(value).__name__} by rows.")
 
 
 def _join_dataclass(parts: list[Any]) -> Any:

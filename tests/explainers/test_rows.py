@@ -134,33 +134,3 @@ def test_parts_that_disagree_on_a_setting_are_refused():
         b = get_explainer("gradcam", target_layer="2").explain(model, take_rows(inputs, 2, 4))
     with pytest.raises(RuntimeError, match="disagree on 'settings'.*'layer': '0'.*target_layer="):
         concat_explanations([a, b])
-
-
-@pytest.mark.parametrize("method", ["gradcam", "saliency", "shap"])
-def test_reordered_rows_are_the_explanation_of_the_reordered_batch(method):
-    """The gallery's parts come back in rank order; ``reorder_rows`` puts them in the gallery's order: the same as
-    explaining the batch in that order (top-k SHAP entries included)."""
-    from lightning_xai.explainers._rows import reorder_rows
-
-    model, inputs = _cnn(), _inputs(4)
-    kwargs = {"n_background": 4, "nsamples": 8, "completeness_tol": None, "top_k": 2} if method == "shap" else {}
-    explainer = get_explainer(method, **kwargs)
-    if method == "shap":
-        with seeded(2):
-            explainer.background = ModelInputs((torch.rand(4, 3, 8, 8),))
-    order = [2, 0, 3, 1]
-    shuffled = ModelInputs((inputs.args[0][order],), labels=inputs.labels[order])
-    with explanation_mode(model):
-        whole, direct = explainer.explain(model, inputs), explainer.explain(model, shuffled)
-    moved = reorder_rows(whole, order)
-    for name, value in direct.values.items():
-        torch.testing.assert_close(moved.values[name], value, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(moved.prediction, direct.prediction)
-    if method == "shap":
-        for (classes, result), (classes_d, result_d) in zip(moved.ranked, direct.ranked):
-            torch.testing.assert_close(classes, classes_d)
-            torch.testing.assert_close(result.values[0], result_d.values[0], atol=1e-5, rtol=1e-4)
-    with pytest.raises(TypeError, match="cannot reorder field"):
-        from lightning_xai.explainers._rows import _pick_rows
-
-        _pick_rows(object(), [0], "odd")
