@@ -76,6 +76,31 @@ def test_fsdp2_two_cpu_processes_match_one_process(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.ddp
+def test_fsdp2_hugging_face_vit_attention_shap_and_attribution_match_one_process(tmp_path):
+    """A sharded Hugging Face model: raw attention captured under eager (switched for the pass), rollout, SHAP and
+    integrated gradients give one unsharded process's maps and scalars."""
+    single, sharded = tmp_path / "single", tmp_path / "sharded"
+    single.mkdir(), sharded.mkdir()
+    for out, devices in ((single, 1), (sharded, 2)):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+        proc = subprocess.run([sys.executable, str(SCRIPT.with_name("sharded_hf_script.py")), str(out), str(devices)],
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+    one, two = (json.loads((d / "metrics.json").read_text()) for d in (single, sharded))
+    assert set(one) == set(two) and len(one) >= 20
+    for key, value in one.items():
+        assert two[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+    for name, field in (("attention_attention.npz", "raw"), ("attention_rollout.npz", "maps"),
+                        ("attention_grad_rollout.npz", "maps"), ("shap_values.npz", "input"),
+                        ("attribution_integrated_gradients.npz", "input")):
+        a, b = (np.load(next(d.rglob(name))) for d in (single, sharded))
+        assert field in a.files, (name, a.files)
+        assert np.abs(a[field]).max() > 0, name
+        np.testing.assert_allclose(a[field], b[field], atol=1e-5, err_msg=name)
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
 def test_tensor_parallel_is_refused_on_every_rank_with_the_reason(tmp_path):
     _run(tmp_path, 2, "tensor_parallel")
     for rank in (0, 1):
