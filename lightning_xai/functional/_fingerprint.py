@@ -8,6 +8,8 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
+from lightning_xai.functional._fsdp import is_dtensor, is_fsdp2
+
 __all__ = ["model_fingerprint", "tensor_fingerprint"]
 
 
@@ -43,7 +45,7 @@ def _plain_state(model: nn.Module) -> list[tuple[str, Tensor]]:
     modules instead: its ``state_dict`` hook would swap the sharded parameters back in while the model is gathered
     (``functional/_fsdp.py``), and a shard would tie the hash to one rank's slice; gathered, its parameters are
     whole and the hash is that of the same weights unsharded. A parameter still sharded there is refused."""
-    if not any(type(m).__name__.startswith("FSDP") and hasattr(m, "unshard") for m in model.modules()):
+    if not is_fsdp2(model):
         return list(model.state_dict(keep_vars=False).items())
     out = []
     for prefix, module in model.named_modules(remove_duplicate=False):
@@ -51,15 +53,12 @@ def _plain_state(model: nn.Module) -> list[tuple[str, Tensor]]:
         out += [(dot + n, p) for n, p in module.named_parameters(recurse=False)]
         skip = getattr(module, "_non_persistent_buffers_set", set())  # nn.Module's own record
         out += [(dot + n, b) for n, b in module.named_buffers(recurse=False) if n not in skip]
-    sharded = [name for name, t in out if _is_dtensor(t)]
+    sharded = [name for name, t in out if is_dtensor(t)]
     if sharded:
         raise RuntimeError(f"lightning_xai: cannot hash the model: {sharded[:3]} are sharded (DTensors) and not "
                            "gathered on this rank.")
     return out
 
-
-def _is_dtensor(t: Tensor) -> bool:
-    return type(t).__name__ == "DTensor"
 
 
 def tensor_fingerprint(*tensors: Tensor) -> str:

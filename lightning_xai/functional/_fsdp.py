@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["gathered", "is_fsdp2"]
+__all__ = ["gathered", "is_dtensor", "is_fsdp2"]
 
 _SETTINGS = ("post_forward_mesh_info", "reshard_after_backward", "reduce_grads", "all_reduce_grads")
 _GATHERED: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # models inside a gathered() block (re-entrant)
@@ -48,6 +48,17 @@ def is_fsdp2(model: nn.Module) -> bool:
         False
     """
     return bool(_fsdp_modules(model))
+
+
+def is_dtensor(t: Any) -> bool:
+    """Whether ``t`` is a ``DTensor`` (a shard of a distributed tensor; by type name, so torch builds without
+    ``torch.distributed`` answer too).
+
+    Example:
+        >>> is_dtensor(torch.zeros(1))
+        False
+    """
+    return type(t).__name__ == "DTensor"
 
 
 def _groups(module: Any) -> list[Any]:
@@ -105,7 +116,7 @@ def gathered(model: nn.Module) -> Iterator[None]:
 
 def _refuse_sharded(model: nn.Module) -> None:
     """Raise when a parameter is still a DTensor (tensor parallelism): the same on every rank, so all refuse."""
-    still = [name for name, p in model.named_parameters() if type(p).__name__ == "DTensor"]
+    still = [name for name, p in model.named_parameters() if is_dtensor(p)]
     if still:
         raise RuntimeError(
             f"lightning_xai: parameters {still[:3]} stay sharded (DTensors) after FSDP's unshard: tensor "
