@@ -50,13 +50,15 @@ from lightning_xai.sinks._worker import figure_worker  # noqa: E402
 
 NAMES = ("square", "circle", "triangle")
 CONFIGS = ("bare", "gradcam", "shap", "calibration", "drift", "all four")
+OVERLAP: list[bool | str] = ["auto"]  # SHAPCallback(overlap=...): --overlap
 
 
 def _callbacks(config: str, folder: str, figures: str) -> list[Any]:
     made = {
         "gradcam": lambda: GradCAMCallback(num_samples=8, methods=("gradcam", "gradcam++"), class_names=NAMES,
                                            figures=figures),
-        "shap": lambda: SHAPCallback(num_samples=4, n_background=16, class_names=NAMES, figures=figures),
+        "shap": lambda: SHAPCallback(num_samples=4, n_background=16, class_names=NAMES, figures=figures,
+                                     overlap=OVERLAP[0]),
         "calibration": lambda: CalibrationCallback(n_bins=10, class_names=NAMES, figures=figures),
         "drift": lambda: AttributionDriftCallback(num_samples=8, store=os.path.join(folder, "store.sqlite"),
                                                   run="bench", target="label", alert_below=0.5, class_names=NAMES,
@@ -97,7 +99,10 @@ def main() -> None:
     parser.add_argument("--num-train", type=int, default=1024)
     parser.add_argument("--num-val", type=int, default=128)
     parser.add_argument("--quick", action="store_true", help="1 epoch, 64 + 32 images, 1 repeat: a smoke run")
+    parser.add_argument("--overlap", default="auto", choices=("auto", "true", "false"),
+                        help="SHAPCallback(overlap=...): explain alongside training where it can (auto, the default)")
     args = parser.parse_args()
+    OVERLAP[0] = {"auto": "auto", "true": True, "false": False}[args.overlap]
     if args.quick:
         args.epochs, args.num_train, args.num_val, args.repeats = 1, 64, 32, 1
     torch.set_num_threads(args.threads)
@@ -114,7 +119,7 @@ def main() -> None:
     bare = statistics.median(r["wall"] for r in results[("bare", "background")]) if ("bare", "background") in \
         results else float("nan")
     print(f"Quickstart fit, {args.epochs} epochs, {args.num_train} + {args.num_val} images, {args.threads} torch "
-          f"thread(s), median of {args.repeats}")
+          f"thread(s), median of {args.repeats}, SHAP overlap={args.overlap}")
     print("| callbacks | figures | wall s | x bare | CPU s (this process) | CPU s (drawing process) | PNGs |")
     print("|---|---|---|---|---|---|---|")
     for (config, mode), rows in results.items():

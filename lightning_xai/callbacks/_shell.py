@@ -183,14 +183,16 @@ class CallbackShell(Callback):
             return None
         return stage
 
-    def _safely(self, trainer: pl.Trainer, stage: Stage, fn: Callable[..., Any], *args: Any) -> None:
+    def _safely(self, trainer: pl.Trainer, stage: Stage, fn: Callable[..., Any], *args: Any,
+                epoch: int | None = None) -> None:
         try:
             fn(*args)
         except Exception as err:
             if self.on_error == "raise":
                 raise
+            epoch = trainer.current_epoch if epoch is None else epoch  # a background explanation's own epoch
             rank_zero_warn(  # the whole traceback: the user's own frame (forward_fn, target, model) is deep in it
-                f"lightning_xai: {type(self).__name__} failed during {stage} at epoch {trainer.current_epoch}: "
+                f"lightning_xai: {type(self).__name__} failed during {stage} at epoch {epoch}: "
                 f"{type(err).__name__}: {err}\nTraining goes on (on_error='warn'); pass on_error='raise' to stop "
                 f"on this error.\n{traceback.format_exc()}",
                 category=RuntimeWarning,
@@ -249,8 +251,10 @@ class CallbackShell(Callback):
             return self._ckpt_step
         return trainer.current_epoch, trainer.global_step
 
-    def _sink(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: Stage) -> ArtifactSink:
-        """The sink for this event (rank zero only: it hashes the model and writes files)."""
+    def _sink(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: Stage,
+              track: bool = True) -> ArtifactSink:
+        """The sink for this event (rank zero only: it hashes the model and writes files); ``track``: published by
+        this step (:meth:`_epoch_end`), else by whoever writes it later (an explanation alongside training)."""
         epoch, step = self._when(trainer)
         ckpt = trainer.ckpt_path if trainer.state.fn != TrainerFn.FITTING else None
         event = Event(self.name, stage, epoch, step, model_fingerprint(pl_module),
@@ -264,7 +268,8 @@ class CallbackShell(Callback):
         sink = ArtifactSink(trainer.loggers, self._root or trainer.default_root_dir, event,
                             strict=self.on_error == "raise", scalars_to_loggers=own, worker=worker,
                             draw_figures=draw)
-        self._sinks.append(sink)
+        if track:
+            self._sinks.append(sink)
         return sink
 
     @property

@@ -28,7 +28,8 @@ from lightning_xai._checks import check_positive_int, expected
 from lightning_xai._inputs import on_model
 from lightning_xai.adapters import ModelInputs, TargetSpec, resolve_callable, resolve_targets
 from lightning_xai.callbacks._background import background_inputs, check_background, draw_background
-from lightning_xai.callbacks._shell import CallbackShell, Stage
+from lightning_xai.callbacks._overlap_steps import Overlapping
+from lightning_xai.callbacks._shell import Stage
 from lightning_xai.callbacks._split import ProbeSplit, explain_split
 from lightning_xai.explainers import Explainer, Explanation
 from lightning_xai.functional import explanation_mode
@@ -39,7 +40,7 @@ from lightning_xai.sinks import ArtifactSink
 __all__ = ["XAICallback", "Stage"]
 
 
-class XAICallback(CallbackShell, ABC):
+class XAICallback(Overlapping, ABC):
     """Base class of every explanation callback.
 
     Args:
@@ -68,6 +69,11 @@ class XAICallback(CallbackShell, ABC):
         explainer: the :class:`~lightning_xai.explainers.Explainer` to run (subclasses build theirs).
         background: baselines for an explainer that wants them (``explainer.n_background > 0``) instead of
             drawing them from the data: a tensor, a batch-shaped tuple/dict or a ``Dataset``.
+        overlap: during ``fit``, explain a deep copy of the model in a background thread while the next epoch
+            trains (artifacts and scalars at the epoch's own step; see ``callbacks/_overlap.py``). ``"auto"``
+            (default) where it is safe and can pay: one process, model on the CPU up to 256 MiB, a spare core,
+            ``on_error="warn"``, nothing monitoring an ``xai/`` metric, an explainer that allows it
+            (``Explainer.overlappable``); ``True`` wherever it is safe (else a warning); ``False`` never.
 
     Example:
         >>> from lightning_xai.explainers import get_explainer
@@ -98,11 +104,15 @@ class XAICallback(CallbackShell, ABC):
         render_every_n_epochs: int = 1,
         explainer: Explainer | None = None,
         background: Any = None,
+        overlap: bool | Literal["auto"] = "auto",
     ) -> None:
         super().__init__(batch_to_inputs=batch_to_inputs, forward_fn=forward_fn, output=output,
                          class_names=class_names, every_n_epochs=every_n_epochs, stages=stages, on_error=on_error,
                          log_dir=log_dir, name=name, figures=figures,
                          render_every_n_epochs=render_every_n_epochs)
+        if overlap not in (True, False, "auto"):
+            raise ValueError(expected("overlap", "True, False or 'auto'", overlap))
+        self.overlap = overlap
         self._explainer = explainer
         self._user_background = check_background(background)
         self._background: Probe | None = None
@@ -150,6 +160,7 @@ class XAICallback(CallbackShell, ABC):
         if self._explainer is None:
             raise RuntimeError(f"lightning_xai: {type(self).__name__} has no explainer yet (it is decided at its "
                                "first explanation).")
+        self._collect(trainer, block=True)  # its explainer is free again
         stage = _stage_of(trainer)
         self._ensure_background(trainer, stage)
         with gathered(pl_module), explanation_mode(pl_module):
@@ -162,6 +173,7 @@ class XAICallback(CallbackShell, ABC):
         """Explain ``inputs`` with every method this callback runs (an :class:`AttributionCallback`'s several, one
         otherwise), by method name, as :meth:`explain` does for one: another callback compares its own maps with
         these (AttentionCallback's agreement with the attribution methods on the same Trainer)."""
+        self._collect(trainer, block=True)
         stage = _stage_of(trainer)
         self._ensure_background(trainer, stage)
         with gathered(pl_module), explanation_mode(pl_module):
@@ -199,9 +211,13 @@ class XAICallback(CallbackShell, ABC):
         self._run(trainer, pl_module, stage)
 
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: Stage) -> None:
+        self._collect(trainer, block=True)  # the previous epoch's, if it still runs alongside training
         probe = self._get_probe(trainer, stage)
         self._ensure_background(trainer, stage)
         self._advance("probe")
+        if self._overlapped(trainer, pl_module, stage, probe):
+            self._advance("explaining alongside training")
+            return
         self._split = ProbeSplit.current(trainer.world_size, trainer.global_rank)
         try:
             with explanation_mode(pl_module):

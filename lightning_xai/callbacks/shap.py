@@ -78,6 +78,9 @@ class SHAPCallback(XAICallback):
             their ``..._random`` controls (means); per-sample values in ``summary.json``.
         faithfulness_steps: steps of the deletion and insertion curves.
         faithfulness_baseline: what replaces removed pixels: ``"blur"``, ``"mean"`` or ``"zero"``.
+        overlap: during ``fit``, explain a deep copy of the model in a background thread while the next epoch
+            trains (see :class:`~lightning_xai.callbacks.XAICallback`): ``"auto"`` (default) where it is safe
+            and a core is free, ``True``, ``False``.
 
     Example:
         >>> SHAPCallback(num_samples=8, n_background=32, nsamples=50).n_background
@@ -120,6 +123,7 @@ class SHAPCallback(XAICallback):
         name: str | None = None,
         figures: Literal["background", "inline"] = "background",
         render_every_n_epochs: int = 1,
+        overlap: bool | Literal["auto"] = "auto",
     ) -> None:
         if top_k > 1 and target != "pred":
             raise ValueError(expected("top_k", "1 unless target='pred' (the top classes are ranked predictions)",
@@ -132,7 +136,7 @@ class SHAPCallback(XAICallback):
                          target=target, output=output, class_names=class_names, every_n_epochs=every_n_epochs,
                          stages=stages, on_error=on_error, log_dir=log_dir, name=name, figures=figures,
                          render_every_n_epochs=render_every_n_epochs, explainer=explainer,
-                         background=background)
+                         background=background, overlap=overlap)
         self.mean, self.std = mean, std
         self._id.update(n_background=n_background, engine=engine, **({"top_k": top_k} if top_k > 1 else {}))
         self.faithfulness, self.faithfulness_steps, self.faithfulness_baseline = (

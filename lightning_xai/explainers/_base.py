@@ -124,6 +124,9 @@ class Explainer(ABC):
     stochastic: bool = False
     #: how many background samples the explainer wants drawn from the data (0: none)
     n_background: int = 0
+    #: may explain a deep copy of the model in a thread while the model trains (callbacks/_overlap.py): it holds
+    #: no module of the model between calls and never draws from the global random streams
+    overlappable: bool = False
     background: ModelInputs | None = None
 
     @abstractmethod

@@ -107,6 +107,12 @@ class ShapExplainer(Explainer):
         self.video_layout = check_choice("video_layout", video_layout, ("auto", "BTCHW", "BCTHW"))
         self.background: ModelInputs | None = None
 
+    @property
+    def overlappable(self) -> bool:  # type: ignore[override]
+        """The gradient engine (own generators, the embedding layer found per call) on a copy of the model; not
+        shap's own engines (they draw from numpy's global stream) nor an embedding layer given as a module."""
+        return self.engine == "gradient" and not isinstance(self.embedding_layer, nn.Module)
+
     def splits_on(self, device: torch.device) -> bool:
         """The gradient engine draws each probe's numbers from its own generator; on the CPU no round is topped up
         with other probes' rows: there a probe's values do not depend on the rest of the batch."""

@@ -59,11 +59,13 @@ def _restore_rng(state: dict[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def observer_guard(model: nn.Module) -> Iterator[nn.Module]:
+def observer_guard(model: nn.Module, rng: bool = True) -> Iterator[nn.Module]:
     """Run a block that may touch ``model`` and restore everything it could have changed, even on error.
 
     Restored: ``training`` of every submodule, ``requires_grad`` and ``.grad`` of every parameter, every hook
-    dict of every submodule and parameter, and the global RNG states (torch, CUDA, numpy, random).
+    dict of every submodule and parameter, and (``rng``) the global RNG states (torch, CUDA, numpy, random).
+    A block running in a thread beside training passes ``rng=False``: restoring the global streams there would
+    rewind the draws training made meanwhile (callbacks/_overlap.py checks the block draws none).
 
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout()).train()
@@ -86,7 +88,7 @@ def observer_guard(model: nn.Module) -> Iterator[nn.Module]:
     grads = [p.grad for p in params]
     grad_values = [None if g is None else g.detach().clone() for g in grads]
     param_hooks = [None if p._backward_hooks is None else dict(p._backward_hooks) for p in params]
-    rng = _save_rng()
+    saved_rng = _save_rng() if rng else None
     try:
         yield model
     finally:
@@ -112,12 +114,14 @@ def observer_guard(model: nn.Module) -> Iterator[nn.Module]:
                 elif p._backward_hooks is not None:
                     p._backward_hooks.clear()
                     p._backward_hooks.update(ph)
-        _restore_rng(rng)
+        if saved_rng is not None:
+            _restore_rng(saved_rng)
 
 
 @contextlib.contextmanager
-def explanation_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Guard ``model`` and set it up for explanation: eval mode, grad enabled, no inference mode, no autocast.
+def explanation_mode(model: nn.Module, rng: bool = True) -> Iterator[nn.Module]:
+    """Guard ``model`` and set it up for explanation: eval mode, grad enabled, no inference mode, no autocast
+    (``rng``: restore the global RNG states too, see :func:`observer_guard`).
 
     Inputs must be created (or cloned) inside the block so that they are ordinary tensors, not inference tensors.
 
@@ -130,7 +134,7 @@ def explanation_mode(model: nn.Module) -> Iterator[nn.Module]:
         (True, torch.Size([1, 3]))
     """
     with contextlib.ExitStack() as stack:
-        stack.enter_context(observer_guard(model))
+        stack.enter_context(observer_guard(model, rng))
         stack.enter_context(torch.inference_mode(False))
         stack.enter_context(torch.enable_grad())
         for device_type in ("cpu", "cuda"):

@@ -104,6 +104,8 @@ def test_fit_with_callbacks_ends_with_bit_identical_weights(tmp_path):
                         faithfulness=True, faithfulness_steps=5),
         CalibrationCallback(n_bins=10, per_class=True, source="forward", on_error="raise"),
         SHAPCallback(num_samples=2, n_background=4, nsamples=8, max_nsamples=16, on_error="raise"),
+        SHAPCallback(num_samples=2, n_background=4, nsamples=8, max_nsamples=16, on_error="raise", overlap=True,
+                     name="shap_alongside"),  # explained on a copy in a thread while the next epoch trains
         AttributionDriftCallback(num_samples=3, store=str(tmp_path / "store.sqlite"), on_error="raise"),
         AttributionDriftCallback(method="shap", num_samples=2, store=str(tmp_path / "store.sqlite"), run="shap",
                                  method_kwargs={"n_background": 4, "nsamples": 8, "max_nsamples": 16},
