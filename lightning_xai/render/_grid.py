@@ -1,10 +1,10 @@
-"""Manual layout of tile grids and panel grids: the texts measured once, every axes placed in inches.
+"""Manual layout of panel grids, and the text measures the tile grids (render/_mosaic.py) share.
 
 Constrained layout asks every artist for its tight bounding box before the figure is drawn, which was half of
-the time of a grid of tiles (benchmarks/figures.py). The grids here know where their texts are (a title above
-each tile, a label left of each row, a colour bar right of the grid, the figure title on top), so they measure
-those texts with the figure's renderer and place the axes directly; the draw then runs once, with no layout
-engine. The figure's size follows from the tiles and the measured texts.
+the time of a grid of tiles (benchmarks/figures.py). The grids here know where their texts are (titles, tick
+and axis labels, a colour bar right of the grid, the figure title on top), so they measure those texts with the
+figure's renderer and place the axes directly; the draw then runs once, with no layout engine. The figure's size
+follows from the panels (or tiles) and the measured texts.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.colorbar import Colorbar
 from matplotlib.figure import Figure
@@ -75,76 +74,8 @@ def colorbar_width(bar: Colorbar | None, renderer: Any) -> float:
     return _BAR_PAD + _BAR_WIDTH + _ticks_width(bar.ax.yaxis, renderer) + (label_w + 0.06 if label_w else 0.0)
 
 
-def arrange_tiles(
-    fig: Figure,
-    axes: np.ndarray,
-    tile_w: float,
-    tile_h: float,
-    bar: Colorbar | None = None,
-    suptitle: Text | None = None,
-    gap: float = 0.1,
-    bar_shrink: float = 1.0,
-) -> None:
-    """Size ``fig`` and place a grid of tiles without ticks: ``axes`` is ``(rows, cols)`` (unused cells hidden).
-
-    Each tile is ``tile_w`` x ``tile_h`` inches; above each row the room of its tallest title, left of the grid
-    the room of the widest row label (``ax.set_ylabel``), right of it the colour bar ``bar`` (created with
-    ``cax=`` on an axes of this figure) spanning ``bar_shrink`` of the grid's height, on top the figure title
-    ``suptitle`` (what ``fig.suptitle`` returned).
-
-    Example:
-        >>> from lightning_xai.render._utils import new_figure
-        >>> fig = new_figure(1.0, 1.0, layout=None)
-        >>> axes = np.array([[fig.add_axes((0, 0, 1, 1)) for _ in range(3)] for _ in range(2)])
-        >>> arrange_tiles(fig, axes, tile_w=1.0, tile_h=1.0)
-        >>> [round(float(v), 2) for v in fig.get_size_inches()]
-        [3.36, 2.26]
-    """
-    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
-    rows, cols = axes.shape
-    title_h = [max(_extent(ax.title, renderer)[1] for ax in row) for row in axes]
-    title_h = [h + _TITLE_PAD if h else 0.0 for h in title_h]
-    label_w = max(_extent(ax.yaxis.label, renderer)[0] for ax in axes[:, 0])
-    left = _MARGIN + (label_w + axes[0, 0].yaxis.labelpad / 72.0 if label_w else 0.0)
-    top = _MARGIN + suptitle_height(suptitle, renderer)
-    grid_w = cols * tile_w + (cols - 1) * gap
-    grid_h = sum(title_h) + rows * tile_h + (rows - 1) * gap
-    width = left + grid_w + colorbar_width(bar, renderer) + _MARGIN
-    height = top + grid_h + _MARGIN
-    width, height = _size(fig, width, height)
-    y = height - top
-    for r in range(rows):
-        y -= title_h[r] + tile_h
-        for c in range(cols):
-            x = left + c * (tile_w + gap)
-            axes[r, c].set_position((x / width, y / height, tile_w / width, tile_h / height))
-        y -= gap
-    if bar is not None:
-        bar_h = grid_h * bar_shrink
-        bottom = _MARGIN + (grid_h - bar_h) / 2
-        bar.ax.set_position(((left + grid_w + _BAR_PAD) / width, bottom / height, _BAR_WIDTH / width,
-                             bar_h / height))
-    place_suptitle(suptitle, height)
-
-
-def bare_tiles(fig: Figure, rows: int, cols: int, framed: bool = False) -> np.ndarray:
-    """``rows`` x ``cols`` axes without ticks (placed later by :func:`arrange_tiles`); ``framed`` keeps a thin
-    frame and the y axis label (a row label), else the axis is off (nothing of it drawn: the cheapest tile)."""
-    grid = np.empty((rows, cols), dtype=object)
-    for r in range(rows):
-        for c in range(cols):
-            ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
-            if framed:
-                ax.set_xticks([])
-                ax.set_yticks([])
-            else:
-                ax.set_axis_off()
-            grid[r, c] = ax
-    return grid
-
-
 def colorbar_axes(fig: Figure) -> Axes:
-    """An axes for a colour bar (placed later by :func:`arrange_tiles`)."""
+    """An axes for a colour bar (placed later by :meth:`lightning_xai.render._mosaic.TileMosaic.arrange`)."""
     return fig.add_axes((0.0, 0.0, 1.0, 1.0))
 
 

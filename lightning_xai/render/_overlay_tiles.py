@@ -116,6 +116,34 @@ def _draw_tile(
         spine.set_visible(False)
 
 
+def _mosaic_tiles(
+    mosaic: Any,
+    images: np.ndarray,
+    heatmaps: np.ndarray,
+    cmap: Colormap,
+    alpha: float,
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+) -> None:
+    """Photo tiles of a :class:`~lightning_xai.render._mosaic.TileMosaic` (arranged), row by row, as
+    :func:`_draw_tile` draws them without ``axis_labels``: the images ``(B, H, W, 3)`` in ``[0, 1]`` (nearest)
+    composed into one image; the heatmaps ``(B, H, W)`` (bilinear, NaN transparent, one colour map and scale)
+    over them, composed into a second one where each tile shows its map at least 3 times enlarged (matplotlib
+    then interpolates the values, as the composition does), else an ``imshow`` each."""
+    cols = mosaic.cols
+    rgba = np.full((*images.shape[:3], 4), 255, np.uint8)
+    rgba[..., :3] = (images * 255).astype(np.uint8)  # as imshow turns float colours into bytes
+    mosaic.composite({divmod(i, cols): tile for i, tile in enumerate(rgba)})
+    x0, x1, y1, y0 = mosaic.extent(0, 0)
+    enlarged = min((x1 - x0) / heatmaps.shape[2], (y1 - y0) / heatmaps.shape[1]) * mosaic.fig.dpi
+    style: dict[str, Any] = {"cmap": cmap, "norm": Normalize(vmin, vmax), "alpha": alpha, "interpolation": "bilinear"}
+    if enlarged >= 3.0:
+        mosaic.composite({divmod(i, cols): np.ma.masked_invalid(tile) for i, tile in enumerate(heatmaps)}, **style)
+        return
+    for i, heatmap in enumerate(heatmaps):
+        mosaic.image(*divmod(i, cols), np.ma.masked_invalid(heatmap), **style)
+
+
 def _colorbar(
     fig: Figure,
     axes: Any,
@@ -127,7 +155,8 @@ def _colorbar(
     extend: str = "neither",
     cax: Any = None,
 ) -> Colorbar:
-    """The grid's colour bar: beside ``axes`` (constrained layout), or in ``cax`` (a manual layout)."""
+    """The grid's colour bar: beside ``axes`` (constrained layout), or in ``cax`` (a manual layout; ``axes`` is
+    then unused)."""
     mappable = ScalarMappable(norm=Normalize(vmin, vmax), cmap=cmap)
     if cax is not None:
         bar = fig.colorbar(mappable, cax=cax, extend=extend)

@@ -7,12 +7,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
 from lightning_xai._checks import expected
-from lightning_xai.render._grid import arrange_panels, arrange_tiles, bare_tiles, colorbar_axes
+from lightning_xai.render._grid import arrange_panels, colorbar_axes
+from lightning_xai.render._mosaic import TileMosaic
 from lightning_xai.render._utils import (
     LABEL_FONTSIZE,
     SUPTITLE_FONTSIZE,
@@ -126,6 +129,19 @@ def _relative(array: np.ndarray) -> np.ndarray:
     return mag / np.where(peak > 0, peak, 1.0)[..., None, None]
 
 
+def _rgba(image: Tensor) -> np.ndarray:
+    """A probe image ``(C, H, W)`` (or ``(H, W)``) in ``[0, 1]`` as ``(H, W, 4)`` ``uint8`` RGBA, as ``imshow``
+    shows it: one channel grey and stretched to its own range, three or four as colours."""
+    picture = image.detach().float().cpu().clamp(0, 1)
+    picture = picture.permute(1, 2, 0).numpy() if picture.dim() == 3 else picture.numpy()
+    picture = picture.squeeze()
+    if picture.ndim == 2:
+        return ScalarMappable(Normalize(), "gray").to_rgba(picture, bytes=True)
+    rgba = np.ones((*picture.shape[:2], 4), np.float32)
+    rgba[..., : picture.shape[-1]] = picture[..., :4]
+    return (rgba * 255).astype(np.uint8)
+
+
 def snapshot_grid(
     maps: Tensor | np.ndarray,
     probe_titles: Sequence[str],
@@ -145,12 +161,15 @@ def snapshot_grid(
         cmap: Colour map of the maps.
 
     Returns:
-        A :class:`matplotlib.figure.Figure` with an Agg canvas and one colour bar.
+        A :class:`matplotlib.figure.Figure` with an Agg canvas: every tile (the probe image first in its row
+        when given, then the snapshots) is drawn in ONE composed RGBA image of ONE axes (``fig.axes[0]``, axis
+        off, data coordinates in inches), each tile framed by a thin line, column titles and row labels texts
+        of that axes; ``fig.axes[1]`` is the colour bar.
 
     Example:
         >>> fig = snapshot_grid(torch.rand(2, 3, 8, 8), ["#0", "#1"], ["e0", "e1", "e2"])
-        >>> len(fig.axes)  # 6 tiles and the colour bar
-        7
+        >>> len(fig.axes), len(fig.axes[0].get_images())  # one axes with the 6 tiles as one image, the colour bar
+        (2, 1)
     """
     array = _relative(_as_numpy("maps", maps, 4, "(probes, snapshots, H, W)"))
     n_probes, n_snaps = array.shape[:2]
@@ -159,26 +178,31 @@ def snapshot_grid(
                                   (len(probe_titles), len(snapshot_titles))))
     lead = 1 if images is not None else 0
     tile = 1.6
-    fig = new_figure(1.0, 1.0, layout=None)  # placed by render/_grid.py: measured once, no layout engine
-    axes = bare_tiles(fig, n_probes, n_snaps + lead, framed=True)  # a thin frame: black maps, row labels
-    shown = None
+    tile_h = tile * array.shape[2] / array.shape[3]
+    fig = new_figure(1.0, 1.0, layout=None)  # tiles of one axes (render/_mosaic.py): measured once, no layout engine
+    mosaic = TileMosaic(fig, n_probes, n_snaps + lead)
+    if images is not None:
+        mosaic.title(0, 0, "input", TITLE_FONTSIZE)
+    for s in range(n_snaps):
+        mosaic.title(0, s + lead, wrap_text(snapshot_titles[s], tile), TITLE_FONTSIZE)
     for p in range(n_probes):
-        if images is not None:
-            picture = images[p].detach().float().cpu().clamp(0, 1)
-            picture = picture.permute(1, 2, 0).numpy() if picture.dim() == 3 else picture.numpy()
-            axes[p, 0].imshow(picture.squeeze(), cmap="gray" if picture.shape[-1] == 1 else None)
-            if p == 0:
-                axes[p, 0].set_title("input", fontsize=TITLE_FONTSIZE)
-        for s in range(n_snaps):
-            shown = axes[p, s + lead].imshow(array[p, s], cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
-            if p == 0:
-                axes[p, s + lead].set_title(wrap_text(snapshot_titles[s], tile), fontsize=TITLE_FONTSIZE)
-        axes[p, 0].set_ylabel(wrap_text(probe_titles[p], tile), fontsize=LABEL_FONTSIZE)
-    bar = fig.colorbar(shown, cax=colorbar_axes(fig))
+        mosaic.row_label(p, wrap_text(probe_titles[p], tile), LABEL_FONTSIZE)
+    scale = ScalarMappable(Normalize(0.0, 1.0), cmap)  # one colour map and scale: the tiles are one image
+    bar = fig.colorbar(scale, cax=colorbar_axes(fig))
     bar.set_label("|map| / max |map|", fontsize=LABEL_FONTSIZE)
     bar.ax.tick_params(labelsize=TICK_FONTSIZE)
     top = fig.suptitle(suptitle, fontsize=SUPTITLE_FONTSIZE) if suptitle else None
-    arrange_tiles(fig, axes, tile, tile * array.shape[2] / array.shape[3], bar, top, bar_shrink=0.8)
+    mosaic.arrange(tile, tile_h, bar, top, bar_shrink=0.8)
+    colours = scale.to_rgba(array, bytes=True)  # (P, S, H, W, 4), as imshow would colour them
+    tiles = {(p, s + lead): colours[p, s] for p in range(n_probes) for s in range(n_snaps)}
+    pictures = [_rgba(images[p]) for p in range(n_probes)] if images is not None else []
+    enlarged = min((min(tile / p.shape[1], tile_h / p.shape[0]) * fig.dpi for p in pictures), default=0) >= 3
+    if enlarged:  # drawn nearest, as imshow draws an image enlarged 3 times or more: composed with the maps
+        tiles.update({(p, 0): picture for p, picture in enumerate(pictures)})
+    mosaic.composite(tiles, keep_aspect=[(p, 0) for p in range(n_probes)] if enlarged else ())
+    for p, picture in enumerate(pictures if not enlarged else []):  # imshow's antialiasing where it shrinks
+        mosaic.image(p, 0, picture, keep_aspect=True)
+    mosaic.frames()  # a thin frame round each tile: black maps, row labels
     return fig
 
 

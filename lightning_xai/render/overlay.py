@@ -15,7 +15,8 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from lightning_xai._checks import check_positive_int, check_probability, expected
-from lightning_xai.render._grid import arrange_tiles, bare_tiles, colorbar_axes
+from lightning_xai.render._grid import colorbar_axes
+from lightning_xai.render._mosaic import TileMosaic
 from lightning_xai.render._normalization import denormalize, infer_normalization
 from lightning_xai.render._overlay_tiles import (
     COLORBAR_LABEL,
@@ -25,6 +26,7 @@ from lightning_xai.render._overlay_tiles import (
     _draw_tile,
     _extend,
     _heatmaps,
+    _mosaic_tiles,
     _tile_inches,
 )
 from lightning_xai.render._utils import (
@@ -80,7 +82,13 @@ def overlay_grid(
             (a spectrogram: ``("time frame", "frequency bin")``, frequency up); default photos without axes.
 
     Returns:
-        A :class:`matplotlib.figure.Figure` with an Agg canvas (no pyplot involved).
+        A :class:`matplotlib.figure.Figure` with an Agg canvas (no pyplot involved). Photos (no
+        ``axis_labels``) are tiles of ONE axes (``fig.axes[0]``, axis off, data coordinates in inches), row by
+        row: the images composed into its first image, the heatmaps over them (their values in its ``tiles``,
+        its ``get_clim()`` the range) composed into its second one (both
+        :class:`~lightning_xai.render._mosaic.TileImage`), or, where a tile shows its map less than 3 times
+        enlarged, one image each; each title is a text above its tile; ``fig.axes[1]`` is the colour bar. With
+        ``axis_labels`` each tile is an axes of its own, the colour bar last.
 
     Raises:
         TypeError: If ``images``/``heatmaps`` are not tensors, ``titles`` is not a sequence of strings or
@@ -90,8 +98,8 @@ def overlay_grid(
     Example:
         >>> images, heatmaps = torch.rand(2, 3, 8, 8), torch.rand(2, 8, 8)
         >>> fig = overlay_grid(images, heatmaps, titles=["a", "b"], suptitle="demo")
-        >>> len(fig.axes)  # two tiles and the colour bar
-        3
+        >>> len(fig.axes), len(fig.axes[0].get_images())  # the tiles' axes (photos, heatmaps), the bar's
+        (2, 2)
     """
     if not isinstance(images, Tensor):
         raise TypeError(expected("images", "a torch.Tensor", type(images).__name__))
@@ -120,21 +128,17 @@ def overlay_grid(
     title_lines = max((t.count("\n") + 1 for t in wrapped), default=0) if wrapped else 0
     title_h = title_lines * TITLE_FONTSIZE * 1.35 / 72.0
     extend = _extend(maps, vmin, vmax)
-    if axis_labels is None:  # photos: a manual layout (render/_grid.py), measured once, no layout engine
+    if axis_labels is None:  # photos: tiles of one axes (render/_mosaic.py), texts measured once, no layout engine
         fig = new_figure(1.0, 1.0, layout=None)
-        axes = bare_tiles(fig, rows, cols)
-        for i, ax in enumerate(axes.flat):
-            if i >= count:
-                ax.set_visible(False)
-                continue
-            _draw_tile(ax, pixels[i], maps[i], colormap, alpha, vmin, vmax, None)
-            if wrapped:
-                ax.set_title(wrapped[i], fontsize=TITLE_FONTSIZE)
-        bar = _colorbar(fig, axes, colormap, rows, vmin, vmax, str(colorbar_label), extend, cax=colorbar_axes(fig))
+        mosaic = TileMosaic(fig, rows, cols)
+        for i, title in enumerate(wrapped or ()):
+            mosaic.title(i // cols, i % cols, title, TITLE_FONTSIZE)
+        bar = _colorbar(fig, None, colormap, rows, vmin, vmax, str(colorbar_label), extend, cax=colorbar_axes(fig))
         grid_w = cols * (tile + 0.1) + 1.0
         top = fig.suptitle(wrap_text(suptitle, grid_w, SUPTITLE_FONTSIZE), fontsize=SUPTITLE_FONTSIZE) \
             if suptitle else None
-        arrange_tiles(fig, axes, tile, tile_h, bar, top, bar_shrink=0.9 if rows > 1 else 1.0)
+        mosaic.arrange(tile, tile_h, bar, top, bar_shrink=0.9 if rows > 1 else 1.0)
+        _mosaic_tiles(mosaic, pixels, maps, colormap, alpha, vmin, vmax)
         return fig
     label_room = 0.45  # tick labels and axis labels of each tile
     fig_w = cols * (tile + 0.1 + label_room) + 1.0

@@ -87,8 +87,8 @@ def signed_heatmap_grid(
 
     Example:
         >>> fig = signed_heatmap_grid(torch.rand(2, 3, 8, 8), torch.randn(2, 8, 8), titles=["a", "b"])
-        >>> len(fig.axes)  # two tiles and the colour bar
-        3
+        >>> len(fig.axes)  # one axes holding both tiles, and the colour bar
+        2
         >>> low, high = fig.axes[0].get_images()[1].get_clim()
         >>> low == -high
         True

@@ -1,5 +1,6 @@
-"""The manual layout of the tile and panel grids (render/_grid.py): every text inside the figure, no text over
-another axes, no two axes overlapping, and literal strings through draw_png."""
+"""The manual layout of the tile and panel grids (render/_grid.py, render/_mosaic.py): every text inside the
+figure, no text over another axes or over a tile, no two axes and no two tiles overlapping, and literal strings
+through draw_png."""
 
 from __future__ import annotations
 
@@ -13,9 +14,16 @@ from matplotlib.text import Text
 from PIL import Image
 
 from lightning_xai.render import draw_png, overlay_grid
+from lightning_xai.render._mosaic import TileImage
 from lightning_xai.render._utils import figure_to_png_bytes
 from lightning_xai.render.drift import drift_timeline, snapshot_grid
 from lightning_xai.render.shap import signed_heatmap_grid
+from tests.render._tiles import overlay_images, overlay_tiles, tile_boxes
+
+
+def _overlap(a, b) -> bool:
+    """Two display boxes share more than a pixel in both directions."""
+    return min(a.x1, b.x1) - max(a.x0, b.x0) > 1 and min(a.y1, b.y1) - max(a.y0, b.y0) > 1
 
 
 def _drawn(fig):
@@ -28,9 +36,14 @@ def _check_layout(fig):
     width, height = fig.bbox.width, fig.bbox.height
     boxes = {ax: ax.get_window_extent(renderer) for ax in fig.axes if ax.get_visible()}
     for a, b in combinations(boxes, 2):
-        overlap_w = min(boxes[a].x1, boxes[b].x1) - max(boxes[a].x0, boxes[b].x0)
-        overlap_h = min(boxes[a].y1, boxes[b].y1) - max(boxes[a].y0, boxes[b].y0)
-        assert overlap_w <= 1 or overlap_h <= 1, "two axes overlap"
+        assert not _overlap(boxes[a], boxes[b]), "two axes overlap"
+    tiles = tile_boxes(fig, renderer)  # the tiles drawn in one axes: each one as an axes of its own was
+    for a, b in combinations(tiles, 2):
+        assert not _overlap(a, b), "two tiles overlap"
+    for tile in tiles:
+        for ax, ab in boxes.items():
+            if tile.x0 < ab.x0 - 1 or tile.x1 > ab.x1 + 1 or tile.y0 < ab.y0 - 1 or tile.y1 > ab.y1 + 1:
+                assert not _overlap(tile, ab), "a tile overlaps another axes"
     texts = [t for t in fig.get_children() if isinstance(t, Text)]  # the figure's own: its title
     texts += [t for legend in fig.legends for t in legend.get_texts()]  # figure legends (drift timeline)
     for ax in boxes:
@@ -56,9 +69,9 @@ def _check_layout(fig):
         for ax, ab in boxes.items():
             if ax is text.axes or text.axes is not None and ax is not text.axes and text in ax.texts:
                 continue
-            overlap_w = min(box.x1, ab.x1) - max(box.x0, ab.x0)
-            overlap_h = min(box.y1, ab.y1) - max(box.y0, ab.y0)
-            assert overlap_w <= 1 or overlap_h <= 1, f"{text.get_text()!r} is drawn over another axes"
+            assert not _overlap(box, ab), f"{text.get_text()!r} is drawn over another axes"
+        for tile in tiles:
+            assert not _overlap(box, tile), f"{text.get_text()!r} is drawn over a tile"
     assert checked > 0
 
 
@@ -68,10 +81,12 @@ def test_overlay_grid_places_tiles_titles_and_bar_without_overlap(count):
     fig = overlay_grid(torch.rand(count, 3, 16, 24), torch.rand(count, 16, 24), titles=titles,
                        suptitle="Grad-CAM · layer features.9 · fit · epoch 12 · step 3400")
     _check_layout(fig)
-    tiles = [ax for ax in fig.axes[:-1] if ax.get_visible()]
-    assert len(tiles) == count
-    ratios = {round(ax.get_window_extent().width / ax.get_window_extent().height, 2) for ax in tiles}
+    tiles = overlay_tiles(fig)
+    assert len(tiles) == count and len(fig.axes) == 2  # the tiles' axes and the colour bar's
+    ratios = {round(w / h, 2) for _, _, w, h in overlay_images(fig)[1].boxes}  # the photos' are the same
     assert ratios == {1.5}  # the images' aspect, 24 / 16
+    texts = [t.get_text() for t in fig.axes[0].texts]  # one title per tile, wrapped, in the tiles' order
+    assert len(texts) == count and all(text.startswith(f"#{i}\n") for i, text in enumerate(texts))
 
 
 def test_signed_grid_with_tiny_values_keeps_the_bar_ticks_inside():
@@ -84,6 +99,35 @@ def test_snapshot_grid_row_labels_and_columns():
     fig = snapshot_grid(torch.rand(5, 3, 8, 8), [f"probe #{i}" for i in range(5)], ["epoch 0", "epoch 1", "ref"],
                         suptitle="gradcam across snapshots · run $x_1_2$", images=torch.rand(5, 3, 8, 8))
     _check_layout(fig)
+    assert len(tile_boxes(fig)) == 5 * 4  # the probe images and 3 snapshots, each probe a row
+    texts = {t.get_text() for t in fig.axes[0].texts}
+    assert texts == {"input", "epoch 0", "epoch 1", "ref", *(f"probe #{i}" for i in range(5))}
+    assert len(fig.axes[0].collections[0].get_segments()) == 20  # a frame round each tile
+
+
+def test_overlay_grid_of_large_images_draws_each_heatmap_by_matplotlib():
+    """A map shown less than 3 times enlarged: matplotlib colours it before it interpolates (or filters it as it
+    shrinks), which the composed image does not copy; each heatmap is then an imshow of its own, in place."""
+    heatmaps = torch.rand(3, 128, 128)
+    heatmaps[0, :8] = float("nan")
+    fig = overlay_grid(torch.rand(3, 3, 128, 128), heatmaps, titles=list("abc"), suptitle="large")
+    _check_layout(fig)
+    photos, *maps = fig.axes[0].get_images()
+    assert isinstance(photos, TileImage) and len(photos.tiles) == len(maps) == 3 and len(fig.axes) == 2
+    assert not any(isinstance(m, TileImage) for m in maps) and {m.get_interpolation() for m in maps} == {"bilinear"}
+    for (x, y, w, h), heatmap in zip(photos.boxes, maps):
+        assert np.allclose(heatmap.get_extent(), (x, x + w, y + h, y))  # each over its photo
+    assert maps[0].get_array().mask[:8].all() and {m.get_clim() for m in maps} == {(0.0, 1.0)}
+
+
+def test_snapshot_grid_with_large_probe_images_draws_them_by_matplotlib():
+    """Probe images that shrink keep imshow's antialiasing (an image each); the maps stay one composed image."""
+    fig = snapshot_grid(torch.rand(2, 2, 8, 8), ["#0", "#1"], ["e0", "e1"], images=torch.rand(2, 3, 256, 256))
+    _check_layout(fig)
+    maps, *pictures = fig.axes[0].get_images()
+    assert isinstance(maps, TileImage) and len(maps.tiles) == 4
+    assert len(pictures) == 2 and not any(isinstance(p, TileImage) for p in pictures)
+    assert len(fig.axes[0].collections[0].get_segments()) == 6  # a frame round each tile
 
 
 @pytest.mark.parametrize("metrics", [1, 4, 6])

@@ -20,6 +20,7 @@ from lightning_xai.render import (
     overlay_grid,
 )
 from tests.helpers import tile_axes
+from tests.render._tiles import overlay_images, overlay_tiles
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -108,7 +109,7 @@ def test_overlay_grid_returns_an_agg_figure_without_pyplot() -> None:
     )
     assert isinstance(fig, Figure)
     assert _pylab_helpers.Gcf.get_num_fig_managers() == managers  # nothing registered with pyplot
-    assert len(tile_axes(fig)) == 3
+    assert len(overlay_tiles(fig)) == 3 and len(fig.axes) == 2  # the tiles in one axes, the colour bar
     assert fig.get_suptitle() == "Grad-CAM++ · epoch 3 · step 120"
     colorbar_labels = [ax.get_ylabel() for ax in fig.axes if not ax.get_images()]
     assert colorbar_labels == ["attribution (normalised)"]
@@ -132,9 +133,10 @@ def test_figure_to_array_and_png_bytes() -> None:
 def test_grid_shape_follows_ncols_and_tiles_scale_with_count() -> None:
     few = overlay_grid(_images(2), _heatmaps(2), ncols=4)
     many = overlay_grid(_images(10), _heatmaps(10), ncols=4)
-    assert len(tile_axes(many)) == 10
-    columns = {round(ax.get_position().x0, 3) for ax in tile_axes(many)}
-    rows = {round(ax.get_position().y0, 3) for ax in tile_axes(many)}
+    boxes = overlay_images(many)[1].boxes  # (x0, y0, width, height) of each heatmap, inches
+    assert len(boxes) == 10
+    columns = {round(x, 3) for x, _, _, _ in boxes}
+    rows = {round(y, 3) for _, y, _, _ in boxes}
     assert (len(columns), len(rows)) == (4, 3)
     assert many.get_size_inches()[1] > few.get_size_inches()[1]
 
@@ -147,13 +149,13 @@ def test_non_finite_heatmaps_are_transparent_not_fatal(bad: float) -> None:
     fig = overlay_grid(_images(3), heatmaps)
     array = figure_to_array(fig)
     assert array.shape[-1] == 3
-    overlay = tile_axes(fig)[0].get_images()[1].get_array()
+    overlay = overlay_tiles(fig)[0][1]
     assert np.ma.is_masked(overlay) and overlay.mask[:4].all() and not overlay.mask[4:].any()
 
 
 def test_heatmaps_of_another_size_and_with_channel_dim() -> None:
     fig = overlay_grid(_images(2, size=16), _heatmaps(2, size=4).unsqueeze(1))
-    overlay = tile_axes(fig)[0].get_images()[1].get_array()
+    overlay = overlay_tiles(fig)[0][1]
     assert overlay.shape == (16, 16)
 
 
@@ -167,7 +169,8 @@ def test_titles_do_not_overlap() -> None:
     fig = overlay_grid(_images(6), _heatmaps(6), titles=titles, suptitle="LayerCAM · epoch 12 · step 4800")
     renderer = fig.canvas.get_renderer()
     fig.canvas.draw()
-    texts = [ax.title for ax in tile_axes(fig)] + [fig._suptitle]
+    texts = [*fig.axes[0].texts, fig._suptitle]  # the tiles' titles (texts of the tiles' axes), the figure's
+    assert len(texts) == 7
     boxes = [t.get_window_extent(renderer) for t in texts]
     for i, a in enumerate(boxes):
         assert a.x0 >= 0 and a.x1 <= fig.bbox.width + 1  # inside the figure
@@ -248,5 +251,6 @@ def test_overlay_grid_axis_labels_draw_rows_upwards_with_labelled_axes():
     assert bottom < top  # row 0 at the bottom
     photo = overlay_grid(images, heatmaps).axes[0]
     assert photo.get_ylim()[0] > photo.get_ylim()[1] and photo.get_xlabel() == ""
+    assert {image.origin for image in photo.get_images()} == {"upper"}  # row 0 on top
     with pytest.raises(TypeError, match="axis_labels"):
         overlay_grid(images, heatmaps, axis_labels=("time",))

@@ -27,6 +27,7 @@ from lightning_xai.render import (
     token_plot,
 )
 from tests.helpers import tile_axes
+from tests.render._tiles import overlay_images, overlay_tiles
 
 SHAP_LABEL = "SHAP value (→ class)"
 SPECIAL = ("[CLS]", "[SEP]", "[PAD]")
@@ -62,13 +63,11 @@ def test_signed_heatmap_grid_symmetric_range_grey_background_and_one_bar() -> No
     managers = _pylab_helpers.Gcf.get_num_fig_managers()
     fig = signed_heatmap_grid(images, values, titles=list("abcd"), suptitle="SHAP", mean=ds.mean, std=ds.std)
     assert isinstance(fig, Figure) and _pylab_helpers.Gcf.get_num_fig_managers() == managers
-    tiles = tile_axes(fig)
-    assert len(tiles) == 4 and len(fig.axes) == 5
-    limits = {tile.get_images()[1].get_clim() for tile in tiles}
-    assert len(limits) == 1  # shared by every tile
-    low, high = limits.pop()
+    tiles = overlay_tiles(fig)
+    assert len(tiles) == 4 and len(fig.axes) == 2  # the tiles in one axes, the colour bar
+    low, high = overlay_images(fig)[1].get_clim()  # one image: one range shared by every tile
     assert low == -high and high == pytest.approx(np.percentile(values.abs().numpy(), 99), rel=1e-6)
-    background = tiles[0].get_images()[0].get_array()
+    background = tiles[0][0]
     np.testing.assert_allclose(background[..., 0], background[..., 2])  # greyscale
     bar = _colorbar_axes(fig)[0]._colorbar
     assert bar.norm.vmin == -bar.norm.vmax and bar.ax.get_ylabel() == SHAP_LABEL
@@ -82,16 +81,16 @@ def test_signed_heatmap_grid_non_finite_values_are_transparent(bad: float) -> No
     values[0, :3] = bad
     values[1] = bad  # a whole map
     fig = signed_heatmap_grid(torch.rand(2, 3, 8, 8, generator=_gen(2)), values.unsqueeze(1))
-    overlay = tile_axes(fig)[0].get_images()[1].get_array()
+    overlay = overlay_tiles(fig)[0][1]
     assert overlay.mask[:3].all() and not overlay.mask[3:].any()
-    low, high = tile_axes(fig)[0].get_images()[1].get_clim()
+    low, high = overlay_images(fig)[1].get_clim()
     assert math.isfinite(high) and low == -high
     assert figure_to_array(fig).std() > 0
 
 
 def test_overlay_grid_and_frame_strip_take_a_range_and_keep_their_defaults() -> None:
     default = overlay_grid(torch.rand(1, 3, 8, 8), torch.rand(1, 8, 8))
-    assert tile_axes(default)[0].get_images()[1].get_clim() == (0.0, 1.0)
+    assert overlay_images(default)[1].get_clim() == (0.0, 1.0)
     assert _colorbar_axes(default)[0]._colorbar.extend == "neither"
     clips, maps = torch.rand(1, 2, 3, 8, 8), torch.randn(1, 2, 8, 8) * 3
     fig = frame_strip(clips, maps, vmin=-2, vmax=2, colorbar_label="x")
