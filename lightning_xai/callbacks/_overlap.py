@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from lightning_xai._priority import lower_priority
+
 __all__ = ["AUTO_MAX_BYTES", "Job", "refusal", "snapshot", "submit", "draws_random", "same_outputs"]
 
 AUTO_MAX_BYTES = 256 * 2**20  # "auto" copies models up to this size (parameters and buffers)
@@ -60,7 +62,8 @@ def submit(fn: Callable[[], Any], epoch: int, **context: Any) -> Job:
     global _EXECUTOR
     with _LOCK:
         if _EXECUTOR is None:
-            _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lightning_xai-explain")
+            _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lightning_xai-explain",
+                                           initializer=lower_priority)  # the loop keeps its core
         executor = _EXECUTOR
 
     def timed() -> tuple[Any, float]:

@@ -22,6 +22,7 @@ from lightning_xai.callbacks._overlap import Job, draws_random, refusal, same_ou
 from lightning_xai.callbacks._progress import summary
 from lightning_xai.callbacks._shell import CallbackShell, Stage
 from lightning_xai.functional import explanation_mode
+from lightning_xai.functional._guard import rng_left_alone
 from lightning_xai.probe import Probe
 
 __all__ = ["Overlapping"]
@@ -130,6 +131,6 @@ class Overlapping(CallbackShell):
     def _explain_copy(self, model: nn.Module, inputs: ModelInputs) -> Any:
         """The background thread's work: the callback's explanation of the copy (the global RNG is not touched:
         the copy's forward was checked not to draw from it, and explainers that may overlap do not)."""
-        with explanation_mode(model, rng=False):
+        with rng_left_alone(), explanation_mode(model):  # nested guards (the engines') leave it alone too
             self._set_background(model, inputs)  # type: ignore[attr-defined]
             return self._explain(model, inputs)  # type: ignore[attr-defined]

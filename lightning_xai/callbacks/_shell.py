@@ -225,8 +225,8 @@ class CallbackShell(Callback):
         """Hand the scalars to Lightning, on every rank with rank zero's values.
 
         They land in ``trainer.callback_metrics`` (``ModelCheckpoint``/``EarlyStopping`` monitor them in the same
-        epoch) and ``trainer.logged_metrics``. During ``fit`` the sink has logged them at the event's step (the
-        checkpoint's, ``global_step``), so Lightning is told ``logger=False``. In ``validate``/``test`` they are
+        epoch) and ``trainer.logged_metrics``. During ``fit`` (and ``predict``) the sink has logged them at the
+        event's step, so they are put in those two dicts directly. In ``validate``/``test`` they are
         logged through Lightning (``logger=True``), so the list those return and the results table they print show
         them; a checkpoint-only run is the one with two copies: Lightning logs every metric of
         ``validate(ckpt_path=...)`` at step 0 (it does not restore the loop state), and the sink also wrote them at
@@ -234,10 +234,15 @@ class CallbackShell(Callback):
         """
         if trainer.world_size > 1:  # collective: rank zero computed them, every rank must hold the same values
             values = trainer.strategy.broadcast(values, src=0)
-        if trainer.state.fn == TrainerFn.PREDICTING:  # Lightning has no `log` in predict: the sink logged them
-            trainer.callback_metrics.update({k: torch.tensor(float(v)) for k, v in values.items()})
-            return
         fitting = trainer.state.fn == TrainerFn.FITTING
+        if trainer.state.fn == TrainerFn.PREDICTING or (fitting and values):
+            # the sink logged them; Lightning's own `log` would add nothing but its cost (a result object per key,
+            # reset and moved every epoch: ~1 ms a scalar); predict has no `log` at all
+            tensors = {k: torch.tensor(float(v)) for k, v in values.items()}
+            trainer.callback_metrics.update(tensors)
+            if fitting:
+                trainer.logged_metrics.update(tensors)
+            return
         through = not fitting and bool(trainer.loggers)  # logger=True without a logger is a Lightning warning
         for key, value in values.items():
             pl_module.log(key, float(value), on_step=False, on_epoch=True, prog_bar=False, logger=through,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["observer_guard", "explanation_mode"]
+__all__ = ["observer_guard", "explanation_mode", "rng_left_alone"]
 
 _MODULE_HOOK_DICTS = (
     "_forward_hooks",
@@ -37,6 +38,32 @@ _MODULE_HOOK_DICTS = (
 #: instance attributes that record hooks installed in a module (restored with the hook dicts)
 _HOOK_FLAGS = ("_output_capturing_hooks_installed",)
 _ABSENT = object()
+
+
+_THREAD = threading.local()  # .rng_left_alone: guards in this thread neither save nor restore the global RNG
+
+
+@contextlib.contextmanager
+def rng_left_alone() -> Iterator[None]:
+    """Every guard entered in this thread (nested ones included: the functional engines guard themselves) leaves
+    the global RNG states alone instead of restoring them. For work in a thread beside training: a restore there
+    would rewind the draws the training loop made meanwhile (its sampler's shuffle, dropout). The work must then not
+    draw from them itself (callbacks/_overlap.py checks the model's forward; overlappable explainers do not).
+
+    Example:
+        >>> with rng_left_alone():
+        ...     with observer_guard(nn.Linear(2, 2)):
+        ...         before = torch.get_rng_state()
+        ...         _ = torch.rand(1)
+        >>> torch.equal(torch.get_rng_state(), before)  # the draw was not rewound
+        False
+    """
+    previous = getattr(_THREAD, "rng_left_alone", False)
+    _THREAD.rng_left_alone = True
+    try:
+        yield
+    finally:
+        _THREAD.rng_left_alone = previous
 
 
 def _save_rng() -> dict[str, Any]:
@@ -59,13 +86,12 @@ def _restore_rng(state: dict[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def observer_guard(model: nn.Module, rng: bool = True) -> Iterator[nn.Module]:
+def observer_guard(model: nn.Module) -> Iterator[nn.Module]:
     """Run a block that may touch ``model`` and restore everything it could have changed, even on error.
 
     Restored: ``training`` of every submodule, ``requires_grad`` and ``.grad`` of every parameter, every hook
-    dict of every submodule and parameter, and (``rng``) the global RNG states (torch, CUDA, numpy, random).
-    A block running in a thread beside training passes ``rng=False``: restoring the global streams there would
-    rewind the draws training made meanwhile (callbacks/_overlap.py checks the block draws none).
+    dict of every submodule and parameter, and the global RNG states (torch, CUDA, numpy, random) unless the
+    thread runs under :func:`rng_left_alone`.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout()).train()
@@ -88,7 +114,7 @@ def observer_guard(model: nn.Module, rng: bool = True) -> Iterator[nn.Module]:
     grads = [p.grad for p in params]
     grad_values = [None if g is None else g.detach().clone() for g in grads]
     param_hooks = [None if p._backward_hooks is None else dict(p._backward_hooks) for p in params]
-    saved_rng = _save_rng() if rng else None
+    saved_rng = None if getattr(_THREAD, "rng_left_alone", False) else _save_rng()
     try:
         yield model
     finally:
@@ -119,9 +145,8 @@ def observer_guard(model: nn.Module, rng: bool = True) -> Iterator[nn.Module]:
 
 
 @contextlib.contextmanager
-def explanation_mode(model: nn.Module, rng: bool = True) -> Iterator[nn.Module]:
-    """Guard ``model`` and set it up for explanation: eval mode, grad enabled, no inference mode, no autocast
-    (``rng``: restore the global RNG states too, see :func:`observer_guard`).
+def explanation_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Guard ``model`` and set it up for explanation: eval mode, grad enabled, no inference mode, no autocast.
 
     Inputs must be created (or cloned) inside the block so that they are ordinary tensors, not inference tensors.
 
@@ -134,7 +159,7 @@ def explanation_mode(model: nn.Module, rng: bool = True) -> Iterator[nn.Module]:
         (True, torch.Size([1, 3]))
     """
     with contextlib.ExitStack() as stack:
-        stack.enter_context(observer_guard(model, rng))
+        stack.enter_context(observer_guard(model))
         stack.enter_context(torch.inference_mode(False))
         stack.enter_context(torch.enable_grad())
         for device_type in ("cpu", "cuda"):

@@ -21,6 +21,8 @@ import traceback
 import warnings
 from typing import IO, Any
 
+from lightning_xai._priority import lower_priority
+
 __all__ = ["read_message", "write_message"]
 
 _HEADER = struct.Struct("<Q")
@@ -85,6 +87,7 @@ def main() -> None:
     """Serve jobs until stdin closes (the renderers draw on their own Agg canvases; ``MPLBACKEND=Agg`` is set)."""
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a print in a builder must not corrupt the answers
+    lower_priority()
     while True:
         job = read_message(inp)  # the pickled job, as bytes: unpickled in _draw, where a failure is an answer
         if job is None:

@@ -3,6 +3,8 @@ step, the weights untouched, and every reason it must not happen caught."""
 
 from __future__ import annotations
 
+import sys
+import time
 import warnings
 
 import numpy as np
@@ -156,3 +158,58 @@ def test_an_interrupt_writes_the_explanation_running_in_the_background(tmp_path)
 def test_overlap_is_checked():
     with pytest.raises(ValueError, match="overlap"):
         SHAPCallback(overlap="sometimes")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priorities are Linux's")
+def test_background_work_runs_below_the_training_loops_priority():
+    import os
+    import threading
+
+    from lightning_xai.sinks._worker import figure_worker
+
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    job = _overlap.submit(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), epoch=0)
+    assert job.future.result()[0] > own or own == 19  # the explaining thread
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own  # this thread is untouched
+    worker = figure_worker()
+    proc = worker._process_handle()  # the drawing process, started on demand
+    if proc is not None:
+        deadline = time.monotonic() + 20
+        while os.getpriority(os.PRIO_PROCESS, proc.pid) <= own and time.monotonic() < deadline:
+            time.sleep(0.05)  # it lowers itself as it starts
+        assert os.getpriority(os.PRIO_PROCESS, proc.pid) > own or own == 19
+
+
+def test_a_slow_background_explanation_does_not_rewind_the_training_rng(tmp_path, monkeypatch):
+    """Engines guard themselves (``observer_guard`` in the layer search, the token hooks, ...: they save and restore
+    the global RNG); in the background thread such a restore would rewind the shuffles training drew meanwhile (a fit
+    of all callbacks under load ended with other weights): there the guards leave the RNG alone."""
+    import threading
+
+    from lightning_xai.functional import observer_guard
+
+    real = SHAPCallback._explain
+
+    def slow(self, model, inputs):  # a nested guard that spans the next epoch's start (its shuffle)
+        with observer_guard(model):
+            if threading.current_thread() is not threading.main_thread():
+                time.sleep(0.6)
+            return real(self, model, inputs)
+
+    monkeypatch.setattr(SHAPCallback, "_explain", slow)
+    without = tiny_trainer(tmp_path / "bare", [], max_epochs=EPOCHS, limit_train_batches=3, limit_val_batches=1)
+    def dropout_model():  # training draws from the global stream at every step
+        with seeded(0):
+            model = ShapesCNN(num_classes=3)
+        model.head = nn.Sequential(nn.Dropout(0.3), model.head)
+        return model
+
+    from lightning_xai.datasets import SyntheticShapesDataModule
+
+    torch.manual_seed(7)
+    bare = dropout_model()
+    without.fit(bare, SyntheticShapesDataModule(batch_size=16, num_train=64, num_val=32, image_size=32, num_classes=3))
+    torch.manual_seed(7)
+    _, _, along = _fit(tmp_path / "along", overlap=True, model=dropout_model())
+    for k, v in bare.state_dict().items():
+        assert torch.equal(v, along.state_dict()[k]), k
