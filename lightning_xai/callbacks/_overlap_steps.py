@@ -20,6 +20,7 @@ from typing_extensions import override
 from lightning_xai.adapters import ModelInputs
 from lightning_xai.callbacks._overlap import Job, draws_random, refusal, same_outputs, snapshot, submit
 from lightning_xai.callbacks._progress import summary
+from lightning_xai.callbacks._publish import publish
 from lightning_xai.callbacks._shell import CallbackShell, Stage
 from lightning_xai.functional import explanation_mode
 from lightning_xai.functional._guard import rng_left_alone
@@ -80,9 +81,7 @@ class Overlapping(CallbackShell):
         sink.scalar("seconds", seconds)
         summary(f"{label} (explained alongside training)", seconds, sink.counts, self.figures)
         # the sink logged them at the epoch's step; Lightning's metrics hold them from now on (nothing monitors them)
-        values = {k: torch.tensor(float(v)) for k, v in sink.published.items()}
-        trainer.callback_metrics.update(values)
-        trainer.logged_metrics.update(values)
+        publish(trainer, trainer.lightning_module, sink.published)
 
     # ------------------------------------------------------------------ handing an explanation over
     def _overlapped(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: Stage, probe: Probe) -> bool:

@@ -11,7 +11,6 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
-import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
@@ -19,6 +18,7 @@ from lightning_xai._checks import check_choice, check_choices, check_positive_in
 from lightning_xai._inputs import Scorer
 from lightning_xai.adapters import ModelInputs, default_batch_to_inputs, default_forward_fn, resolve_callable
 from lightning_xai.callbacks._progress import Progress, progress, summary
+from lightning_xai.callbacks._publish import publish
 from lightning_xai.functional._fsdp import gathered
 from lightning_xai.callbacks._shell_checks import check_name, check_output
 from lightning_xai.functional._fingerprint import model_fingerprint
@@ -214,41 +214,12 @@ class CallbackShell(Callback):
             sinks[-1].scalar("seconds", done.seconds)
             counts = {k: sum(sink.counts[k] for sink in sinks) for k in ("files", "figures", "scalars")}
             summary(label, done.seconds, counts, self.figures)
-        self._publish(trainer, pl_module, {k: v for sink in sinks for k, v in sink.published.items()})
+        publish(trainer, pl_module, {k: v for sink in sinks for k, v in sink.published.items()})
 
     def _advance(self, what: str) -> None:
         """Move this step's progress line to ``what`` (a no-op outside a step or without a line)."""
         if self._progress is not None:
             self._progress.advance(what)
-
-    def _publish(self, trainer: pl.Trainer, pl_module: pl.LightningModule, values: dict[str, float]) -> None:
-        """Hand the scalars to Lightning, on every rank with rank zero's values.
-
-        They land in ``trainer.callback_metrics`` (``ModelCheckpoint``/``EarlyStopping`` monitor them in the same
-        epoch) and ``trainer.logged_metrics``. During ``fit`` (and ``predict``) the sink has logged them at the
-        event's step, so they are put in those two dicts directly. In ``validate``/``test`` they are
-        logged through Lightning (``logger=True``), so the list those return and the results table they print show
-        them; a checkpoint-only run is the one with two copies: Lightning logs every metric of
-        ``validate(ckpt_path=...)`` at step 0 (it does not restore the loop state), and the sink also wrote them at
-        the checkpoint's own step, where the audit's images are (see :meth:`_sink`).
-        """
-        if trainer.world_size > 1:  # collective: rank zero computed them, every rank must hold the same values
-            values = trainer.strategy.broadcast(values, src=0)
-        fitting = trainer.state.fn == TrainerFn.FITTING
-        if trainer.state.fn == TrainerFn.PREDICTING or (fitting and values):
-            # the sink logged them; Lightning's own `log` would add nothing but its cost (a result object per key,
-            # reset and moved every epoch: ~1 ms a scalar); predict has no `log` at all
-            tensors = {k: torch.tensor(float(v)) for k, v in values.items()}
-            trainer.callback_metrics.update(tensors)
-            if fitting:
-                trainer.logged_metrics.update(tensors)
-            return
-        through = not fitting and bool(trainer.loggers)  # logger=True without a logger is a Lightning warning
-        for key, value in values.items():
-            pl_module.log(key, float(value), on_step=False, on_epoch=True, prog_bar=False, logger=through,
-                          add_dataloader_idx=False, batch_size=1, sync_dist=trainer.world_size > 1)
-        if values and not through:
-            trainer.logged_metrics.update({k: torch.tensor(float(v)) for k, v in values.items()})
 
     def _when(self, trainer: pl.Trainer) -> tuple[int, int]:
         """Epoch and global step to log at; a checkpoint-only run logs at the checkpoint's own."""
@@ -264,7 +235,7 @@ class CallbackShell(Callback):
         ckpt = trainer.ckpt_path if trainer.state.fn != TrainerFn.FITTING else None
         event = Event(self.name, stage, epoch, step, model_fingerprint(pl_module),
                       os.path.abspath(ckpt) if ckpt else None)
-        # the sink logs the scalars when Lightning will not (fit), or not at this step (a checkpoint's): _publish
+        # the sink logs the scalars when Lightning will not (fit), or not at this step (a checkpoint's): publish
         own = trainer.state.fn in (TrainerFn.FITTING, TrainerFn.PREDICTING) or not trainer.loggers or (
             (epoch, step) != (trainer.current_epoch, trainer.global_step))
         worker = figure_worker() if self.figures == "background" and trainer.is_global_zero else None
