@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from lightning_xai.sinks._event_crc import fast_event_checksums
+
 __all__ = ["decode_png", "tensorboard_png"]
 
 
@@ -20,6 +22,7 @@ def tensorboard_png(exp: Any, tag: str, png: bytes, step: int) -> None:
         return
     from tensorboard.compat.proto.summary_pb2 import Summary
 
+    fast_event_checksums()  # TensorBoard's Python checksum of a 300 KiB PNG holds the GIL ~35 ms
     width, height = struct.unpack(">II", png[16:24])
     colorspace = {2: 3, 6: 4, 0: 1, 4: 2}.get(png[25], 4)  # PNG colour type -> channels
     image = Summary.Image(height=height, width=width, colorspace=colorspace, encoded_image_string=png)
