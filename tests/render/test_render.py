@@ -254,3 +254,35 @@ def test_overlay_grid_axis_labels_draw_rows_upwards_with_labelled_axes():
     assert {image.origin for image in photo.get_images()} == {"upper"}  # row 0 on top
     with pytest.raises(TypeError, match="axis_labels"):
         overlay_grid(images, heatmaps, axis_labels=("time",))
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 4), (7, 5, 4), (64, 33, 3), (40, 300, 4)])
+def test_encode_png_reads_back_exactly(shape: tuple[int, int, int]) -> None:
+    import io
+
+    from PIL import Image
+
+    from lightning_xai.render._utils import encode_png
+
+    rng = np.random.default_rng(sum(shape))
+    pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+    pixels[: shape[0] // 2] = pixels[0]  # runs of equal rows (the "Up" filter's zero rows) and noise
+    if shape[-1] == 4 and shape[0] > 1:
+        pixels[..., 3] = 255
+        pixels[-1, -1, 3] = 7  # one translucent pixel: stays RGBA
+    image = Image.open(io.BytesIO(encode_png(pixels, dpi=72)))
+    image.load()  # checks every chunk's CRC and the zlib stream
+    opaque = shape[-1] == 3 or bool((pixels[..., 3] == 255).all())
+    assert image.mode == ("RGB" if opaque else "RGBA")
+    expected = pixels[..., :3] if opaque else pixels
+    np.testing.assert_array_equal(np.asarray(image), expected)
+    assert tuple(round(d) for d in image.info["dpi"]) == (72, 72)
+
+
+def test_encode_png_refuses_what_is_not_8_bit_rgb_or_rgba() -> None:
+    from lightning_xai.render._utils import encode_png
+
+    with pytest.raises(ValueError, match="`pixels`"):
+        encode_png(np.zeros((4, 4), np.uint8))
+    with pytest.raises(ValueError, match="`pixels`"):
+        encode_png(np.zeros((4, 4, 3), np.float32))
