@@ -40,10 +40,10 @@ data freely; elsewhere it makes no device sync (with ``validate_args=False``): n
 out instead of removed and ``input="auto"`` decides with ``torch.where``.
 
 The steps live in private modules, one job each: ``_common`` (types, constants, the state's fields),
-``_state`` (the state), ``_format`` (checks, one batch to per-prediction rows), ``_update`` (rows into the
-pending buffer), ``_binning`` (pending rows into the bins), ``_reservoir`` (the sample for ``ace``), ``_merge``
-(merging, DDP tensors), ``_compute`` (metrics) and ``_temperature``; this package re-exports their public
-functions and holds the one-shot ones.
+``_state`` (the state), ``_input_checks`` (argument, shape and value checks), ``_format`` (one checked batch
+to per-prediction rows), ``_update`` (rows into the pending buffer), ``_binning`` (pending rows into the
+bins), ``_reservoir`` (the sample for ``ace``), ``_merge`` (merging, DDP tensors), ``_compute`` (metrics) and
+``_temperature``; this package re-exports their public functions and holds the one-shot ones.
 """
 
 from __future__ import annotations
@@ -64,11 +64,10 @@ from lightning_xai.functional.calibration._compute import (  # noqa: F401  (priv
     calibration_compute,
 )
 from lightning_xai.functional.calibration._format import (  # noqa: F401  (private steps the callback reuses)
-    _calibration_check,
-    _calibration_check_values,
     _calibration_format,
     _infer_task,
 )
+from lightning_xai.functional.calibration._input_checks import calibration_check, calibration_check_values
 from lightning_xai.functional.calibration._merge import (
     calibration_merge,
     portable_state,
@@ -102,8 +101,8 @@ __all__ = [
 
 def _one_shot(preds: Tensor, target: Tensor, n_bins: int, task: Any, input: Any) -> CalibrationState:
     check_positive_int("n_bins", n_bins)
-    _calibration_check(preds, target, task, input)
-    _calibration_check_values(preds, target, task, input)  # input="probs" contradicted: an error
+    calibration_check(preds, target, task, input)
+    calibration_check_values(preds, target, task, input)  # input="probs" contradicted: an error
     state = calibration_state(n_bins, adaptive_sample=0, device=preds.device)
     batch = _calibration_format(preds, target, task, input, check_input=input == "logits")
     if batch.mismatch is not None:

@@ -1,28 +1,26 @@
-"""Calibration input checks and formatting: one batch of predictions reduced to what the bins need.
+"""Calibration formatting: one checked batch of predictions reduced to what the bins need.
 
-Pure torch. :func:`_calibration_check` looks at types and shapes only (no device sync),
-:func:`_calibration_check_values` at the values (``validate_args=True``), and :func:`_calibration_format` turns a
-checked batch into per-prediction confidences, outcomes, Brier scores and NLLs with the very ops torchmetrics
-uses, so that the bins agree bit for bit.
+Pure torch. :func:`_calibration_format` turns a batch checked by
+:mod:`~lightning_xai.functional.calibration._input_checks` into per-prediction confidences, outcomes, Brier
+scores and NLLs with the very ops torchmetrics uses, so that the bins agree bit for bit: probabilities or
+logits (declared or detected), the top label, the NLL, the multiclass and the binary/multilabel format.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 import lightning_xai.functional.calibration._common as common
-from lightning_xai._checks import check_choice, expected
-from lightning_xai.functional.calibration._common import _F64, _INPUTS, _TASKS
+from lightning_xai.functional.calibration._input_checks import ROW_SUM_TOL, finite_rows, input_mismatch
 
 __all__: list[str] = []
 
-_ROW_SUM_TOL = 1e-3
 _LOG_TINY = {dtype: math.log(torch.finfo(dtype).tiny) for dtype in (torch.float16, torch.bfloat16, torch.float32,
                                                                      torch.float64)}
 _BASES: dict[tuple[int, int, torch.device], Tensor] = {}  # row starts of a flattened (N, C), for a few shapes
@@ -42,7 +40,7 @@ class _Batch(NamedTuple):
     class_correct: Tensor | None  # (N, C) 0/1
     row_weight: Tensor | None  # (N,) bool, or None when every row is finite
     rows: int
-    mismatch: str | None = None  # how the data contradict the declared `input` (see _input_mismatch), or None
+    mismatch: str | None = None  # how the data contradict the declared `input` (see input_mismatch), or None
 
 
 def _infer_task(preds: Tensor, target: Tensor, task: str = "auto") -> str:
@@ -53,147 +51,6 @@ def _infer_task(preds: Tensor, target: Tensor, task: str = "auto") -> str:
     if preds.ndim == 1 or (preds.ndim == 2 and preds.shape[1] == 1):
         return "binary"
     return "multilabel" if target.shape == preds.shape else "multiclass"
-
-
-def _check_task_input(task: Any, input: Any) -> None:
-    if task not in _TASKS:
-        check_choice("task", task, _TASKS)
-    if input not in _INPUTS:
-        check_choice("input", input, _INPUTS)
-
-
-def _calibration_check(
-    preds: Any, target: Any, task: Any, input: Any, num_classes: int | None = None, target_name: str = "target",
-    target_hint: str = "",
-) -> None:
-    """Argument, type and shape checks; no look at the values (so no device sync).
-
-    ``target_name`` is the argument the caller knows the labels by and ``target_hint`` (appended to a label
-    error) says where they come from: a callback names ``labels`` and its ``batch_to_inputs``.
-    """
-    _check_task_input(task, input)
-    if not isinstance(preds, Tensor):
-        raise TypeError(expected("preds", "a torch.Tensor", type(preds).__name__))
-    if not isinstance(target, Tensor):
-        raise TypeError(expected(target_name, "a torch.Tensor", type(target).__name__) + target_hint)
-    if not preds.is_floating_point():
-        raise TypeError(expected("preds", "a floating point tensor of probabilities or logits", preds.dtype))
-    if task == "binary":
-        if preds.ndim != 1:
-            raise ValueError(expected("preds", "a tensor of shape (N,) for task='binary'",
-                                      tuple(preds.shape)))
-        if tuple(target.shape) != tuple(preds.shape):
-            raise ValueError(expected(target_name, f"a tensor of shape {tuple(preds.shape)} like the predictions",
-                                      tuple(target.shape)) + target_hint)
-        return
-    if preds.ndim != 2:
-        rows = " (one row per sample: reduce frame-wise or per-pixel scores first, e.g. preds.mean(1))"
-        raise ValueError(expected("preds", f"a tensor of shape (N, C) for task={task!r}" + rows * (preds.ndim > 2),
-                                  tuple(preds.shape)))
-    if task == "multiclass" and preds.shape[1] < 2:
-        raise ValueError(expected("preds", "a tensor of shape (N, C) with C >= 2 for task='multiclass'",
-                                  tuple(preds.shape)))
-    if num_classes is not None and preds.shape[1] != num_classes:
-        raise ValueError(expected("preds", f"a tensor of shape (N, {num_classes}) (`num_classes`)",
-                                  tuple(preds.shape)))
-    if task == "multiclass":
-        if tuple(target.shape) != (preds.shape[0],):
-            raise ValueError(expected(target_name, f"a tensor of shape ({preds.shape[0]},) of class indices, one "
-                                      "per row of the predictions", tuple(target.shape)) + target_hint)
-        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-            raise TypeError(expected(target_name, "an integer tensor of class indices", target.dtype) + target_hint)
-    elif tuple(target.shape) != tuple(preds.shape):
-        raise ValueError(expected(target_name, f"a tensor of shape {tuple(preds.shape)} like the predictions",
-                                  tuple(target.shape)) + target_hint)
-
-
-def _calibration_check_values(
-    preds: Tensor, target: Tensor, task: str, input: str, target_name: str = "target", target_hint: str = ""
-) -> None:
-    """Value checks (these read the data, hence a device sync); skipped with ``validate_args=False``."""
-    if target.numel():
-        low, high = (int(v) for v in torch.aminmax(target))
-        classes = preds.shape[1] if task == "multiclass" else 2
-        if task == "multiclass" and (low < 0 or high >= classes):
-            bad = target[(target < 0) | (target >= classes)].unique()[:5].tolist()
-            raise ValueError(expected(
-                target_name, f"class indices in [0, {classes - 1}] ({classes} classes: the width of the "
-                "predictions)", f"values from {low} to {high}, such as {bad}") + target_hint)
-        if task != "multiclass" and not (low >= 0 and high <= 1 and bool(((target == 0) | (target == 1)).all())):
-            bad = target[(target != 0) & (target != 1)].flatten().unique()[:5].tolist()
-            raise ValueError(expected(target_name, "a tensor of 0s and 1s", f"values such as {bad}") + target_hint)
-    if input != "probs" or preds.numel() == 0:
-        return
-    x = preds if bool(torch.isfinite(preds.sum())) else preds[_finite_rows(preds)]
-    if x.numel():
-        low_p, high_p = (float(v) for v in torch.aminmax(x))
-        if low_p < 0 or high_p > 1:
-            raise ValueError(expected("input", f"'logits' or 'auto' for `preds` with values outside [0, 1] (from "
-                                      f"{low_p:.4g} to {high_p:.4g}: they look like logits)", "probs"))
-    if task == "multiclass" and x.numel():
-        deviation = float((x.sum(dim=1, dtype=_F64) - 1).abs().max())
-        if deviation > _ROW_SUM_TOL:
-            raise ValueError(expected(
-                "input", f"'logits' or 'auto' for rows of `preds` that do not sum to 1 (largest deviation "
-                f"{deviation:.3g}, tolerance {_ROW_SUM_TOL:g})", "probs"))
-
-
-_LOGITS_FIX = ("Pass input='probs' (or input='auto'), or give logits (e.g. a model without its final softmax); "
-               "softmax applied twice pulls every confidence toward 1/C, so ECE, MCE, Brier and NLL are wrong")
-_PROBS_FIX = "Pass input='logits' (or input='auto'), or give probabilities (softmax/sigmoid of the logits)"
-
-
-def _outside_unit(low: float, high: float) -> str:
-    return f"the predictions range from {low:.4g} to {high:.4g}, outside [0, 1]: they look like logits"
-
-
-def _not_summing(deviation: float) -> str:
-    return (f"rows of the predictions do not sum to 1 (largest deviation {deviation:.3g}, tolerance "
-            f"{_ROW_SUM_TOL:g}): they are no probability distributions over the classes")
-
-
-def _mismatch_message(input: str, found: str, fix: str) -> str:
-    """The one message for a declared ``input`` that the data contradict."""
-    return f"Argument `input` is {input!r}, but {found}. {fix}."
-
-
-def _input_mismatch(
-    x: Tensor, task: str, input: str, finite: Tensor | None, bounds: tuple[float, float] | None
-) -> str | None:
-    """How the data contradict the declared ``input``, as a message, or None when they agree.
-
-    * ``input="logits"``, multiclass: every (finite) row lies in [0, 1] and sums to 1 within ``1e-3``: a
-      distribution, which real logits almost never are row after row (softmax would be applied twice).
-      Binary and multilabel logits in [0, 1] are plausible (a model unsure of every sample), so they pass.
-    * ``input="probs"``: a value outside [0, 1], or a multiclass row that does not sum to 1.
-
-    ``bounds`` are the smallest and largest value of ``x`` when already known (every value finite); the row sums
-    are only taken when they lie in [0, 1]. Reads values: a device sync off the CPU.
-    """
-    if input == "auto" or (input == "logits" and task != "multiclass") or x.numel() == 0:
-        return None
-    kept = x if finite is None else x[finite]
-    if kept.numel() == 0:
-        return None
-    low, high = bounds if bounds is not None else (float(v) for v in torch.aminmax(kept))
-    inside = low >= 0 and high <= 1
-    if input == "probs" and not inside:
-        return _mismatch_message(input, _outside_unit(low, high), _PROBS_FIX)
-    if not inside or task != "multiclass":
-        return None
-    deviation = float((kept.sum(dim=1) - 1).abs().max())
-    if input == "logits" and deviation <= _ROW_SUM_TOL:
-        found = (f"every row of the predictions lies in [0, 1] and sums to 1 (values from {low:.4g} to {high:.4g}, "
-                 f"row sums within {deviation:.2g} of 1): they look like probabilities")
-        return _mismatch_message(input, found, _LOGITS_FIX)
-    if input == "probs" and deviation > _ROW_SUM_TOL:
-        return _mismatch_message(input, _not_summing(deviation), _PROBS_FIX)
-    return None
-
-
-def _finite_rows(preds: Tensor) -> Tensor:
-    finite = torch.isfinite(preds)
-    return finite if preds.ndim == 1 else finite.all(dim=1)
 
 
 def _select(is_probs: bool | Tensor, probs: Callable[[], Tensor], logits: Callable[[], Tensor]) -> Tensor:
@@ -217,10 +74,10 @@ def _looks_like_probs(
         low, high = bounds if bounds is not None else (float(kept.amin()), float(kept.amax()))
         if high > 1 or low < 0:
             return False
-        return task != "multiclass" or bool(((kept.sum(dim=1) - 1).abs() <= _ROW_SUM_TOL).all())
+        return task != "multiclass" or bool(((kept.sum(dim=1) - 1).abs() <= ROW_SUM_TOL).all())
     ok = (x >= 0) & (x <= 1)
     if task == "multiclass":
-        ok = ok.all(dim=1) & ((x.sum(dim=1) - 1).abs() <= _ROW_SUM_TOL)
+        ok = ok.all(dim=1) & ((x.sum(dim=1) - 1).abs() <= ROW_SUM_TOL)
     elif task == "multilabel":
         ok = ok.all(dim=1)
     return ok.all() if finite is None else (ok | ~finite).all()
@@ -329,7 +186,7 @@ def _calibration_format(
     The probabilities come from the very ops torchmetrics uses (``torch.softmax(dim=1)`` / ``torch.sigmoid``)
     and the top label follows ``max(dim=1)`` (see :func:`_top_label`), with float32 top-label confidences,
     so the bins agree bit for bit. With ``check_input`` the batch's ``mismatch`` says how the data contradict a
-    declared ``input`` (:func:`_input_mismatch`, from the smallest and largest value already taken on the CPU).
+    declared ``input`` (:func:`input_mismatch`, from the smallest and largest value already taken on the CPU).
     """
     preds = preds.detach()
     if target.device != preds.device:
@@ -343,12 +200,12 @@ def _calibration_format(
         low, high = torch.aminmax(preds)
         bounds = (float(low), float(high))
     if not (branch and (bounds is None or (math.isfinite(bounds[0]) and math.isfinite(bounds[1])))):
-        finite = _finite_rows(preds)
+        finite = finite_rows(preds)
         x = torch.nan_to_num(preds, nan=0.0, posinf=0.0, neginf=0.0)
         nonfinite = (~finite).sum()
         bounds = None
     is_probs = input == "probs" if input != "auto" else _looks_like_probs(x, task, finite, branch, bounds)
-    mismatch = _input_mismatch(x, task, input, finite, bounds) if check_input else None
+    mismatch = input_mismatch(x, task, input, finite, bounds) if check_input else None
     if task == "multiclass":
         batch = _multiclass_format(x, target, is_probs, branch, bounds, per_class, finite, nonfinite)
         return batch if mismatch is None else batch._replace(mismatch=mismatch)

@@ -12,12 +12,11 @@ from torch import Tensor
 from lightning_xai._checks import check_positive_int, expected
 from lightning_xai.functional.calibration._common import _F64, Task
 from lightning_xai.functional.calibration._compute import _calibration_compute
-from lightning_xai.functional.calibration._format import (
-    _calibration_check,
-    _calibration_check_values,
-    _finite_rows,
-    _infer_task,
-    _looks_like_probs,
+from lightning_xai.functional.calibration._format import _infer_task, _looks_like_probs
+from lightning_xai.functional.calibration._input_checks import (
+    calibration_check,
+    calibration_check_values,
+    finite_rows,
 )
 from lightning_xai.functional.calibration._state import calibration_state
 from lightning_xai.functional.calibration._update import _calibration_update_step
@@ -57,11 +56,11 @@ def fit_temperature(logits: Tensor, target: Tensor, max_iter: int = 50, task: Ta
     check_positive_int("max_iter", max_iter)
     if task is None and isinstance(logits, Tensor) and isinstance(target, Tensor):
         task = "binary" if logits.ndim == 1 else _infer_task(logits, target)  # type: ignore[assignment]
-    _calibration_check(logits, target, task, "logits")
-    _calibration_check_values(logits, target, task, "logits")  # type: ignore[arg-type]
+    calibration_check(logits, target, task, "logits")
+    calibration_check_values(logits, target, task, "logits")  # type: ignore[arg-type]
     with torch.inference_mode(False), torch.enable_grad():
         dtype = torch.float32 if logits.device.type == "mps" else _F64
-        finite = _finite_rows(logits)
+        finite = finite_rows(logits)
         z = logits.detach().clone()[finite].to(dtype)
         y = target.detach().clone().to(logits.device)[finite]
         if z.shape[0] == 0:

@@ -25,12 +25,8 @@ from lightning_xai.functional.calibration._binning import (
     _inference_needed,
 )
 from lightning_xai.functional.calibration._common import _PENDING_ROWS, Input, Task, _make_generator
-from lightning_xai.functional.calibration._format import (
-    _Batch,
-    _calibration_check,
-    _calibration_check_values,
-    _calibration_format,
-)
+from lightning_xai.functional.calibration._format import _Batch, _calibration_format
+from lightning_xai.functional.calibration._input_checks import calibration_check, calibration_check_values
 from lightning_xai.functional.calibration._state import (  # noqa: F401  (calibration_state: the docstring examples)
     CalibrationState,
     calibration_state,
@@ -119,14 +115,14 @@ def _calibration_update_step(
     ``target_name``/``target_hint`` name the labels in errors (a callback: ``labels``, from its
     ``batch_to_inputs``).
     """
-    _calibration_check(preds, target, task, input, state.num_classes, target_name, target_hint)
+    calibration_check(preds, target, task, input, state.num_classes, target_name, target_hint)
     if state.task is not None and task != state.task:
         raise ValueError(expected("task", f"{state.task!r}, the task of this state's earlier updates", task))
     if state.per_class and task == "binary":
         raise ValueError(expected("task", "'multiclass' or 'multilabel' for a state with `per_class=True`",
                                   task))
     if validate_args:
-        _calibration_check_values(preds, target, task, input, target_name, target_hint)
+        calibration_check_values(preds, target, task, input, target_name, target_hint)
     check_input = (input != "auto" and state.input_mismatch is None and not (validate_args and input == "probs")
                    and (common._branch_on_values(preds) or (validate_args and state.seen == 0)))
     batch = _calibration_format(preds, target, task, input, per_class=state.per_class, check_input=check_input)
