@@ -1,7 +1,8 @@
 """Probe sets: the fixed inputs every explanation is computed on.
 
 Chosen once, deterministically, class-balanced when labels exist, kept on the CPU and saved in the callback state,
-so that every epoch, a resumed run and a checkpoint-only run explain the very same samples.
+so that every epoch, a resumed run and a checkpoint-only run explain the very same samples. Reading the
+samples (a dataset, a dataloader or a list of samples into one batch) is ``lightning_xai._probe_read``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from torch.utils.data.dataloader import default_collate
 
 from lightning_xai._checks import expected
-from lightning_xai._batch import batch_size_of, concat_batches, move_to, shape_signature, slice_batch
+from lightning_xai._batch import batch_size_of, move_to, shape_signature, slice_batch
+from lightning_xai._probe_read import Source, read_iterable, read_map_style, samples_as_dataset
 from lightning_xai.adapters import ModelInputs
 
 __all__ = ["Probe", "balanced_order", "probe_from_dataloader", "probe_from_user"]
@@ -80,49 +82,8 @@ def _labels_of(batch: Any, batch_to_inputs: Callable[[Any], ModelInputs]) -> Ten
     return labels
 
 
-@dataclass
-class _Source:
-    """Where samples are read from, for messages: the user argument they came in (else a dataloader) and the
-    argument that counts them (``None``: the user's own data, never too short)."""
-
-    dataset: Any
-    given_as: str | None = None
-    count_name: str | None = "num_samples"
-
-    @property
-    def text(self) -> str:
-        kind = type(self.dataset).__name__ if self.dataset is not None else None
-        if self.given_as is not None:
-            return f"the `{self.given_as}` " + ("list of samples" if kind == "_Samples" else f"dataset ({kind})")
-        return f"the dataloader's dataset ({kind})" if kind else "the dataloader"
-
-    def ragged(self, shapes: Sequence[tuple[str, str]], err: Exception) -> ValueError:
-        """The error for samples (or batches) that cannot be stacked into one batch: which have which shapes."""
-        groups: dict[str, list[str]] = {}
-        for where, shape in shapes:
-            groups.setdefault(shape, []).append(where)
-        listed = "; ".join(
-            f"[{', '.join(ws[:6])}{f', ... ({len(ws)} in all)' if len(ws) > 6 else ''}]: {shape}"
-            for shape, ws in groups.items()
-        )
-        cause = f" ({type(err).__name__}: {err})"
-        if self.given_as is not None:
-            return ValueError(
-                f"Expected argument `{self.given_as}` to be samples of one size (they are stacked into one batch) "
-                f"or a batch, but got {self.text} whose samples differ in size: {listed}. Give samples of one size "
-                "(resize or pad them) or one batch, e.g. (x, y) with x of shape (N, C, H, W)." + cause
-            )
-        instead = {"num_samples": "probe", "n_background": "background"}.get(str(self.count_name), "probe")
-        return ValueError(
-            f"lightning_xai could not draw `{self.count_name}` samples from {self.text}: its samples differ in size "
-            f"and the dataloader's collate_fn cannot stack them into one batch: {listed}. Give the dataset samples "
-            f"of one size, a collate_fn that pads every batch to one size, or pass `{instead}=` (samples of one "
-            "size or a batch)." + cause
-        )
-
-
 def _finish(
-    pool: Any, indices: list[int], num_samples: int, batch_to_inputs: Callable[[Any], ModelInputs], source: _Source
+    pool: Any, indices: list[int], num_samples: int, batch_to_inputs: Callable[[Any], ModelInputs], source: Source
 ) -> Probe:
     labels = _labels_of(pool, batch_to_inputs)
     if labels is not None:
@@ -147,52 +108,6 @@ def _detach_clone(obj: Any) -> Any:
     if isinstance(obj, (tuple, list)):
         return type(obj)(_detach_clone(v) for v in obj)
     return obj
-
-
-_COLLATE_ERRORS = (RuntimeError, TypeError, ValueError)
-
-
-def _collate(collate: Callable[[list[Any]], Any], items: list[Any], ids: list[int], source: _Source) -> Any:
-    """``collate(items)``; samples of several sizes give an error naming which indices have which shapes."""
-    try:
-        return collate(items)
-    except _COLLATE_ERRORS as err:
-        shapes = [(str(i), shape_signature(item)) for i, item in zip(ids, items)]
-        if len({shape for _, shape in shapes}) < 2:
-            raise
-        raise source.ragged(shapes, err) from err
-
-
-def _read_map_style(dataset: Any, collate: Callable[[list[Any]], Any], step: int, n: int, source: _Source) -> Any:
-    """The first ``n`` samples collated ``step`` at a time and concatenated; if the chunks do not fit together
-    (a collate_fn that pads each batch to its longest sample), the ``n`` samples collated at once."""
-    chunks = []
-    for start in range(0, n, step):
-        ids = list(range(start, min(n, start + step)))
-        chunks.append(_collate(collate, [dataset[i] for i in ids], ids, source))
-    try:
-        return concat_batches(chunks)
-    except _COLLATE_ERRORS:
-        return _collate(collate, [dataset[i] for i in range(n)], list(range(n)), source)
-
-
-def _read_iterable(dataloader: Any, pool_size: int, source: _Source) -> tuple[Any, list[int]]:
-    chunks: list[Any] = []
-    indices: list[int] = []
-    for batch in dataloader:
-        chunks.append(batch)
-        indices.extend([-1] * batch_size_of(batch))
-        if len(indices) >= pool_size:
-            break
-    if not chunks:
-        return None, indices
-    try:
-        return concat_batches(chunks), indices
-    except _COLLATE_ERRORS as err:
-        shapes = [(f"batch {i}", shape_signature(c, drop_batch=True)) for i, c in enumerate(chunks)]
-        if len({shape for _, shape in shapes}) < 2:
-            raise
-        raise source.ragged(shapes, err) from err
 
 
 def probe_from_dataloader(
@@ -233,14 +148,14 @@ def probe_from_dataloader(
     """
     pool_size = pool_size or max(16 * num_samples, 256)
     dataset = getattr(dataloader, "dataset", None)
-    source = _Source(dataset, given_as, count_name)
+    source = Source(dataset, given_as, count_name)
     collate = getattr(dataloader, "collate_fn", None) or default_collate
     step = getattr(dataloader, "batch_size", None) or 32
     if dataset is not None and not isinstance(dataset, IterableDataset) and hasattr(dataset, "__len__"):
         n = min(len(dataset), pool_size)
-        pool, indices = (_read_map_style(dataset, collate, step, n, source) if n else None), list(range(n))
+        pool, indices = (read_map_style(dataset, collate, step, n, source) if n else None), list(range(n))
     else:
-        pool, indices = _read_iterable(dataloader, pool_size, source)
+        pool, indices = read_iterable(dataloader, pool_size, source)
     if not indices:
         if given_as is not None:
             raise ValueError(expected(given_as, "a dataset with at least one sample", f"an empty {source.text}"))
@@ -248,23 +163,6 @@ def probe_from_dataloader(
             expected("num_samples", "drawn from a non-empty dataloader; the dataloader yielded no samples", num_samples)
         )
     return _finish(pool, indices, num_samples, batch_to_inputs, source)
-
-
-class _Samples(Dataset):
-    """A list of samples (e.g. ``[dataset[i] for i in ids]``) read like a dataset."""
-
-    def __init__(self, samples: list[Any]) -> None:
-        self.samples = samples
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> Any:
-        return self.samples[index]
-
-
-def _is_sample_list(data: Any) -> bool:
-    return isinstance(data, list) and len(data) > 0 and all(isinstance(v, (tuple, list, Mapping)) for v in data)
 
 
 def _tensor_leaves(obj: Any) -> list[Tensor]:
@@ -312,8 +210,7 @@ def probe_from_user(
         ...                     count_name=None))
         2
     """
-    if _is_sample_list(probe):
-        probe = _Samples(probe)
+    probe = samples_as_dataset(probe)
     if isinstance(probe, Dataset):
         loader = DataLoader(probe, batch_size=32)
         return probe_from_dataloader(loader, num_samples or 8, batch_to_inputs, count_name=count_name,
