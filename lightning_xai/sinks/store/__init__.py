@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,19 +35,11 @@ from torch import Tensor
 
 import lightning_xai.sinks.store._read as read
 import lightning_xai.sinks.store._schema as schema
-from lightning_xai._checks import check_choice, expected
-from lightning_xai.sinks.store._compare import compare_snapshots
+from lightning_xai.sinks.store._compare import compare_stored
 from lightning_xai.sinks.store._read import _SNAPSHOT_COLUMNS  # noqa: F401  (re-exported, as before)
-from lightning_xai.sinks.store._records import (  # noqa: F401  (the helpers: re-exported, as before)
-    RunInfo,
-    Snapshot,
-    SnapshotInfo,
-    listing,
-    non_empty_str,
-    select,
-    to_numpy,
-)
-from lightning_xai.sinks.store._write import IF_EXISTS, check_and_encode, claim_run, insert_snapshot
+from lightning_xai.sinks.store._records import RunInfo, Snapshot, SnapshotInfo
+from lightning_xai.sinks.store._records import listing, non_empty_str, select, to_numpy  # noqa: F401  (as before)
+from lightning_xai.sinks.store._write import create_run, write_snapshot
 
 __all__ = ["AttributionStore", "RunInfo", "Snapshot", "SnapshotInfo"]
 
@@ -128,23 +119,21 @@ class AttributionStore:
             >>> info.run, info.global_step
             ('run-a', 5)
         """
-        rows = check_and_encode(run, arrays, epoch, global_step, method, probe_fingerprint, dtype)
-        checkpoint = None if checkpoint_path is None else str(checkpoint_path)
-        with schema.about(self._path, f"write the snapshot of run {run!r} at global step {global_step}"):
-            return insert_snapshot(
-                self._db(),
-                run,
-                rows,
-                epoch=epoch,
-                global_step=global_step,
-                method=method,
-                probe_fingerprint=probe_fingerprint,
-                checkpoint=checkpoint,
-                model_hash=model_hash,
-                created=_now(),
-                meta=meta,
-                run_meta=run_meta,
-            )
+        return write_snapshot(
+            self._db,
+            self._path,
+            run,
+            arrays,
+            epoch=epoch,
+            global_step=global_step,
+            method=method,
+            probe_fingerprint=probe_fingerprint,
+            checkpoint_path=checkpoint_path,
+            model_hash=model_hash,
+            meta=meta,
+            run_meta=run_meta,
+            dtype=dtype,
+        )
 
     def new_run(
         self,
@@ -172,9 +161,7 @@ class AttributionStore:
             >>> store.new_run("resnet"), store.new_run("resnet"), store.new_run("resnet", if_exists="append")
             ('resnet', 'resnet#2', 'resnet')
         """
-        check_choice("if_exists", if_exists, IF_EXISTS)
-        with schema.about(self._path, f"create the run {run!r}"):
-            return claim_run(self._db(), self._path, run, if_exists, _now(), meta)
+        return create_run(self._db, self._path, run, if_exists, meta)
 
     def runs(self) -> list[RunInfo]:
         """Every run, in the order they were created.
@@ -184,8 +171,7 @@ class AttributionStore:
             >>> AttributionStore(pathlib.Path(tempfile.mkdtemp()) / "s.sqlite").runs()
             []
         """
-        with schema.about(self._path, "list its runs"):
-            return read.run_infos(self._db())
+        return read.list_runs(self._db, self._path)
 
     def snapshots(
         self, run: str, *, method: str | None = None, probe_fingerprint: str | None = None
@@ -203,8 +189,7 @@ class AttributionStore:
             >>> [s.global_step for s in store.snapshots("a")]
             [10, 20]
         """
-        with schema.about(self._path, f"list the snapshots of run {run!r}"):
-            return read.snapshot_infos(self._db(), self._path, run, method, probe_fingerprint)
+        return read.list_snapshots(self._db, self._path, run, method, probe_fingerprint)
 
     def load(
         self,
@@ -230,8 +215,7 @@ class AttributionStore:
             >>> snap.info.global_step, snap.arrays["m"].shape, snap.arrays["m"].dtype, snap.dtypes["m"]
             (7, torch.Size([2, 3]), torch.float32, '<f2')
         """
-        infos = self.snapshots(run, method=method, probe_fingerprint=probe_fingerprint)
-        return self._load_arrays(read.pick_snapshot(self._path, run, infos, step, epoch, method))
+        return read.load_snapshot(self._db, self._path, run, step, epoch, method, probe_fingerprint)
 
     def load_snapshot(self, info: SnapshotInfo) -> Snapshot:
         """The snapshot ``info`` (one of :meth:`snapshots`) with its arrays.
@@ -246,10 +230,7 @@ class AttributionStore:
             >>> store.load_snapshot(first).info.probe_fingerprint
             'probe-a'
         """
-        if not isinstance(info, SnapshotInfo):
-            allowed = "a SnapshotInfo of AttributionStore.snapshots()"
-            raise TypeError(expected("info", allowed, type(info).__name__))
-        return self._load_arrays(info)
+        return read.read_snapshot(self._db, self._path, info)
 
     def reference_snapshot(
         self, run: str, epoch: int, *, method: str | None = None, probe_fingerprint: str | None = None
@@ -266,8 +247,7 @@ class AttributionStore:
             >>> store.reference_snapshot("ref", epoch=9).info.epoch  # no epoch 9: its last snapshot
             3
         """
-        infos = self.snapshots(run, method=method, probe_fingerprint=probe_fingerprint)
-        return self._load_arrays(read.pick_reference(self._path, run, infos, epoch, method))
+        return read.load_reference(self._db, self._path, run, epoch, method, probe_fingerprint)
 
     def compare(
         self,
@@ -297,13 +277,7 @@ class AttributionStore:
             >>> sorted(store.compare(("a", 1), ("a", None)))[:2]
             ['m/com_shift', 'm/cosine']
         """
-        first, second = self._as_snapshot("a", a), self._as_snapshot("b", b)
-        try:
-            return compare_snapshots(first, second, key, metric_options)
-        except ValueError as err:  # say which store the snapshots are from
-            if str(self._path) in str(err):
-                raise
-            raise ValueError(f"{err} (AttributionStore {self._path})") from err
+        return compare_stored(self._path, a, b, key, metric_options, self.load)
 
     def close(self) -> None:
         """Close the connection (idempotent); the last one to close folds the WAL back into the file."""
@@ -320,18 +294,3 @@ class AttributionStore:
 
     def __repr__(self) -> str:
         return f"AttributionStore({str(self._path)!r})"
-
-    def _load_arrays(self, info: SnapshotInfo) -> Snapshot:
-        with schema.about(self._path, f"read the snapshot {info.id} of run {info.run!r}"):
-            return read.load_arrays(self._db(), info)
-
-    def _as_snapshot(self, name: str, value: Any) -> Snapshot:
-        if isinstance(value, Snapshot):
-            return value
-        if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
-            return self.load(value[0], value[1])
-        raise TypeError(expected(name, "a Snapshot or a (run, step) pair", value))
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")  # noqa: UP017  (3.10: no UTC)

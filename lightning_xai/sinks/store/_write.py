@@ -1,13 +1,16 @@
 """The write side of :class:`~lightning_xai.sinks.store.AttributionStore`: argument checks, one transaction.
 
 The store checks and encodes a snapshot's arrays first, then inserts it with its arrays in one transaction.
+:func:`write_snapshot` is the store's ``write`` and :func:`create_run` its ``new_run``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,7 @@ import lightning_xai.sinks.store._schema as schema
 from lightning_xai._checks import check_choice, check_non_negative_int, expected
 from lightning_xai.sinks.store._records import SnapshotInfo, non_empty_str, to_numpy
 
-__all__: list[str] = []
+__all__ = ["IF_EXISTS", "check_and_encode", "claim_run", "create_run", "insert_snapshot", "write_snapshot"]
 
 
 def check_and_encode(
@@ -143,3 +146,71 @@ def claim_run(
             db.execute("ROLLBACK")
         raise
     return name
+
+
+def create_run(db: schema.Connect, path: Path, run: str, if_exists: str, meta: dict[str, Any] | None) -> str:
+    """:meth:`~lightning_xai.sinks.store.AttributionStore.new_run`: :func:`claim_run` on the store's
+    connection (``db()``), ``if_exists`` checked first, SQLite and OS errors naming ``path``.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "s.sqlite"
+        >>> conn = schema.connect(path, create=True)
+        >>> create_run(lambda: conn, path, "a", "new", None), create_run(lambda: conn, path, "a", "new", None)
+        ('a', 'a#2')
+    """
+    check_choice("if_exists", if_exists, IF_EXISTS)
+    with schema.about(path, f"create the run {run!r}"):
+        return claim_run(db(), path, run, if_exists, _now(), meta)
+
+
+def write_snapshot(
+    db: schema.Connect,
+    path: Path,
+    run: str,
+    arrays: Any,
+    *,
+    epoch: int,
+    global_step: int,
+    method: str,
+    probe_fingerprint: str,
+    checkpoint_path: str | os.PathLike[str] | None,
+    model_hash: str | None,
+    meta: dict[str, Any] | None,
+    run_meta: dict[str, Any] | None,
+    dtype: str,
+) -> SnapshotInfo:
+    """:meth:`~lightning_xai.sinks.store.AttributionStore.write`: :func:`check_and_encode`, then
+    :func:`insert_snapshot` on the store's connection (``db()``), SQLite and OS errors naming ``path``.
+
+    Example:
+        >>> import tempfile, torch
+        >>> path = Path(tempfile.mkdtemp()) / "s.sqlite"
+        >>> conn = schema.connect(path, create=True)
+        >>> info = write_snapshot(lambda: conn, path, "a", {"m": torch.ones(2)}, epoch=0, global_step=3,
+        ...                       method="m", probe_fingerprint="f", checkpoint_path=None, model_hash=None,
+        ...                       meta=None, run_meta=None, dtype="float16")
+        >>> info.run, info.global_step, info.meta
+        ('a', 3, {})
+    """
+    rows = check_and_encode(run, arrays, epoch, global_step, method, probe_fingerprint, dtype)
+    checkpoint = None if checkpoint_path is None else str(checkpoint_path)
+    with schema.about(path, f"write the snapshot of run {run!r} at global step {global_step}"):
+        return insert_snapshot(
+            db(),
+            run,
+            rows,
+            epoch=epoch,
+            global_step=global_step,
+            method=method,
+            probe_fingerprint=probe_fingerprint,
+            checkpoint=checkpoint,
+            model_hash=model_hash,
+            created=_now(),
+            meta=meta,
+            run_meta=run_meta,
+        )
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")  # noqa: UP017  (3.10: no UTC)
