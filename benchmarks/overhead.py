@@ -110,6 +110,10 @@ def main() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     configs = [c.strip() for c in args.configs.split(",")]
     modes = [m.strip() for m in args.figures.split(",")]
+    for given, allowed, name in ((configs, CONFIGS, "--configs"), (modes, ("background", "inline"), "--figures")):
+        unknown = [c for c in given if c not in allowed]
+        if unknown:  # an unknown name would time a bare fit under its name
+            parser.error(f"{name}: unknown {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}")
     runs = [(c, m) for c in configs for m in (modes if c != "bare" else ["background"])]
     fit("all four" if "all four" in configs else configs[-1], modes[0], args)  # warm-up: imports, the process
     results: dict[tuple[str, str], list[dict[str, float]]] = {run: [] for run in runs}
