@@ -18,6 +18,8 @@ from matplotlib.figure import Figure
 from matplotlib.legend import Legend
 from matplotlib.text import Text
 
+from lightning_xai._checks import expected
+
 _MARGIN = 0.08  # around the figure, inches
 _TITLE_PAD = 6.0 / 72.0  # axes title above its axes (matplotlib's axes.titlepad, 6 points)
 _BAR_WIDTH = 0.16  # colour bar, inches
@@ -79,6 +81,24 @@ def colorbar_axes(fig: Figure) -> Axes:
     return fig.add_axes((0.0, 0.0, 1.0, 1.0))
 
 
+def _margins(ax: Axes, renderer: Any) -> tuple[float, float, float, float]:
+    """Room ``ax``'s texts take around its plot area, inches: (left, right, bottom, top) -- y tick labels and
+    label, the last x tick label's overhang, x tick labels and label, the title."""
+    ylabel_w = _extent(ax.yaxis.label, renderer)[0]
+    left = _ticks_width(ax.yaxis, renderer) + (ylabel_w + ax.yaxis.labelpad / 72.0 if ylabel_w else 0.0)
+    xticks = [t for t in ax.xaxis.get_majorticklabels() if t.get_visible() and t.get_text()]
+    ticks_h = max((_extent(t, renderer)[1] for t in xticks), default=0.0)
+    right = 0.0
+    if xticks:
+        tick = ax.xaxis.get_major_ticks()[0]
+        ticks_h += (tick.get_tick_padding() + tick.get_pad()) / 72.0
+        right = max(_extent(t, renderer)[0] for t in xticks) / 2  # the last label overhangs
+    xlabel_h = _extent(ax.xaxis.label, renderer)[1]
+    bottom = ticks_h + (xlabel_h + ax.xaxis.labelpad / 72.0 if xlabel_h else 0.0)
+    title_h = _extent(ax.title, renderer)[1]
+    return left, right, bottom, (title_h + _TITLE_PAD if title_h else 0.0)
+
+
 def arrange_panels(fig: Figure, axes: Sequence[Axes], ncols: int, panel_w: float, panel_h: float,
                    suptitle: Text | None = None, gap: float = 0.25, legend: Legend | None = None) -> None:
     """Size ``fig`` and place panels with ticks (line plots) in ``ncols`` columns, ``panel_w`` x ``panel_h``
@@ -95,21 +115,8 @@ def arrange_panels(fig: Figure, axes: Sequence[Axes], ncols: int, panel_w: float
         True
     """
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
-    left = right = bottom = top = 0.0
-    for ax in axes:
-        ylabel_w = _extent(ax.yaxis.label, renderer)[0]
-        left = max(left, _ticks_width(ax.yaxis, renderer) + (ylabel_w + ax.yaxis.labelpad / 72.0 if ylabel_w
-                                                             else 0.0))
-        xticks = ax.xaxis.get_majorticklabels()
-        ticks_h = max((_extent(t, renderer)[1] for t in xticks), default=0.0)
-        if xticks:
-            tick = ax.xaxis.get_major_ticks()[0]
-            ticks_h += (tick.get_tick_padding() + tick.get_pad()) / 72.0
-            right = max(right, max(_extent(t, renderer)[0] for t in xticks) / 2)  # the last label overhangs
-        xlabel_h = _extent(ax.xaxis.label, renderer)[1]
-        bottom = max(bottom, ticks_h + (xlabel_h + ax.xaxis.labelpad / 72.0 if xlabel_h else 0.0))
-        title_h = _extent(ax.title, renderer)[1]
-        top = max(top, title_h + _TITLE_PAD if title_h else 0.0)
+    margins = [_margins(ax, renderer) for ax in axes]
+    left, right, bottom, top = (max(m[i] for m in margins) for i in range(4))
     rows = -(-len(axes) // ncols)
     cell_w, cell_h = left + panel_w + right, top + panel_h + bottom
     head = _MARGIN + suptitle_height(suptitle, renderer)
@@ -125,3 +132,32 @@ def arrange_panels(fig: Figure, axes: Sequence[Axes], ncols: int, panel_w: float
     place_suptitle(suptitle, height)
     if legend is not None:
         legend.set_bbox_to_anchor((0.5, _MARGIN / height), transform=fig.transFigure)
+
+
+def arrange_column(fig: Figure, axes: Sequence[Axes], panel_w: float, heights: Sequence[float],
+                   gap: float = 0.12) -> None:
+    """Size ``fig`` and stack ``axes`` top to bottom, each ``panel_w`` inches wide and ``heights[i]`` tall (plot
+    areas), sharing one left edge; each gets the room its own title and x tick labels take (measured).
+
+    Example:
+        >>> from lightning_xai.render._utils import new_figure
+        >>> fig = new_figure(1.0, 1.0, layout=None)
+        >>> top, bottom = fig.add_axes((0, 0, 1, 1)), fig.add_axes((0, 0, 1, 1))
+        >>> arrange_column(fig, [top, bottom], panel_w=3.0, heights=[2.0, 1.0])
+        >>> bool(bottom.get_position().y1 < top.get_position().y0)
+        True
+        >>> float(round(top.get_position().height * fig.get_figheight(), 2))  # the plot area, inches
+        2.0
+    """
+    if len(heights) != len(axes):
+        raise ValueError(expected("heights", f"one height per axes ({len(axes)})", len(heights)))
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    margins = [_margins(ax, renderer) for ax in axes]
+    left, right = max(m[0] for m in margins), max(m[1] for m in margins)
+    cells = [m[3] + h + m[2] for m, h in zip(margins, heights)]
+    width, height = _size(fig, 2 * _MARGIN + left + panel_w + right,
+                          2 * _MARGIN + sum(cells) + gap * (len(axes) - 1))
+    y = height - _MARGIN
+    for ax, (_, _, bottom, top), h, cell in zip(axes, margins, heights, cells):
+        ax.set_position(((_MARGIN + left) / width, (y - top - h) / height, panel_w / width, h / height))
+        y -= cell + gap

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch  # noqa: F401 - the docstring examples use it
 from matplotlib.figure import Figure
-from matplotlib.gridspec import GridSpec
 from torch import Tensor
 
 from lightning_xai._checks import expected
+from lightning_xai.render._grid import arrange_column
 from lightning_xai.render._utils import LABEL_FONTSIZE, SUPTITLE_FONTSIZE, TICK_FONTSIZE, TITLE_FONTSIZE, new_figure
 from lightning_xai.render.overlay import denormalize
 
@@ -53,9 +53,8 @@ def reliability_diagram(
     bins = n.size
     edges = np.linspace(0.0, 1.0, bins + 1)
     centres, width = (edges[:-1] + edges[1:]) / 2, 1.0 / bins
-    fig = new_figure(5.2, 5.6)
-    grid = GridSpec(2, 1, height_ratios=(3, 1), figure=fig)
-    ax, hist = fig.add_subplot(grid[0]), fig.add_subplot(grid[1])
+    fig = new_figure(5.2, 5.6, layout=None)  # placed by render/_grid.py: measured once, no layout engine
+    ax, hist = fig.add_axes((0.0, 0.0, 1.0, 1.0)), fig.add_axes((0.0, 0.0, 1.0, 1.0))
     filled = n > 0
     ax.bar(centres[filled], acc[filled], width=width, color="#3b6ea8", edgecolor="white", label="accuracy")
     gap_lo, gap_hi = np.minimum(acc, conf)[filled], np.maximum(acc, conf)[filled]
@@ -73,6 +72,7 @@ def reliability_diagram(
     hist.set_xlabel("confidence", fontsize=LABEL_FONTSIZE)
     hist.set_ylabel("count", fontsize=LABEL_FONTSIZE)
     hist.tick_params(labelsize=TICK_FONTSIZE)
+    arrange_column(fig, [ax, hist], panel_w=4.4, heights=(3.3, 1.1))
     return fig
 
 

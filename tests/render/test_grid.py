@@ -147,3 +147,18 @@ def test_draw_png_draws_dollar_strings_literally():
 
     png = draw_png(builder, dpi=50)  # mathtext would raise on the double subscript
     assert np.asarray(Image.open(io.BytesIO(png))).ndim == 3
+
+
+@pytest.mark.parametrize("subtitle", [None, "multiclass · 128 predictions · fit · epoch 12 · step 3400"])
+def test_reliability_diagram_panels_do_not_collide(subtitle):
+    from lightning_xai.render.calibration import reliability_diagram
+
+    counts = [0, 2, 5, 9, 14, 20, 25, 18, 22, 13000]  # a wide count label on the histogram's y axis
+    conf = [float("nan"), 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95]
+    acc = [float("nan"), 0.0, 0.2, 0.33, 0.5, 0.5, 0.6, 0.8, 0.9, 1.0]
+    fig = reliability_diagram(counts, conf, acc, 0.0412, title="Reliability diagram $x_1$", subtitle=subtitle)
+    _check_layout(fig)
+    diagram, hist = fig.axes
+    assert diagram.get_position().x0 == hist.get_position().x0  # one left edge: the bins line up
+    assert diagram.get_position().width == hist.get_position().width
+    assert diagram.get_position().height == pytest.approx(3 * hist.get_position().height)
