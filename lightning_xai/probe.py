@@ -7,6 +7,8 @@ samples (a dataset, a dataloader or a list of samples into one batch) is ``light
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +24,7 @@ from lightning_xai._batch import batch_size_of, move_to, shape_signature, slice_
 from lightning_xai._probe_read import Source, read_iterable, read_map_style, samples_as_dataset
 from lightning_xai.adapters import ModelInputs
 
-__all__ = ["Probe", "balanced_order", "probe_from_dataloader", "probe_from_user"]
+__all__ = ["Probe", "balanced_order", "forget_pools", "probe_from_dataloader", "probe_from_user"]
 
 
 @dataclass
@@ -118,6 +120,7 @@ def probe_from_dataloader(
     *,
     count_name: str | None = "num_samples",
     given_as: str | None = None,
+    shared: bool = False,
 ) -> Probe:
     """Pick ``num_samples`` probe samples from the first ``pool_size`` items of a dataloader's dataset.
 
@@ -134,6 +137,10 @@ def probe_from_dataloader(
             the data holds fewer samples; ``None``: no warning.
         given_as: The user argument the dataloader's dataset came in (named in errors), ``None`` for a trainer's
             dataloader.
+        shared: Keep the samples read (the pool) for the next call on the same dataloader object with the same
+            ``pool_size`` until :func:`forget_pools`: the callbacks of one trainer read their validation data once
+            (each read decodes up to ``pool_size`` samples) instead of once each. The callbacks forget the pools
+            when a training epoch starts and at the end of every stage.
 
     Raises:
         ValueError: If the dataloader yields no samples, or its samples differ in size so that they cannot be
@@ -149,13 +156,14 @@ def probe_from_dataloader(
     pool_size = pool_size or max(16 * num_samples, 256)
     dataset = getattr(dataloader, "dataset", None)
     source = Source(dataset, given_as, count_name)
-    collate = getattr(dataloader, "collate_fn", None) or default_collate
-    step = getattr(dataloader, "batch_size", None) or 32
-    if dataset is not None and not isinstance(dataset, IterableDataset) and hasattr(dataset, "__len__"):
-        n = min(len(dataset), pool_size)
-        pool, indices = (read_map_style(dataset, collate, step, n, source) if n else None), list(range(n))
+    kept = _POOLS.get((id(dataloader), pool_size)) if shared else None
+    if kept is not None and kept[0]() is dataloader:
+        pool, indices = kept[1], kept[2]
     else:
-        pool, indices = read_iterable(dataloader, pool_size, source)
+        pool, indices = _read_pool(dataloader, dataset, pool_size, source)
+        if shared and type(dataloader).__weakrefoffset__:  # a list of batches cannot be referred to weakly
+            with _POOLS_LOCK:
+                _POOLS[(id(dataloader), pool_size)] = (weakref.ref(dataloader), pool, indices)
     if not indices:
         if given_as is not None:
             raise ValueError(expected(given_as, "a dataset with at least one sample", f"an empty {source.text}"))
@@ -163,6 +171,35 @@ def probe_from_dataloader(
             expected("num_samples", "drawn from a non-empty dataloader; the dataloader yielded no samples", num_samples)
         )
     return _finish(pool, indices, num_samples, batch_to_inputs, source)
+
+
+_POOLS: dict[tuple[int, int], tuple[weakref.ref[Any], Any, list[int]]] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def forget_pools() -> None:
+    """Drop the samples kept by ``probe_from_dataloader(..., shared=True)`` (the next call reads them again).
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> from lightning_xai.adapters import default_batch_to_inputs
+        >>> loader = DataLoader(TensorDataset(torch.arange(6.).view(6, 1), torch.tensor([0, 1] * 3)), batch_size=2)
+        >>> probe_from_dataloader(loader, 2, default_batch_to_inputs, shared=True).indices
+        [0, 1]
+        >>> forget_pools()
+    """
+    with _POOLS_LOCK:
+        _POOLS.clear()
+
+
+def _read_pool(dataloader: Any, dataset: Any, pool_size: int, source: Source) -> tuple[Any, list[int]]:
+    """The first ``pool_size`` samples of the loader's dataset as one batch, and their dataset indices."""
+    if dataset is not None and not isinstance(dataset, IterableDataset) and hasattr(dataset, "__len__"):
+        collate = getattr(dataloader, "collate_fn", None) or default_collate
+        step = getattr(dataloader, "batch_size", None) or 32
+        n = min(len(dataset), pool_size)
+        return (read_map_style(dataset, collate, step, n, source) if n else None), list(range(n))
+    return read_iterable(dataloader, pool_size, source)
 
 
 def _tensor_leaves(obj: Any) -> list[Tensor]:

@@ -81,7 +81,7 @@ def draw_background(trainer: pl.Trainer, stage: Stage, given: Any, n_background:
         loader = loader[0] if isinstance(loader, (list, tuple)) else loader
     if loader is None:
         raise ValueError(expected("background", "given when the trainer has no dataloader to draw it from", None))
-    return probe_from_dataloader(loader, n_background, batch_to_inputs, count_name="n_background")
+    return probe_from_dataloader(loader, n_background, batch_to_inputs, count_name="n_background", shared=True)
 
 
 def _slots(inputs: ModelInputs) -> dict[str, Tensor]:

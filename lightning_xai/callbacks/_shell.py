@@ -22,6 +22,7 @@ from lightning_xai.callbacks._publish import publish
 from lightning_xai.functional._fsdp import gathered
 from lightning_xai.callbacks._shell_checks import check_name, check_output
 from lightning_xai.functional._fingerprint import model_fingerprint
+from lightning_xai.probe import forget_pools
 from lightning_xai.sinks import ArtifactSink, Event
 from lightning_xai.sinks._worker import figure_worker, flush_figures
 
@@ -139,30 +140,35 @@ class CallbackShell(Callback):
         """The work of one scheduled epoch end (explain the probe, finish the metrics, fit the probes): each
         callback overrides it; :meth:`_epoch_end` wraps it in the ``on_error`` policy, progress and publishing."""
 
-    # ------------------------------------------------------------------ figures drawn in the background
+    # ---------------------------------------- figures drawn in the background; samples read once per stage's end
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         flush_figures()
 
     @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        forget_pools()  # every callback has drawn its probe at this validation's epoch end
         if trainer.state.fn != TrainerFn.FITTING:  # during fit the figures are waited for at its end
             flush_figures()
 
     @override
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        forget_pools()
         flush_figures()
 
     @override
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        forget_pools()
         flush_figures()
 
     @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        forget_pools()
         flush_figures()  # KeyboardInterrupt or an error in the model: the completed epochs' figures are written
 
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        forget_pools()
         flush_figures()
 
     @override

@@ -244,7 +244,7 @@ class XAICallback(Overlapping, ABC):
                     raise ValueError(
                         expected("probe", f"given when the trainer has no {stage} dataloader to draw from", None)
                     )
-                self._probe = probe_from_dataloader(loaders, self.num_samples, self.batch_to_inputs)
+                self._probe = probe_from_dataloader(loaders, self.num_samples, self.batch_to_inputs, shared=True)
         return self._probe
 
     def _prepare(self, probe: Probe, model: nn.Module) -> ModelInputs:

@@ -213,7 +213,7 @@ class ProbingCallback(CallbackShell):
                 raise ValueError(f"lightning_xai: ProbingCallback needs a {stage} dataloader to draw its probe set.")
             self._probe = probe_from_dataloader(loader, self.max_samples, balance_on(self.concepts,
                                                 self.batch_to_inputs), pool_size=max(2 * self.max_samples, 256),
-                                                count_name=None)  # "up to": a smaller set is no surprise
+                                                count_name=None, shared=True)  # "up to": no surprise
         return self._probe
 
     def _features(self, trainer: pl.Trainer, pl_module: pl.LightningModule, probe: Probe) -> dict[str, Tensor]:
