@@ -140,7 +140,7 @@ def probe_from_dataloader(
         shared: Keep the samples read (the pool) for the next call on the same dataloader object with the same
             ``pool_size`` until :func:`forget_pools`: the callbacks of one trainer read their validation data once
             (each read decodes up to ``pool_size`` samples) instead of once each. The callbacks forget the pools
-            when a training epoch starts and at the end of every stage.
+            at the end of every validation, test and predict run, on an exception and at teardown.
 
     Raises:
         ValueError: If the dataloader yields no samples, or its samples differ in size so that they cannot be
